@@ -1,0 +1,54 @@
+//! The subcommands. Each lives in its own module under `commands/` with a clap `Args` struct
+//! and an `async fn run(args, ctx)` that validates everything it can before it opens the
+//! database. Adding a subcommand is one module and one variant (plus its arm) here.
+
+mod enqueue;
+mod items;
+mod reap;
+mod status;
+
+use clap::Subcommand;
+
+use crate::error::CliError;
+use crate::output::Output;
+
+/// What every subcommand gets besides its own arguments.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    /// The `--db` URL, not yet opened: a command opens it only after validating its input.
+    pub(crate) db: String,
+    /// Text or JSON.
+    pub(crate) out: Output,
+}
+
+/// The subcommands of `leasehold`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Add an item; print its id.
+    Enqueue(enqueue::Args),
+    /// Count items by status.
+    Status(status::Args),
+    /// List items with their owner, epoch, attempts, lease expiry and error.
+    Items(items::Args),
+    /// Run one reaper sweep: requeue or dead-letter items whose lease expired and whose owner
+    /// the worker registry does not vouch for.
+    Reap(reap::Args),
+}
+
+impl Command {
+    /// Runs the subcommand.
+    pub(crate) async fn run(self, ctx: &Ctx) -> Result<(), CliError> {
+        match self {
+            Command::Enqueue(args) => enqueue::run(args, ctx).await,
+            Command::Status(args) => status::run(args, ctx).await,
+            Command::Items(args) => items::run(args, ctx).await,
+            Command::Reap(args) => reap::run(args, ctx).await,
+        }
+    }
+}
+
+/// The configuration from the environment (`LEASEHOLD_*`, with the seeds' `TASK_*` aliases);
+/// an unparsable variable is bad input that names the variable.
+pub(crate) fn config() -> Result<leasehold_core::Config, CliError> {
+    leasehold_core::Config::from_env().map_err(|e| CliError::usage(e.to_string()))
+}

@@ -1,0 +1,73 @@
+//! `leasehold enqueue`: add one item and print its id.
+
+use std::time::Duration;
+
+use leasehold_core::{Clock, NewItem, SystemClock};
+use serde_json::{json, Value};
+
+use crate::args;
+use crate::commands::{config, Ctx};
+use crate::db::{self, Access};
+use crate::error::CliError;
+
+/// Arguments of `enqueue`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The work type; workers pick items by kind.
+    #[arg(long, value_name = "K", value_parser = args::non_empty)]
+    kind: String,
+
+    /// The handler's input, as JSON (e.g. '{"to": "a@b.c"}').
+    #[arg(long, value_name = "JSON")]
+    input: String,
+
+    /// The retry budget [default: LEASEHOLD_MAX_ATTEMPTS or TASK_MAX_REQUEUE, else 3].
+    #[arg(long, value_name = "N", value_parser = args::positive_count, allow_negative_numbers = true)]
+    max_attempts: Option<u32>,
+
+    /// Higher runs first; may be negative.
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    priority: i32,
+
+    /// Do not run before this many seconds from now (may be fractional).
+    #[arg(long, value_name = "S", value_parser = args::seconds, allow_negative_numbers = true)]
+    delay_s: Option<Duration>,
+
+    /// A group (task) id that workers can filter by.
+    #[arg(long, value_name = "G", value_parser = args::non_empty)]
+    group: Option<String>,
+}
+
+/// Validates, opens (creating the database if needed), enqueues, prints the id.
+pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
+    let input: Value = serde_json::from_str(&args.input)
+        .map_err(|e| CliError::usage(format!("--input is not valid JSON: {e}")))?;
+    let max_attempts = match args.max_attempts {
+        Some(n) => n,
+        None => config()?.max_attempts,
+    };
+    let mut item = NewItem::new(args.kind, input)
+        .max_attempts(max_attempts)
+        .priority(args.priority)
+        .delay(args.delay_s.unwrap_or(Duration::ZERO));
+    if let Some(g) = args.group {
+        item = item.group(g);
+    }
+    item.validate().map_err(CliError::usage)?;
+
+    let store = db::open(&ctx.db, Access::Create).await?;
+    let id = store
+        .item_enqueue(item, SystemClock.now())
+        .await
+        .map_err(|e| CliError::store(&ctx.db, e))?;
+    if ctx.out.is_json() {
+        ctx.out.json(&json!({ "id": id }))
+    } else {
+        ctx.out.text(&id.to_string())
+    }
+}

@@ -1,0 +1,37 @@
+//! The conformance cases. Each takes a fresh, empty store, moves time by hand from
+//! [`T0`](crate::support::T0), and panics with what it expected when the store disagrees.
+//! The rustdoc of [`Store`](leasehold_core::Store) and DESIGN.md's invariants are the contract
+//! they check; each case's doc says which behaviour it proves.
+//!
+//! # Layout
+//! - [`lease`]: the lease lifecycle (enqueue → acquire → renew → complete) and owner-wide
+//!   renewal.
+//! - [`fencing`]: invariant 3: a holder whose lease was taken over, finished or released
+//!   cannot write.
+//! - [`attempts`]: invariant 4 (bounded retries), backoff, permanent failure, release, cancel.
+//! - [`acquire`]: ordering, delays, kind and group filters, batches.
+//! - [`recover`]: a restarting owner taking back its items (`recover_mine`).
+//! - [`reap`]: the reaper's store side (invariant 5).
+//! - [`read`]: lease status, an owner's leases, counts, listing, checkpoints, progress.
+//! - [`registry`]: the worker registry and [`RegistryLiveness`](leasehold_core::RegistryLiveness).
+//! - [`input`]: invalid arguments are refused before anything is written.
+
+pub mod acquire;
+pub mod attempts;
+pub mod fencing;
+pub mod input;
+pub mod lease;
+pub mod read;
+pub mod reap;
+pub mod recover;
+pub mod registry;
+
+pub use acquire::*;
+pub use attempts::*;
+pub use fencing::*;
+pub use input::*;
+pub use lease::*;
+pub use read::*;
+pub use reap::*;
+pub use recover::*;
+pub use registry::*;

@@ -1,0 +1,129 @@
+//! `recover_mine` (invariant 6): a (re)starting owner takes back everything it still holds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use leasehold_core::{ItemStatus, RecoveredItem, Store};
+use serde_json::json;
+
+use crate::support::{acquire, assert_every_write_fenced, at_s, enqueue, get, new_item, req, T0};
+
+/// `recover_mine` requeues every in-progress item of the owner — whatever its lease says —
+/// bumping the epoch and keeping the attempt counted, dead-letters those whose attempts are
+/// spent (with an error), reports each, and leaves other owners' items alone.
+pub async fn recover_mine_requeues_the_owners_items_and_dead_letters_spent_ones(
+    store: Arc<dyn Store>,
+) {
+    let s = &*store;
+    let requeue = enqueue(s, new_item("a", 1).max_attempts(3), T0).await;
+    let spent = enqueue(s, new_item("b", 2).max_attempts(1), T0).await;
+    let others = enqueue(s, new_item("c", 3), T0).await;
+    let waiting = enqueue(s, new_item("d", 4), T0).await;
+    let a = req("worker-a");
+    let l1 = acquire(s, &a.clone().kinds(["a"]), T0).await;
+    let l2 = acquire(s, &a.kinds(["b"]), T0).await;
+    let l3 = acquire(s, &req("worker-b").kinds(["c"]), T0).await;
+    let waiting_before = get(s, waiting).await;
+
+    // Well within the lease: recover_mine does not wait for expiry.
+    let recovered = s
+        .items_recover_owner("worker-a", at_s(5))
+        .await
+        .expect("recover_mine");
+    let by_id: BTreeMap<_, _> = recovered.iter().map(|r| (r.id, r.clone())).collect();
+    assert_eq!(
+        recovered.len(),
+        2,
+        "both of worker-a's items: {recovered:?}"
+    );
+    assert_eq!(
+        by_id.get(&requeue),
+        Some(&RecoveredItem {
+            id: requeue,
+            kind: "a".into(),
+            previous_owner: "worker-a".into(),
+            previous_epoch: 1,
+            attempts: 1,
+            max_attempts: 3,
+            dead_lettered: false,
+        })
+    );
+    assert_eq!(
+        by_id.get(&spent).map(|r| r.dead_lettered),
+        Some(true),
+        "an item whose attempts are spent is dead-lettered"
+    );
+
+    let item = get(s, requeue).await;
+    assert_eq!(item.status, ItemStatus::Pending);
+    assert_eq!(item.epoch, 2, "a requeue bumps the epoch");
+    assert_eq!(item.attempts, 1, "the lost attempt stays counted");
+    assert_eq!(item.lease(), None);
+    assert!(item.run_at <= at_s(5), "a recovered item is ready at once");
+    let item = get(s, spent).await;
+    assert_eq!(item.status, ItemStatus::Failed);
+    assert_eq!(item.attempts, 1);
+    assert!(
+        item.error.is_some(),
+        "a dead-lettered item carries an error"
+    );
+
+    assert_eq!(
+        get(s, others).await,
+        l3.item,
+        "another owner's item is untouched"
+    );
+    assert_eq!(
+        get(s, waiting).await,
+        waiting_before,
+        "a pending item is untouched"
+    );
+    assert!(s
+        .leases_of_owner("worker-a")
+        .await
+        .expect("leases_of_owner")
+        .is_empty());
+    assert_eq!(
+        s.leases_of_owner("worker-b")
+            .await
+            .expect("leases_of_owner")
+            .len(),
+        1
+    );
+    assert!(
+        s.items_recover_owner("worker-a", at_s(6))
+            .await
+            .expect("recover_mine")
+            .is_empty(),
+        "a second recovery finds nothing"
+    );
+    assert!(l1.lease.epoch < get(s, requeue).await.epoch);
+    assert_eq!(by_id[&spent].previous_epoch, l2.lease.epoch);
+}
+
+/// After `recover_mine`, the previous incarnation's leases are fenced out — even after the
+/// same owner id acquires the item again — and the new lease works.
+pub async fn recover_mine_fences_out_the_previous_incarnation(store: Arc<dyn Store>) {
+    let s = &*store;
+    let id = enqueue(s, new_item("a", 1), T0).await;
+    let old = acquire(s, &req("worker-a"), T0).await.lease;
+    s.checkpoint_save(&old, "step", json!(1), at_s(1))
+        .await
+        .expect("checkpoint");
+    s.items_recover_owner("worker-a", at_s(2))
+        .await
+        .expect("recover_mine");
+    assert_every_write_fenced(s, &old, at_s(3)).await;
+
+    let new = acquire(s, &req("worker-a"), at_s(4)).await;
+    assert_eq!(new.item.id, id);
+    assert!(
+        new.lease.epoch > old.epoch + 1,
+        "requeue and acquisition both bump"
+    );
+    assert_eq!(new.item.attempts, 2);
+    assert_every_write_fenced(s, &old, at_s(5)).await;
+    s.item_complete(&new.lease, json!("ok"), at_s(6))
+        .await
+        .expect("the new lease completes");
+}

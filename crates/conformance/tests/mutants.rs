@@ -1,0 +1,252 @@
+//! The suite is not vacuous: run against deliberately broken stores (the SQLite store wrapped
+//! so that it breaks one rule), the cases that guard that rule, and the model, must fail.
+//!
+//! - [`Zombie`] completes by item id alone when the holder's lease is gone — the bug River,
+//!   Oban and graphile-worker had (invariant 3).
+//! - [`Deaf`] sweeps without asking owners, as a time-only rescuer does (invariant 5).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use leasehold_conformance::{cases, model};
+use leasehold_core::{
+    AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, LeaseRef,
+    LeaseStatus, Leased, LivenessCheck, NewItem, NoLiveness, NodeRecord, ReapRequest,
+    RecoveredItem, RecoveryStats, StatusCounts, Store, StoreResult, Timestamp,
+};
+use leasehold_sqlite::SqliteStore;
+use proptest::test_runner::{TestCaseError, TestRunner};
+use serde_json::Value;
+
+/// Which rule the wrapper breaks.
+#[derive(Debug, Clone, Copy)]
+enum Flaw {
+    /// `item_complete` with a lost lease completes the item under its current lease.
+    Zombie,
+    /// `items_reap_expired` ignores the liveness check it is given.
+    Deaf,
+}
+
+#[derive(Debug)]
+struct Mutant {
+    inner: SqliteStore,
+    flaw: Flaw,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+async fn mutant(flaw: Flaw) -> Arc<dyn Store> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let inner = SqliteStore::open(dir.path().join("mutant.db"))
+        .await
+        .expect("open");
+    Arc::new(Mutant {
+        inner,
+        flaw,
+        _dir: Arc::new(dir),
+    })
+}
+
+#[async_trait]
+impl Store for Mutant {
+    async fn items_enqueue(&self, items: Vec<NewItem>, now: Timestamp) -> StoreResult<Vec<ItemId>> {
+        self.inner.items_enqueue(items, now).await
+    }
+    async fn items_acquire(
+        &self,
+        req: &AcquireRequest,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Leased>> {
+        self.inner.items_acquire(req, now).await
+    }
+    async fn lease_renew(
+        &self,
+        l: &LeaseRef,
+        d: Duration,
+        now: Timestamp,
+    ) -> StoreResult<Timestamp> {
+        self.inner.lease_renew(l, d, now).await
+    }
+    async fn leases_renew_owner(&self, o: &str, d: Duration, now: Timestamp) -> StoreResult<u64> {
+        self.inner.leases_renew_owner(o, d, now).await
+    }
+    async fn item_complete(
+        &self,
+        lease: &LeaseRef,
+        output: Value,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        match self.inner.item_complete(lease, output.clone(), now).await {
+            Err(e) if e.is_lease_lost() && matches!(self.flaw, Flaw::Zombie) => {
+                match self
+                    .inner
+                    .item_get(lease.item)
+                    .await?
+                    .and_then(|i| i.lease())
+                {
+                    Some(current) => self.inner.item_complete(&current, output, now).await,
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+    async fn item_fail(
+        &self,
+        l: &LeaseRef,
+        error: &str,
+        d: FailDisposition,
+        now: Timestamp,
+    ) -> StoreResult<FailOutcome> {
+        self.inner.item_fail(l, error, d, now).await
+    }
+    async fn item_release(&self, l: &LeaseRef, now: Timestamp) -> StoreResult<()> {
+        self.inner.item_release(l, now).await
+    }
+    async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
+        self.inner.item_cancel(id, now).await
+    }
+    async fn item_progress(&self, l: &LeaseRef, p: Value, now: Timestamp) -> StoreResult<()> {
+        self.inner.item_progress(l, p, now).await
+    }
+    async fn checkpoint_save(
+        &self,
+        l: &LeaseRef,
+        name: &str,
+        p: Value,
+        now: Timestamp,
+    ) -> StoreResult<i64> {
+        self.inner.checkpoint_save(l, name, p, now).await
+    }
+    async fn checkpoints_list(&self, item: ItemId) -> StoreResult<Vec<Checkpoint>> {
+        self.inner.checkpoints_list(item).await
+    }
+    async fn lease_status(&self, id: ItemId, now: Timestamp) -> StoreResult<LeaseStatus> {
+        self.inner.lease_status(id, now).await
+    }
+    async fn leases_of_owner(&self, owner: &str) -> StoreResult<Vec<Item>> {
+        self.inner.leases_of_owner(owner).await
+    }
+    async fn item_get(&self, id: ItemId) -> StoreResult<Option<Item>> {
+        self.inner.item_get(id).await
+    }
+    async fn items_count(&self) -> StoreResult<StatusCounts> {
+        self.inner.items_count().await
+    }
+    async fn items_list(&self, f: &ItemFilter) -> StoreResult<Vec<Item>> {
+        self.inner.items_list(f).await
+    }
+    async fn items_reap_expired(
+        &self,
+        req: &ReapRequest,
+        liveness: &dyn LivenessCheck,
+        now: Timestamp,
+    ) -> StoreResult<RecoveryStats> {
+        match self.flaw {
+            Flaw::Deaf => self.inner.items_reap_expired(req, &NoLiveness, now).await,
+            Flaw::Zombie => self.inner.items_reap_expired(req, liveness, now).await,
+        }
+    }
+    async fn items_recover_owner(
+        &self,
+        o: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RecoveredItem>> {
+        self.inner.items_recover_owner(o, now).await
+    }
+    async fn node_heartbeat(&self, n: &NodeRecord) -> StoreResult<()> {
+        self.inner.node_heartbeat(n).await
+    }
+    async fn node_stop(&self, id: &str, inc: i64, now: Timestamp) -> StoreResult<()> {
+        self.inner.node_stop(id, inc, now).await
+    }
+    async fn node_get(&self, id: &str) -> StoreResult<Option<NodeRecord>> {
+        self.inner.node_get(id).await
+    }
+    async fn nodes_list(&self) -> StoreResult<Vec<NodeRecord>> {
+        self.inner.nodes_list().await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+}
+
+/// Whether `case` panics (fails) against a fresh mutant with `flaw`.
+async fn fails<F, Fut>(flaw: Flaw, case: F) -> bool
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let store = mutant(flaw).await;
+    AssertUnwindSafe(case(store)).catch_unwind().await.is_err()
+}
+
+/// Whether the model finds the flaw in some generated history.
+fn model_finds(flaw: Flaw) -> bool {
+    let mut runner = TestRunner::new(model::config());
+    runner
+        .run(&model::ops(), |ops| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime
+                .block_on(async { model::run(mutant(flaw).await, &ops).await })
+                .map(|_| ())
+                .map_err(TestCaseError::fail)
+        })
+        .is_err()
+}
+
+#[tokio::test]
+async fn fencing_cases_catch_a_store_that_lets_a_zombie_complete() {
+    assert!(fails(Flaw::Zombie, cases::zombie_cannot_complete_after_takeover).await);
+    assert!(
+        fails(
+            Flaw::Zombie,
+            cases::stale_epoch_after_reap_and_takeover_cannot_write
+        )
+        .await
+    );
+    assert!(
+        fails(
+            Flaw::Zombie,
+            cases::wrong_owner_with_the_current_epoch_cannot_write
+        )
+        .await
+    );
+    assert!(
+        !fails(Flaw::Zombie, cases::lease_lifecycle_acquire_renew_complete).await,
+        "a case that never writes with a lost lease passes on this mutant"
+    );
+}
+
+#[tokio::test]
+async fn reaper_cases_catch_a_store_that_does_not_ask_liveness() {
+    assert!(
+        fails(
+            Flaw::Deaf,
+            cases::reap_keeps_an_expired_lease_whose_owner_is_alive
+        )
+        .await
+    );
+    assert!(fails(Flaw::Deaf, cases::reap_renewal_between_scan_and_write_wins).await);
+    assert!(
+        fails(
+            Flaw::Deaf,
+            cases::reap_with_registry_liveness_spares_live_nodes_and_requeues_dead_ones
+        )
+        .await
+    );
+}
+
+#[test]
+fn the_model_catches_both_mutants() {
+    assert!(
+        model_finds(Flaw::Zombie),
+        "the model missed the zombie completion"
+    );
+    assert!(model_finds(Flaw::Deaf), "the model missed the deaf reaper");
+}

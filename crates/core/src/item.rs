@@ -1,0 +1,513 @@
+//! Work items, their statuses and leases, and the argument structs of the store's operations.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::clock::Timestamp;
+
+/// The id of a work item, assigned by the store at enqueue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ItemId(pub i64);
+
+impl fmt::Display for ItemId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for ItemId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(ItemId)
+            .ok_or_else(|| format!("{s:?} is not an item id (a positive integer)"))
+    }
+}
+
+/// Where an item is in its life.
+///
+/// ```text
+/// pending ──acquire──▶ in_progress ──complete──▶ completed
+///    ▲  │                 │  │  │
+///    │  └──cancel──▶ cancelled  └──fail (permanent, or attempts spent)──▶ failed
+///    └──fail (retryable) / release / reap / recover_mine──┘
+/// ```
+/// `failed` is the dead-letter state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    /// Waiting to be acquired (once `run_at` has passed).
+    Pending,
+    /// Leased by an owner.
+    InProgress,
+    /// Finished with output.
+    Completed,
+    /// Dead-lettered: a permanent error, or the retry budget spent.
+    Failed,
+    /// Cancelled before it ran.
+    Cancelled,
+}
+
+impl ItemStatus {
+    /// Every status, in life order.
+    pub const ALL: [ItemStatus; 5] = [
+        ItemStatus::Pending,
+        ItemStatus::InProgress,
+        ItemStatus::Completed,
+        ItemStatus::Failed,
+        ItemStatus::Cancelled,
+    ];
+
+    /// The status's name as stored and printed (`in_progress`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemStatus::Pending => "pending",
+            ItemStatus::InProgress => "in_progress",
+            ItemStatus::Completed => "completed",
+            ItemStatus::Failed => "failed",
+            ItemStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether nothing more will happen to an item in this status.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ItemStatus::Completed | ItemStatus::Failed | ItemStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for ItemStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ItemStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ItemStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown status {s:?}; expected one of pending, in_progress, completed, failed, cancelled"
+                )
+            })
+    }
+}
+
+/// One durable unit of work, as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// Its id.
+    pub id: ItemId,
+    /// The work type; handlers are registered by kind.
+    pub kind: String,
+    /// The handler's input.
+    pub input: Value,
+    /// Where it is in its life.
+    pub status: ItemStatus,
+    /// Acquisitions so far (a crash or lost lease counts; a graceful release does not).
+    pub attempts: u32,
+    /// The retry budget: past it the item is dead-lettered.
+    pub max_attempts: u32,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Not acquired before this time.
+    pub run_at: Timestamp,
+    /// An optional group (task) id that acquisition can filter by.
+    pub group_id: Option<String>,
+    /// The current or last lease holder.
+    pub owner: Option<String>,
+    /// The node of the current holder.
+    pub owner_node: Option<String>,
+    /// The incarnation of that node when it acquired the item.
+    pub owner_incarnation: Option<i64>,
+    /// The fencing token: incremented by every acquisition (and every requeue by the reaper or
+    /// `recover_mine`).
+    pub epoch: i64,
+    /// When the current lease runs out.
+    pub lease_expires_at: Option<Timestamp>,
+    /// The holder's last renewal.
+    pub last_heartbeat_at: Option<Timestamp>,
+    /// The handler's output, once completed.
+    pub output: Option<Value>,
+    /// The last error.
+    pub error: Option<String>,
+    /// The handler's last progress report.
+    pub progress: Option<Value>,
+    /// When it was enqueued.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// When it reached a terminal status.
+    pub finished_at: Option<Timestamp>,
+}
+
+impl Item {
+    /// The lease this item's current holder writes with, if it is in progress.
+    pub fn lease(&self) -> Option<LeaseRef> {
+        match (&self.status, &self.owner) {
+            (ItemStatus::InProgress, Some(owner)) => Some(LeaseRef {
+                item: self.id,
+                owner: owner.clone(),
+                epoch: self.epoch,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// An item to enqueue.
+///
+/// ```
+/// use leasehold_core::NewItem;
+/// use std::time::Duration;
+/// let item = NewItem::new("email", serde_json::json!({"to": "a@b.c"}))
+///     .max_attempts(5)
+///     .priority(10)
+///     .delay(Duration::from_secs(30))
+///     .group("campaign-7");
+/// assert!(item.validate().is_ok());
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewItem {
+    /// The work type.
+    pub kind: String,
+    /// The handler's input.
+    pub input: Value,
+    /// The retry budget (at least 1).
+    pub max_attempts: u32,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Not acquired before `now + delay`.
+    pub delay: Duration,
+    /// An optional group (task) id.
+    pub group_id: Option<String>,
+}
+
+impl NewItem {
+    /// The default retry budget, as in DESIGN.md.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+    /// An item of `kind` with `input`, 3 attempts, priority 0, ready now.
+    pub fn new(kind: impl Into<String>, input: Value) -> Self {
+        NewItem {
+            kind: kind.into(),
+            input,
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            priority: 0,
+            delay: Duration::ZERO,
+            group_id: None,
+        }
+    }
+
+    /// Sets the retry budget.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// Sets the priority (higher first).
+    pub fn priority(mut self, p: i32) -> Self {
+        self.priority = p;
+        self
+    }
+
+    /// Delays the first acquisition.
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.delay = d;
+        self
+    }
+
+    /// Sets the group (task) id.
+    pub fn group(mut self, g: impl Into<String>) -> Self {
+        self.group_id = Some(g.into());
+        self
+    }
+
+    /// Refuses an empty kind or a zero retry budget.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.kind.trim().is_empty() {
+            return Err("kind must not be empty".into());
+        }
+        if self.max_attempts == 0 {
+            return Err("max_attempts must be at least 1".into());
+        }
+        if let Some(g) = &self.group_id {
+            if g.is_empty() {
+                return Err("group id must not be empty when given".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The identity a lease holder writes with: every fenced write carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LeaseRef {
+    /// The leased item.
+    pub item: ItemId,
+    /// The holder.
+    pub owner: String,
+    /// The epoch of the holder's acquisition.
+    pub epoch: i64,
+}
+
+/// An acquisition request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcquireRequest {
+    /// The acquiring owner, stable across its restarts (e.g. `node-a/w3`).
+    pub owner: String,
+    /// The owner's node (its row in the worker registry).
+    pub node_id: String,
+    /// The node's incarnation: tells a restarted node from its dead predecessor.
+    pub incarnation: i64,
+    /// Only these kinds; empty means any kind.
+    pub kinds: Vec<String>,
+    /// Only this group.
+    pub group_id: Option<String>,
+    /// At most this many items (at least 1).
+    pub limit: u32,
+    /// How long the lease lasts before it must be renewed.
+    pub lease: Duration,
+}
+
+impl AcquireRequest {
+    /// A request for one item of any kind by `owner` on `node_id` (incarnation 0).
+    pub fn new(owner: impl Into<String>, lease: Duration) -> Self {
+        let owner = owner.into();
+        AcquireRequest {
+            node_id: owner.clone(),
+            owner,
+            incarnation: 0,
+            kinds: Vec::new(),
+            group_id: None,
+            limit: 1,
+            lease,
+        }
+    }
+
+    /// Sets the node and incarnation.
+    pub fn node(mut self, node_id: impl Into<String>, incarnation: i64) -> Self {
+        self.node_id = node_id.into();
+        self.incarnation = incarnation;
+        self
+    }
+
+    /// Restricts to these kinds.
+    pub fn kinds<I, S>(mut self, kinds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.kinds = kinds.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Restricts to one group.
+    pub fn group(mut self, g: impl Into<String>) -> Self {
+        self.group_id = Some(g.into());
+        self
+    }
+
+    /// Sets the batch size.
+    pub fn limit(mut self, n: u32) -> Self {
+        self.limit = n;
+        self
+    }
+
+    /// Refuses an empty owner, a zero limit or a zero lease.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.owner.is_empty() {
+            return Err("owner must not be empty".into());
+        }
+        if self.node_id.is_empty() {
+            return Err("node id must not be empty".into());
+        }
+        if self.limit == 0 {
+            return Err("acquire limit must be at least 1".into());
+        }
+        if self.lease.is_zero() {
+            return Err("lease duration must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// An item just acquired, with the lease to write with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Leased {
+    /// The item as it is after the acquisition (status `in_progress`, epoch and attempts bumped).
+    pub item: Item,
+    /// The lease to carry on every write.
+    pub lease: LeaseRef,
+    /// When the lease runs out unless renewed.
+    pub expires_at: Timestamp,
+}
+
+/// How a failure is to be treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailDisposition {
+    /// Back to pending after `delay`, unless the retry budget is spent.
+    Retry {
+        /// The backoff before the next attempt.
+        delay: Duration,
+    },
+    /// Dead-letter now.
+    Permanent,
+}
+
+/// What a failure did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum FailOutcome {
+    /// Back to pending; acquirable from `run_at`.
+    Retrying {
+        /// When it may run again.
+        run_at: Timestamp,
+    },
+    /// Dead-lettered (`failed`).
+    DeadLettered,
+}
+
+/// A fenced holder's view of one lease (seed 000's `check_lease_status`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// The item.
+    pub item: ItemId,
+    /// Its status.
+    pub status: ItemStatus,
+    /// The holder, if any.
+    pub owner: Option<String>,
+    /// The current epoch.
+    pub epoch: i64,
+    /// When the lease runs out.
+    pub lease_expires_at: Option<Timestamp>,
+    /// The last renewal.
+    pub last_heartbeat_at: Option<Timestamp>,
+    /// Whether the item is in progress with its lease past expiry at `now`.
+    pub expired: bool,
+    /// Time left on the lease at `now` (zero once expired; `None` when not leased).
+    pub remaining: Option<Duration>,
+}
+
+/// Counts of items by status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusCounts {
+    /// Pending items (including delayed ones).
+    pub pending: u64,
+    /// Leased items.
+    pub in_progress: u64,
+    /// Completed items.
+    pub completed: u64,
+    /// Dead-lettered items.
+    pub failed: u64,
+    /// Cancelled items.
+    pub cancelled: u64,
+}
+
+impl StatusCounts {
+    /// The count for one status.
+    pub fn get(&self, status: ItemStatus) -> u64 {
+        match status {
+            ItemStatus::Pending => self.pending,
+            ItemStatus::InProgress => self.in_progress,
+            ItemStatus::Completed => self.completed,
+            ItemStatus::Failed => self.failed,
+            ItemStatus::Cancelled => self.cancelled,
+        }
+    }
+
+    /// Sets the count for one status.
+    pub fn set(&mut self, status: ItemStatus, n: u64) {
+        match status {
+            ItemStatus::Pending => self.pending = n,
+            ItemStatus::InProgress => self.in_progress = n,
+            ItemStatus::Completed => self.completed = n,
+            ItemStatus::Failed => self.failed = n,
+            ItemStatus::Cancelled => self.cancelled = n,
+        }
+    }
+
+    /// All items.
+    pub fn total(&self) -> u64 {
+        ItemStatus::ALL.iter().map(|s| self.get(*s)).sum()
+    }
+}
+
+/// A listing filter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemFilter {
+    /// Only this status.
+    pub status: Option<ItemStatus>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this group.
+    pub group_id: Option<String>,
+    /// Only this owner.
+    pub owner: Option<String>,
+    /// Only ids greater than this (keyset paging).
+    pub after: Option<ItemId>,
+    /// At most this many (at least 1), in id order.
+    pub limit: u32,
+}
+
+impl Default for ItemFilter {
+    fn default() -> Self {
+        ItemFilter {
+            status: None,
+            kind: None,
+            group_id: None,
+            owner: None,
+            after: None,
+            limit: 100,
+        }
+    }
+}
+
+/// A checkpoint payload saved by a holder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Its id (increasing per store).
+    pub id: i64,
+    /// The item.
+    pub item: ItemId,
+    /// The epoch of the holder that wrote it.
+    pub epoch: i64,
+    /// The step name.
+    pub name: String,
+    /// The payload.
+    pub payload: Value,
+    /// When it was written.
+    pub created_at: Timestamp,
+}
+
+/// What a recovery (the reaper or `recover_mine`) did, or in a dry run would do, to one item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveredItem {
+    /// The item.
+    pub id: ItemId,
+    /// Its kind.
+    pub kind: String,
+    /// The holder it was taken from.
+    pub previous_owner: String,
+    /// The holder's epoch.
+    pub previous_epoch: i64,
+    /// Attempts used so far.
+    pub attempts: u32,
+    /// Its retry budget.
+    pub max_attempts: u32,
+    /// Requeued (`false`) or dead-lettered (`true`).
+    pub dead_lettered: bool,
+}

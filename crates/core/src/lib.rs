@@ -1,0 +1,44 @@
+//! The vocabulary of leasehold: work items, leases, the backend-agnostic [`Store`] trait,
+//! configuration, the injectable [`Clock`] and the error type. This crate does no I/O; the
+//! backends (`leasehold-sqlite`, later PostgreSQL) implement [`Store`], and the runtime drives it.
+//!
+//! # Layout
+//! - [`clock`]: [`Clock`] and its implementations; wall time in milliseconds, tied to tokio's
+//!   `Instant` so paused-time tests move leases without sleeping.
+//! - [`item`]: items, statuses, leases and the argument structs of the store's operations.
+//! - [`store`]: the [`Store`] trait (the lease protocol) and [`LivenessCheck`] (the reaper's
+//!   question about an owner).
+//! - [`registry`]: a node's row in the worker registry.
+//! - [`retry`]: the backoff schedule of retryable failures.
+//! - [`config`]: [`Config`], read from the environment (with the seeds' `TASK_*` aliases) and
+//!   validated.
+//! - [`error`]: [`StoreError`] (with the typed [`StoreError::LeaseLost`]) and [`ConfigError`].
+//!
+//! # The fencing rule
+//! Every write by a lease holder (renew, complete, fail, release, checkpoint) carries a
+//! [`LeaseRef`] — (item, owner, epoch). A backend applies the write only when the item is still
+//! `in_progress` under that owner and epoch; otherwise it returns [`StoreError::LeaseLost`] and
+//! changes nothing. Every acquisition increments the epoch, so a zombie holder can never write
+//! over its successor.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod item;
+pub mod registry;
+pub mod retry;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp, TokioClock};
+pub use config::{Config, ConfigError};
+pub use error::{StoreError, StoreResult};
+pub use item::{
+    AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, ItemStatus,
+    LeaseRef, LeaseStatus, Leased, NewItem, RecoveredItem, StatusCounts,
+};
+pub use registry::{NodeRecord, NodeStatus};
+pub use retry::Backoff;
+pub use store::{
+    Liveness, LivenessCheck, NoLiveness, ReapCandidate, ReapRequest, RecoveryStats,
+    RegistryLiveness, Store,
+};

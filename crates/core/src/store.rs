@@ -1,0 +1,350 @@
+//! The [`Store`] trait: the lease protocol every backend implements, and the reaper's
+//! [`LivenessCheck`].
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::clock::Timestamp;
+use crate::error::StoreResult;
+use crate::item::{
+    AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, LeaseRef,
+    LeaseStatus, Leased, NewItem, RecoveredItem, StatusCounts,
+};
+use crate::registry::NodeRecord;
+
+/// The durable store: items, leases, checkpoints and the worker registry.
+///
+/// Backend-agnostic and object-safe (`Arc<dyn Store>`): no backend type appears here. Every
+/// operation takes `now` from the caller's [`Clock`](crate::Clock), so tests move time without
+/// sleeping (a backend whose database keeps its own clock may document that it uses that one).
+///
+/// Every write by a lease holder takes a [`LeaseRef`] and is applied only if the item is still
+/// `in_progress` under that owner and epoch; otherwise it returns
+/// [`StoreError::LeaseLost`](crate::StoreError::LeaseLost) and changes nothing.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Enqueues items in one transaction and returns their ids in order. All or nothing: one
+    /// invalid item refuses the whole batch with `InvalidInput`.
+    async fn items_enqueue(&self, items: Vec<NewItem>, now: Timestamp) -> StoreResult<Vec<ItemId>>;
+
+    /// Enqueues one item.
+    async fn item_enqueue(&self, item: NewItem, now: Timestamp) -> StoreResult<ItemId> {
+        let ids = self.items_enqueue(vec![item], now).await?;
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| crate::StoreError::Corrupt("enqueue returned no id".into()))
+    }
+
+    /// Atomically leases up to `req.limit` ready pending items (`run_at <= now`), in order of
+    /// priority (higher first), then `run_at`, then id, in one transaction. Each acquisition
+    /// increments `epoch` and `attempts` and sets the lease expiry and heartbeat.
+    async fn items_acquire(&self, req: &AcquireRequest, now: Timestamp)
+        -> StoreResult<Vec<Leased>>;
+
+    /// Leases the next ready item, if any (`req.limit` is ignored).
+    async fn item_acquire(
+        &self,
+        req: &AcquireRequest,
+        now: Timestamp,
+    ) -> StoreResult<Option<Leased>> {
+        let mut one = req.clone();
+        one.limit = 1;
+        Ok(self.items_acquire(&one, now).await?.into_iter().next())
+    }
+
+    /// Extends a lease to `now + duration`; returns the new expiry.
+    async fn lease_renew(
+        &self,
+        lease: &LeaseRef,
+        duration: Duration,
+        now: Timestamp,
+    ) -> StoreResult<Timestamp>;
+
+    /// Extends every lease `owner` holds, in one statement; returns how many.
+    async fn leases_renew_owner(
+        &self,
+        owner: &str,
+        duration: Duration,
+        now: Timestamp,
+    ) -> StoreResult<u64>;
+
+    /// Completes the item with its output.
+    async fn item_complete(
+        &self,
+        lease: &LeaseRef,
+        output: Value,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// Records a failure. `Retry` puts the item back to pending at `now + delay` unless its
+    /// attempts are spent; `Permanent` (or a spent budget) dead-letters it with `error` kept.
+    async fn item_fail(
+        &self,
+        lease: &LeaseRef,
+        error: &str,
+        disposition: FailDisposition,
+        now: Timestamp,
+    ) -> StoreResult<FailOutcome>;
+
+    /// Gives the item back to pending without counting the attempt (graceful stop).
+    async fn item_release(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()>;
+
+    /// Cancels a pending item; any other status is `InvalidState`.
+    async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()>;
+
+    /// Records the holder's progress report (fenced).
+    async fn item_progress(
+        &self,
+        lease: &LeaseRef,
+        progress: Value,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// Saves a checkpoint payload for the item (fenced); returns the checkpoint's id.
+    async fn checkpoint_save(
+        &self,
+        lease: &LeaseRef,
+        name: &str,
+        payload: Value,
+        now: Timestamp,
+    ) -> StoreResult<i64>;
+
+    /// The item's checkpoints, oldest first.
+    async fn checkpoints_list(&self, item: ItemId) -> StoreResult<Vec<Checkpoint>>;
+
+    /// The lease on one item as of `now` (seed 000's `check_lease_status`).
+    async fn lease_status(&self, id: ItemId, now: Timestamp) -> StoreResult<LeaseStatus>;
+
+    /// The in-progress items `owner` holds (seed 000's `get_my_leases`).
+    async fn leases_of_owner(&self, owner: &str) -> StoreResult<Vec<Item>>;
+
+    /// One item, if it exists.
+    async fn item_get(&self, id: ItemId) -> StoreResult<Option<Item>>;
+
+    /// Items by status.
+    async fn items_count(&self) -> StoreResult<StatusCounts>;
+
+    /// Items matching the filter, by id.
+    async fn items_list(&self, filter: &ItemFilter) -> StoreResult<Vec<Item>>;
+
+    /// The reaper's store side. Finds up to `req.batch` in-progress items whose lease expired
+    /// (`lease_expires_at <= now`) or whose last heartbeat is older than `req.stale_after`; asks
+    /// `liveness` about the owner of each expired one (items past the stale limit are taken
+    /// whatever the owner says); requeues the others (bumping epoch) or dead-letters them when
+    /// their attempts are spent. Each change is conditional on the item being unchanged since
+    /// the scan, so an owner's renewal during the sweep wins. With `req.dry_run` nothing changes
+    /// and the same statistics are reported.
+    async fn items_reap_expired(
+        &self,
+        req: &ReapRequest,
+        liveness: &dyn LivenessCheck,
+        now: Timestamp,
+    ) -> StoreResult<RecoveryStats>;
+
+    /// `recover_mine`: requeues (bumping epoch) or dead-letters every in-progress item held by
+    /// `owner`, whatever its lease says, and returns what it did. A worker runs this on every
+    /// (re)start before it acquires anything.
+    async fn items_recover_owner(
+        &self,
+        owner: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RecoveredItem>>;
+
+    /// Writes (inserts or replaces) a node's registry row.
+    async fn node_heartbeat(&self, node: &NodeRecord) -> StoreResult<()>;
+
+    /// Marks a node's incarnation stopped (graceful shutdown). A newer incarnation's row is
+    /// left alone.
+    async fn node_stop(&self, node_id: &str, incarnation: i64, now: Timestamp) -> StoreResult<()>;
+
+    /// One node's registry row.
+    async fn node_get(&self, node_id: &str) -> StoreResult<Option<NodeRecord>>;
+
+    /// Every registry row, by node id.
+    async fn nodes_list(&self) -> StoreResult<Vec<NodeRecord>>;
+
+    /// Checks that the store answers (a trivial read). The reaper stands down when this fails.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// A reaper sweep's parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReapRequest {
+    /// At most this many candidates per sweep (at least 1).
+    pub batch: u32,
+    /// In-progress items not heard from for this long are requeued whatever the owner says.
+    pub stale_after: Duration,
+    /// Report only; change nothing.
+    pub dry_run: bool,
+    /// Dead-letter instead of requeue when an item's attempts reach this, if it is lower than
+    /// the item's own budget (seed 001's emergency cleanup with a retry limit).
+    pub max_attempts: Option<u32>,
+}
+
+impl ReapRequest {
+    /// A real (not dry-run) sweep of `batch` items with the given stale limit.
+    pub fn new(batch: u32, stale_after: Duration) -> Self {
+        ReapRequest {
+            batch,
+            stale_after,
+            dry_run: false,
+            max_attempts: None,
+        }
+    }
+
+    /// Refuses a zero batch, a zero stale limit or a zero attempt limit.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch == 0 {
+            return Err("reap batch must be at least 1".into());
+        }
+        if self.stale_after.is_zero() {
+            return Err("stale limit must be positive".into());
+        }
+        if self.max_attempts == Some(0) {
+            return Err("max attempts must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// An in-progress item the reaper is judging.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReapCandidate {
+    /// The item.
+    pub item: ItemId,
+    /// Its kind (reported, never used to judge).
+    pub kind: String,
+    /// The holder.
+    pub owner: String,
+    /// The holder's node.
+    pub owner_node: Option<String>,
+    /// The holder node's incarnation at acquisition.
+    pub owner_incarnation: Option<i64>,
+    /// The holder's epoch.
+    pub epoch: i64,
+    /// When the lease ran out.
+    pub lease_expires_at: Option<Timestamp>,
+    /// The holder's last renewal.
+    pub last_heartbeat_at: Option<Timestamp>,
+    /// Attempts used.
+    pub attempts: u32,
+    /// The budget.
+    pub max_attempts: u32,
+    /// Whether it is past the hard stale limit (then liveness is not asked).
+    pub past_stale_limit: bool,
+}
+
+/// The reaper's verdict on an owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Liveness {
+    /// The owner answered that it still holds this item at this epoch: leave it.
+    Alive,
+    /// The owner is gone, did not answer in time, or no longer works on the item.
+    Dead,
+}
+
+/// How the reaper asks whether an owner is alive and still working on an item.
+#[async_trait]
+pub trait LivenessCheck: Send + Sync {
+    /// The verdict on `candidate`'s owner. Must not take longer than the caller's sweep can
+    /// afford: implementations use a timeout.
+    async fn check(&self, candidate: &ReapCandidate) -> Liveness;
+}
+
+/// Judges owners by the worker registry: an owner is alive when its node's row exists with the
+/// same incarnation the item was acquired under, is not stopped, and heartbeated within
+/// `missed_intervals` of its own heartbeat interval. This is how a reaper judges owners on other
+/// nodes, and how the one-shot `leasehold reap` judges every owner.
+///
+/// A reused node name with a new incarnation does not vouch for its dead predecessor's items.
+#[derive(Debug, Clone)]
+pub struct RegistryLiveness {
+    store: std::sync::Arc<dyn Store>,
+    missed_intervals: u32,
+    now: Timestamp,
+}
+
+impl RegistryLiveness {
+    /// Reads `store`'s registry, judging heartbeats as of `now`; a node is dead after
+    /// `missed_intervals` missed heartbeats (3 by convention).
+    pub fn new(store: std::sync::Arc<dyn Store>, missed_intervals: u32, now: Timestamp) -> Self {
+        RegistryLiveness {
+            store,
+            missed_intervals,
+            now,
+        }
+    }
+}
+
+#[async_trait]
+impl LivenessCheck for RegistryLiveness {
+    async fn check(&self, candidate: &ReapCandidate) -> Liveness {
+        let Some(node_id) = candidate.owner_node.as_deref() else {
+            return Liveness::Dead;
+        };
+        match self.store.node_get(node_id).await {
+            Ok(Some(node))
+                if Some(node.incarnation) == candidate.owner_incarnation
+                    && node.is_alive(self.now, self.missed_intervals) =>
+            {
+                Liveness::Alive
+            }
+            Ok(_) => Liveness::Dead,
+            // Cannot read the registry: do not judge an owner dead on a failing store.
+            Err(_) => Liveness::Alive,
+        }
+    }
+}
+
+/// A liveness check that knows no owner: every expired lease's owner counts as dead. What the
+/// one-shot `leasehold reap` uses when no tree runs in the process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoLiveness;
+
+#[async_trait]
+impl LivenessCheck for NoLiveness {
+    async fn check(&self, _candidate: &ReapCandidate) -> Liveness {
+        Liveness::Dead
+    }
+}
+
+/// What a sweep found and did (seed 000's `RecoveryStats`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryStats {
+    /// In-progress items with an expired lease (or past the stale limit) found by the scan.
+    pub expired_found: u64,
+    /// Requeued (or, in a dry run, would be).
+    pub recovered: u64,
+    /// Dead-lettered because their attempts were spent (or would be).
+    pub failed: u64,
+    /// Left alone because their owner answered that it still works on them.
+    pub skipped_alive: u64,
+    /// Changed by someone else between the scan and the write (e.g. renewed); left alone.
+    pub skipped_changed: u64,
+    /// How long the sweep took.
+    #[serde(with = "duration_ms")]
+    pub scan_duration: Duration,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// What happened (or would happen) to each item.
+    pub items: Vec<RecoveredItem>,
+}
+
+mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1000.0)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ms = f64::deserialize(d)?;
+        Ok(Duration::from_secs_f64(ms.max(0.0) / 1000.0))
+    }
+}

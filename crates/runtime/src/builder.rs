@@ -1,0 +1,378 @@
+//! Building a node: store, handlers, configuration.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use leasehold_core::{Backoff, Clock, Config, ConfigError, Store, SystemClock};
+
+use crate::error::RuntimeError;
+use crate::faults::FaultPoints;
+use crate::handle::NodeHandle;
+use crate::handler::{boxed_handler, Handler, JobContext, JobError};
+use crate::node::{Metrics, NodeCtx};
+
+/// The entry point: `Leasehold::builder(store)`.
+#[derive(Debug)]
+pub struct Leasehold;
+
+impl Leasehold {
+    /// A builder over `store`, with defaults overridden by the environment (`LEASEHOLD_*` and
+    /// the seeds' `TASK_*` aliases). An unparsable variable is reported by
+    /// [`start`](LeaseholdBuilder::start).
+    pub fn builder(store: Arc<dyn Store>) -> LeaseholdBuilder {
+        let (base, env_error) = match Config::from_env() {
+            Ok(c) => (c, None),
+            Err(e) => (Config::default(), Some(e)),
+        };
+        LeaseholdBuilder {
+            store,
+            handlers: HashMap::new(),
+            fallback: None,
+            cfg: RuntimeConfig::from_base(base),
+            env_error,
+            clock: None,
+            faults: None,
+            record_completions: false,
+        }
+    }
+}
+
+/// Everything a node runs with: DESIGN.md's settings plus the runtime's own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuntimeConfig {
+    /// The shared settings (lease, heartbeat, sweep, stale limit, max attempts, reap batch,
+    /// worker id).
+    pub base: Config,
+    /// Workers in the tree.
+    pub workers: usize,
+    /// The longest an idle worker waits before it looks for work again (an enqueue through the
+    /// handle wakes one at once).
+    pub poll_interval: Duration,
+    /// How long a graceful shutdown lets in-flight handlers finish before releasing their items.
+    pub drain_timeout: Duration,
+    /// Consecutive failed renewals after which a heartbeat gives the lease up.
+    pub max_heartbeat_failures: u32,
+    /// How long the reaper waits for a local owner to answer a ping.
+    pub ping_timeout: Duration,
+    /// At most this many restarts …
+    pub max_restarts: u32,
+    /// … within this window, then the supervisor escalates.
+    pub restart_window: Duration,
+    /// The retry schedule of retryable failures.
+    pub backoff: Backoff,
+    /// A remote node is dead after this many missed heartbeat intervals.
+    pub dead_after_missed: u32,
+    /// How long a cancelled handler may run on before its task is aborted.
+    pub cancel_grace: Duration,
+    /// Whether the reaper runs in this node.
+    pub reaper: bool,
+}
+
+impl RuntimeConfig {
+    fn from_base(base: Config) -> Self {
+        RuntimeConfig {
+            base,
+            workers: 4,
+            poll_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(30),
+            max_heartbeat_failures: 3,
+            ping_timeout: Duration::from_secs(1),
+            max_restarts: 10,
+            restart_window: Duration::from_secs(60),
+            backoff: Backoff::default(),
+            dead_after_missed: 3,
+            cancel_grace: Duration::from_secs(5),
+            reaper: true,
+        }
+    }
+
+    /// Refuses settings the tree cannot run with, naming the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.base.validate()?;
+        let invalid = |setting: &'static str, reason: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                reason: reason.to_string(),
+            })
+        };
+        if self.workers == 0 {
+            return invalid("workers", "must be at least 1");
+        }
+        if self.poll_interval.is_zero() {
+            return invalid("poll_interval", "must be positive");
+        }
+        if self.max_heartbeat_failures == 0 {
+            return invalid("max_heartbeat_failures", "must be at least 1");
+        }
+        if self.ping_timeout.is_zero() {
+            return invalid("ping_timeout", "must be positive");
+        }
+        if self.max_restarts == 0 || self.restart_window.is_zero() {
+            return invalid(
+                "restart intensity",
+                "needs at least 1 restart in a positive window",
+            );
+        }
+        if self.dead_after_missed == 0 {
+            return invalid("dead_after_missed", "must be at least 1");
+        }
+        if let Err(reason) = self.backoff.validate() {
+            return invalid("backoff", &reason);
+        }
+        Ok(())
+    }
+}
+
+/// Configures and starts a node. Builder settings override the environment.
+pub struct LeaseholdBuilder {
+    store: Arc<dyn Store>,
+    handlers: HashMap<String, Handler>,
+    fallback: Option<Handler>,
+    cfg: RuntimeConfig,
+    env_error: Option<ConfigError>,
+    clock: Option<Arc<dyn Clock>>,
+    faults: Option<Arc<FaultPoints>>,
+    record_completions: bool,
+}
+
+impl std::fmt::Debug for LeaseholdBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseholdBuilder")
+            .field("kinds", &self.handlers.keys().collect::<Vec<_>>())
+            .field("cfg", &self.cfg)
+            .finish()
+    }
+}
+
+impl LeaseholdBuilder {
+    /// Registers the handler for `kind`: an async fn from a [`JobContext`] to a serializable
+    /// output or a [`JobError`]. Workers acquire only kinds that have a handler.
+    pub fn handler<F, Fut, O>(mut self, kind: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, JobError>> + Send + 'static,
+        O: Serialize,
+    {
+        self.handlers.insert(kind.into(), boxed_handler(f));
+        self
+    }
+
+    /// Registers the handler for every kind without one of its own. With a fallback, workers
+    /// acquire items of any kind (the `leasehold work` command runs one this way).
+    pub fn fallback_handler<F, Fut, O>(mut self, f: F) -> Self
+    where
+        F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, JobError>> + Send + 'static,
+        O: Serialize,
+    {
+        self.fallback = Some(boxed_handler(f));
+        self
+    }
+
+    /// Workers in the tree (default 4).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.cfg.workers = n;
+        self
+    }
+
+    /// Replaces DESIGN.md's settings wholesale (e.g. a `Config` you read yourself).
+    pub fn config(mut self, base: Config) -> Self {
+        self.cfg.base = base;
+        self.env_error = None;
+        self
+    }
+
+    /// Lease duration.
+    pub fn lease(mut self, d: Duration) -> Self {
+        self.cfg.base.lease = d;
+        self
+    }
+
+    /// Heartbeat interval.
+    pub fn heartbeat(mut self, d: Duration) -> Self {
+        self.cfg.base.heartbeat = d;
+        self
+    }
+
+    /// Reaper sweep interval.
+    pub fn sweep(mut self, d: Duration) -> Self {
+        self.cfg.base.sweep = d;
+        self
+    }
+
+    /// Hard stale limit.
+    pub fn stale(mut self, d: Duration) -> Self {
+        self.cfg.base.stale = d;
+        self
+    }
+
+    /// Default retry budget of items made with [`NodeHandle::item`].
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.cfg.base.max_attempts = n;
+        self
+    }
+
+    /// Items per reaper batch.
+    pub fn reap_batch(mut self, n: u32) -> Self {
+        self.cfg.base.reap_batch = n;
+        self
+    }
+
+    /// This node's id (default: `LEASEHOLD_WORKER_ID`, else derived from host and pid).
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.cfg.base.worker_id = Some(id.into());
+        self
+    }
+
+    /// The longest idle wait between looks for work.
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.cfg.poll_interval = d;
+        self
+    }
+
+    /// Default drain timeout of a graceful shutdown on a signal.
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.cfg.drain_timeout = d;
+        self
+    }
+
+    /// Consecutive failed renewals before a heartbeat gives up the lease (default 3).
+    pub fn max_heartbeat_failures(mut self, n: u32) -> Self {
+        self.cfg.max_heartbeat_failures = n;
+        self
+    }
+
+    /// How long the reaper waits for a local owner's answer (default 1 s).
+    pub fn ping_timeout(mut self, d: Duration) -> Self {
+        self.cfg.ping_timeout = d;
+        self
+    }
+
+    /// Restart intensity: at most `max` restarts within `window`, then escalate (default 10 in
+    /// 60 s).
+    pub fn restart_intensity(mut self, max: u32, window: Duration) -> Self {
+        self.cfg.max_restarts = max;
+        self.cfg.restart_window = window;
+        self
+    }
+
+    /// The retry schedule (default 1 s, 2 s, 4 s, … capped at 5 minutes).
+    pub fn backoff(mut self, b: Backoff) -> Self {
+        self.cfg.backoff = b;
+        self
+    }
+
+    /// How long a cancelled handler may run on before it is aborted (default 5 s).
+    pub fn cancel_grace(mut self, d: Duration) -> Self {
+        self.cfg.cancel_grace = d;
+        self
+    }
+
+    /// Whether to run a reaper in this node (default true).
+    pub fn reaper(mut self, on: bool) -> Self {
+        self.cfg.reaper = on;
+        self
+    }
+
+    /// The clock (default: the system clock). Tests pass a
+    /// [`TokioClock`](leasehold_core::TokioClock) to move time with tokio's paused clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Shares a set of fault points with the handlers' [`JobContext::fault_point`] calls.
+    pub fn fault_points(mut self, faults: Arc<FaultPoints>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
+    /// Records every acknowledged completion for the invariant checker (tests and chaos runs).
+    pub fn record_completions(mut self, on: bool) -> Self {
+        self.record_completions = on;
+        self
+    }
+
+    /// The configuration as it stands.
+    pub fn runtime_config(&self) -> &RuntimeConfig {
+        &self.cfg
+    }
+
+    /// Validates everything and starts the tree: the registry row is written, every worker runs
+    /// `recover_mine` for its owner id before it acquires anything, and the reaper starts
+    /// sweeping.
+    pub async fn start(self) -> Result<NodeHandle, RuntimeError> {
+        if let Some(e) = self.env_error {
+            return Err(RuntimeError::Config(e));
+        }
+        self.cfg.validate()?;
+        if self.handlers.is_empty() && self.fallback.is_none() {
+            return Err(RuntimeError::Setup(
+                "no handlers registered: add at least one with .handler(kind, fn)".into(),
+            ));
+        }
+        if let Some(k) = self.handlers.keys().find(|k| k.trim().is_empty()) {
+            return Err(RuntimeError::Setup(format!("handler kind {k:?} is empty")));
+        }
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let node_id = self
+            .cfg
+            .base
+            .worker_id
+            .clone()
+            .unwrap_or_else(default_node_id);
+        let incarnation = new_incarnation(clock.now().0);
+        // With a fallback handler every kind is served: an empty filter acquires any kind.
+        let mut kinds: Vec<String> = if self.fallback.is_some() {
+            Vec::new()
+        } else {
+            self.handlers.keys().cloned().collect()
+        };
+        kinds.sort();
+        let workers = self.cfg.workers;
+        let metrics = Metrics {
+            completions: self.record_completions.then(|| Mutex::new(Vec::new())),
+            ..Metrics::default()
+        };
+        let ctx = Arc::new(NodeCtx {
+            store: self.store,
+            clock,
+            cfg: self.cfg,
+            node_id,
+            incarnation,
+            handlers: self.handlers,
+            fallback: self.fallback,
+            kinds,
+            metrics,
+            faults: self.faults.unwrap_or_default(),
+            idle: Mutex::new(BTreeSet::new()),
+            busy: (0..workers).map(|_| AtomicI64::new(0)).collect(),
+            store_reachable: AtomicBool::new(true),
+            events: tokio::sync::broadcast::channel(4096).0,
+        });
+        NodeHandle::start(ctx).await
+    }
+}
+
+/// `host-pid`, from `HOSTNAME` or /etc/hostname.
+fn default_node_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+/// A new incarnation number: the start time in ms in the high bits and random low bits, so a
+/// restart under the same node id (even within one millisecond) gets a different one.
+fn new_incarnation(now_ms: i64) -> i64 {
+    let low: i64 = rand::random::<u16>().into();
+    (now_ms.max(0) << 12 | (low & 0xfff)) & i64::MAX
+}

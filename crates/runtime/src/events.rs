@@ -1,0 +1,86 @@
+//! [`NodeEvent`]: what the tree reports as it happens, for observers and for tests that
+//! synchronise on events instead of sleeping.
+
+use serde::Serialize;
+
+use leasehold_core::ItemId;
+
+/// Something that happened in a node. Subscribe with
+/// [`NodeHandle::events`](crate::NodeHandle::events); a slow subscriber misses events (the
+/// channel is bounded) rather than slowing the tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// Worker `worker` (re)started and its recover_mine took back `recovered` items.
+    WorkerStarted {
+        /// The worker index.
+        worker: usize,
+        /// Items recover_mine requeued or dead-lettered.
+        recovered: usize,
+    },
+    /// A worker acquired an item.
+    Acquired {
+        /// The worker index.
+        worker: usize,
+        /// The item.
+        item: ItemId,
+        /// The lease's epoch.
+        epoch: i64,
+    },
+    /// An item's completion committed.
+    Completed {
+        /// The item.
+        item: ItemId,
+        /// The epoch it completed under.
+        epoch: i64,
+    },
+    /// An attempt failed; the item went back to pending or was dead-lettered.
+    AttemptFailed {
+        /// The item.
+        item: ItemId,
+        /// Whether it was dead-lettered.
+        dead_lettered: bool,
+    },
+    /// A worker lost its lease; the handler was cancelled and its result will be dropped.
+    LeaseLost {
+        /// The item.
+        item: ItemId,
+        /// The lost epoch.
+        epoch: i64,
+    },
+    /// An item went back to pending on graceful shutdown.
+    Released {
+        /// The item.
+        item: ItemId,
+    },
+    /// The supervisor restarted a child after it failed or was killed.
+    ChildRestarted {
+        /// Which child (`Worker(3)`, `Reaper`, `Registry`).
+        child: String,
+    },
+    /// A heartbeat child died while keeping a lease.
+    HeartbeatDied {
+        /// The worker index.
+        worker: usize,
+    },
+    /// A reaper sweep finished.
+    Swept {
+        /// Items requeued.
+        recovered: u64,
+        /// Items dead-lettered.
+        failed: u64,
+        /// Items left with a live owner.
+        skipped_alive: u64,
+    },
+    /// The reaper stood down (the store is unreachable from this node).
+    ReaperStoodDown {
+        /// Why.
+        reason: String,
+    },
+    /// The restart intensity was exceeded and the tree stopped.
+    Escalated {
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,567 @@
+//! The fault-injection harness: for our tests and for users testing their own handlers.
+//!
+//! - [`FaultInjector`] (from [`NodeHandle::faults`](crate::NodeHandle::faults)) kills or panics
+//!   a chosen or random worker, heartbeat, reaper or registry actor.
+//! - [`FaultPoints`] make a handler panic at a named point ([`JobContext::fault_point`]), e.g.
+//!   before its side effect or after it but before it returns.
+//! - [`FaultyStore`] wraps any store and makes it fail or stall for a while.
+//! - [`check_invariants`] reads the store afterwards and reports lost items, items completed
+//!   twice, attempts over budget and items stuck in progress.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use leasehold_runtime::faults::{check_invariants, FaultPoints};
+//! # async fn demo(node: leasehold_runtime::NodeHandle, ids: Vec<leasehold_core::ItemId>) {
+//! let faults = node.faults();
+//! faults.kill_worker(0);                      // the supervisor restarts it; recover_mine runs
+//! faults.kill_heartbeat(1).await;             // worker 1's lease lapses; the item is retried
+//! let report = check_invariants(node.store().as_ref(), &ids, faults.completions().as_deref()).await.unwrap();
+//! assert!(report.is_clean(), "{report:?}");
+//! # }
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ractor::rpc::CallResult;
+use ractor::{ActorCell, ActorRef};
+use serde::Serialize;
+use serde_json::Value;
+
+use leasehold_core::{
+    AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, ItemStatus,
+    LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem,
+    RecoveryStats, StatusCounts, Store, StoreError, StoreResult, Timestamp,
+};
+
+use crate::node::NodeCtx;
+use crate::reaper::ReaperMsg;
+use crate::registry::RegistryMsg;
+use crate::worker::WorkerMsg;
+
+/// Named points at which handlers panic when armed.
+///
+/// ```
+/// use leasehold_runtime::faults::FaultPoints;
+/// let points = FaultPoints::default();
+/// points.arm("after_effect", 1);
+/// assert!(std::panic::catch_unwind(|| points.hit("after_effect", leasehold_core::ItemId(1))).is_err());
+/// points.hit("after_effect", leasehold_core::ItemId(2)); // disarmed after one hit
+/// assert_eq!(points.fired("after_effect"), 1);
+/// ```
+#[derive(Debug, Default)]
+pub struct FaultPoints {
+    armed: Mutex<HashMap<String, Arm>>,
+}
+
+#[derive(Debug, Default)]
+struct Arm {
+    remaining: u64,
+    only: Option<ItemId>,
+    fired: u64,
+}
+
+impl FaultPoints {
+    /// Makes the next `times` hits of `point` (by any item) panic.
+    pub fn arm(&self, point: &str, times: u64) {
+        let mut armed = self.armed.lock().unwrap_or_else(|p| p.into_inner());
+        let arm = armed.entry(point.to_string()).or_default();
+        arm.remaining = times;
+        arm.only = None;
+    }
+
+    /// Makes the next `times` hits of `point` by `item` panic.
+    pub fn arm_for(&self, point: &str, item: ItemId, times: u64) {
+        let mut armed = self.armed.lock().unwrap_or_else(|p| p.into_inner());
+        let arm = armed.entry(point.to_string()).or_default();
+        arm.remaining = times;
+        arm.only = Some(item);
+    }
+
+    /// Disarms `point`.
+    pub fn disarm(&self, point: &str) {
+        let mut armed = self.armed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(arm) = armed.get_mut(point) {
+            arm.remaining = 0;
+        }
+    }
+
+    /// How many times `point` has fired.
+    pub fn fired(&self, point: &str) -> u64 {
+        let armed = self.armed.lock().unwrap_or_else(|p| p.into_inner());
+        armed.get(point).map_or(0, |a| a.fired)
+    }
+
+    /// Panics if `point` is armed for `item`; otherwise does nothing.
+    pub fn hit(&self, point: &str, item: ItemId) {
+        let fire = {
+            let mut armed = self.armed.lock().unwrap_or_else(|p| p.into_inner());
+            match armed.get_mut(point) {
+                Some(arm) if arm.remaining > 0 && arm.only.is_none_or(|i| i == item) => {
+                    arm.remaining -= 1;
+                    arm.fired += 1;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if fire {
+            panic!("injected fault at {point} (item {item})");
+        }
+    }
+}
+
+/// Kills or crashes the actors of one running node.
+#[derive(Clone)]
+pub struct FaultInjector {
+    ctx: Arc<NodeCtx>,
+}
+
+impl std::fmt::Debug for FaultInjector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultInjector")
+            .field("node", &self.ctx.node_id)
+            .finish()
+    }
+}
+
+impl FaultInjector {
+    pub(crate) fn new(ctx: Arc<NodeCtx>) -> Self {
+        FaultInjector { ctx }
+    }
+
+    /// Workers in the tree.
+    pub fn workers(&self) -> usize {
+        self.ctx.cfg.workers
+    }
+
+    /// (worker index, item) for every worker holding an item now.
+    pub fn busy_workers(&self) -> Vec<(usize, ItemId)> {
+        self.ctx
+            .busy
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                let id = a.load(std::sync::atomic::Ordering::Relaxed);
+                (id != 0).then_some((i, ItemId(id)))
+            })
+            .collect()
+    }
+
+    /// Kills worker `i` outright (no cleanup runs; its heartbeat child dies with it). The
+    /// supervisor restarts it under the same owner id and it runs recover_mine. Returns whether
+    /// the worker was running.
+    pub fn kill_worker(&self, i: usize) -> bool {
+        self.cell(&self.ctx.worker_name(i))
+            .map(|c| c.kill())
+            .is_some()
+    }
+
+    /// Makes worker `i` panic inside its message loop.
+    pub fn crash_worker(&self, i: usize) -> bool {
+        self.cell(&self.ctx.worker_name(i))
+            .is_some_and(|c| c.send_message(WorkerMsg::Crash("injected".into())).is_ok())
+    }
+
+    /// Kills a random worker (by `pick(workers)`, e.g. a seeded RNG); returns its index and the
+    /// item it held, if any.
+    pub fn kill_random_worker(&self, pick: impl FnOnce(usize) -> usize) -> (usize, Option<ItemId>) {
+        let i = pick(self.ctx.cfg.workers) % self.ctx.cfg.workers.max(1);
+        let held = self
+            .busy_workers()
+            .into_iter()
+            .find(|(w, _)| *w == i)
+            .map(|(_, id)| id);
+        self.kill_worker(i);
+        (i, held)
+    }
+
+    /// Kills worker `i`'s current heartbeat child; its lease then lapses. Returns whether there
+    /// was one.
+    pub async fn kill_heartbeat(&self, i: usize) -> bool {
+        match self.heartbeat(i).await {
+            Some(cell) => {
+                cell.kill();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Makes worker `i`'s current heartbeat child panic.
+    pub async fn crash_heartbeat(&self, i: usize) -> bool {
+        match self.heartbeat(i).await {
+            Some(cell) => cell
+                .send_message(crate::heartbeat::HeartbeatMsg::Crash("injected".into()))
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    /// Kills the reaper (the supervisor restarts it).
+    pub fn kill_reaper(&self) -> bool {
+        self.cell(&self.ctx.actor_name("reaper"))
+            .map(|c| c.kill())
+            .is_some()
+    }
+
+    /// Makes the reaper panic.
+    pub fn crash_reaper(&self) -> bool {
+        self.cell(&self.ctx.actor_name("reaper"))
+            .is_some_and(|c| c.send_message(ReaperMsg::Crash("injected".into())).is_ok())
+    }
+
+    /// Kills the registry actor (the supervisor restarts it).
+    pub fn kill_registry(&self) -> bool {
+        self.cell(&self.ctx.actor_name("registry"))
+            .map(|c| c.kill())
+            .is_some()
+    }
+
+    /// Makes the registry actor panic.
+    pub fn crash_registry(&self) -> bool {
+        self.cell(&self.ctx.actor_name("registry"))
+            .is_some_and(|c| {
+                c.send_message(RegistryMsg::Crash("injected".into()))
+                    .is_ok()
+            })
+    }
+
+    /// The fault points the node's handlers see.
+    pub fn points(&self) -> &Arc<FaultPoints> {
+        &self.ctx.faults
+    }
+
+    /// Every acknowledged completion (item, epoch) so far, if the node was built with
+    /// [`record_completions`](crate::LeaseholdBuilder::record_completions).
+    pub fn completions(&self) -> Option<Vec<(ItemId, i64)>> {
+        self.ctx
+            .metrics
+            .completions
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    fn cell(&self, name: &str) -> Option<ActorCell> {
+        ractor::registry::where_is(name.to_string())
+    }
+
+    async fn heartbeat(&self, i: usize) -> Option<ActorCell> {
+        let worker: ActorRef<WorkerMsg> = self.cell(&self.ctx.worker_name(i))?.into();
+        match worker
+            .call(WorkerMsg::HeartbeatCell, Some(Duration::from_secs(5)))
+            .await
+        {
+            Ok(CallResult::Success(cell)) => cell,
+            _ => None,
+        }
+    }
+}
+
+/// What [`check_invariants`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct InvariantReport {
+    /// Items checked.
+    pub items: usize,
+    /// Items in each status.
+    pub counts: StatusCounts,
+    /// Expected items missing from the store (invariant 1).
+    pub lost: Vec<ItemId>,
+    /// Items whose completion was acknowledged more than once (invariants 3 and 8).
+    pub double_completions: Vec<ItemId>,
+    /// Items whose attempts exceed their budget (invariant 4).
+    pub over_budget: Vec<ItemId>,
+    /// Dead-lettered items without an error kept (invariant 4).
+    pub failed_without_error: Vec<ItemId>,
+    /// Items still in progress (after a run that should have finished: stranded work).
+    pub stuck_in_progress: Vec<ItemId>,
+    /// Items still pending.
+    pub pending: Vec<ItemId>,
+}
+
+impl InvariantReport {
+    /// Nothing lost, nothing completed twice, no budget exceeded, nothing stuck or left pending.
+    pub fn is_clean(&self) -> bool {
+        self.lost.is_empty()
+            && self.double_completions.is_empty()
+            && self.over_budget.is_empty()
+            && self.failed_without_error.is_empty()
+            && self.stuck_in_progress.is_empty()
+            && self.pending.is_empty()
+    }
+}
+
+/// Reads every item of the store and checks the invariants against the ids that were enqueued
+/// and, if given, the acknowledged completions.
+pub async fn check_invariants(
+    store: &dyn Store,
+    expected: &[ItemId],
+    completions: Option<&[(ItemId, i64)]>,
+) -> StoreResult<InvariantReport> {
+    let mut report = InvariantReport::default();
+    let mut seen = HashSet::new();
+    let mut filter = ItemFilter {
+        limit: 1000,
+        ..ItemFilter::default()
+    };
+    loop {
+        let page = store.items_list(&filter).await?;
+        let Some(last) = page.last().map(|i| i.id) else {
+            break;
+        };
+        for item in &page {
+            seen.insert(item.id);
+            report.items += 1;
+            report
+                .counts
+                .set(item.status, report.counts.get(item.status) + 1);
+            if item.attempts > item.max_attempts {
+                report.over_budget.push(item.id);
+            }
+            match item.status {
+                ItemStatus::Failed if item.error.as_deref().unwrap_or("").is_empty() => {
+                    report.failed_without_error.push(item.id)
+                }
+                ItemStatus::InProgress => report.stuck_in_progress.push(item.id),
+                ItemStatus::Pending => report.pending.push(item.id),
+                _ => {}
+            }
+        }
+        filter.after = Some(last);
+    }
+    report.lost = expected
+        .iter()
+        .filter(|id| !seen.contains(id))
+        .copied()
+        .collect();
+    if let Some(done) = completions {
+        let mut per_item: HashMap<ItemId, u32> = HashMap::new();
+        for (id, _) in done {
+            *per_item.entry(*id).or_default() += 1;
+        }
+        report.double_completions = per_item
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(id, _)| id)
+            .collect();
+        report.double_completions.sort();
+    }
+    Ok(report)
+}
+
+/// A store that fails or stalls on demand, wrapping a real one.
+///
+/// ```no_run
+/// # async fn demo(real: std::sync::Arc<dyn leasehold_core::Store>) {
+/// use leasehold_runtime::faults::FaultyStore;
+/// use std::time::Duration;
+/// let faulty = std::sync::Arc::new(FaultyStore::new(real));
+/// faulty.fail_for(Duration::from_secs(2));   // every call errors for 2 s
+/// faulty.stall_for(Duration::from_secs(5), Duration::from_millis(200)); // then each call waits 200 ms
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct FaultyStore {
+    inner: Arc<dyn Store>,
+    mode: Mutex<Option<(Fault, tokio::time::Instant)>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Fail,
+    Stall(Duration),
+}
+
+impl FaultyStore {
+    /// Wraps `inner`; healthy until told otherwise.
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        FaultyStore {
+            inner,
+            mode: Mutex::new(None),
+        }
+    }
+
+    /// Every call fails with a backend error for `d` (tokio time).
+    pub fn fail_for(&self, d: Duration) {
+        self.set(Some((Fault::Fail, tokio::time::Instant::now() + d)));
+    }
+
+    /// Every call waits `each` before it runs, for `d`.
+    pub fn stall_for(&self, d: Duration, each: Duration) {
+        self.set(Some((Fault::Stall(each), tokio::time::Instant::now() + d)));
+    }
+
+    /// Back to healthy now.
+    pub fn heal(&self) {
+        self.set(None);
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &Arc<dyn Store> {
+        &self.inner
+    }
+
+    fn set(&self, m: Option<(Fault, tokio::time::Instant)>) {
+        *self.mode.lock().unwrap_or_else(|p| p.into_inner()) = m;
+    }
+
+    async fn gate(&self) -> StoreResult<()> {
+        let mode = *self.mode.lock().unwrap_or_else(|p| p.into_inner());
+        match mode {
+            Some((fault, until)) if tokio::time::Instant::now() < until => match fault {
+                Fault::Fail => Err(StoreError::backend(std::io::Error::other(
+                    "injected store failure",
+                ))),
+                Fault::Stall(each) => {
+                    tokio::time::sleep(each).await;
+                    Ok(())
+                }
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    async fn items_enqueue(&self, items: Vec<NewItem>, now: Timestamp) -> StoreResult<Vec<ItemId>> {
+        self.gate().await?;
+        self.inner.items_enqueue(items, now).await
+    }
+    async fn items_acquire(
+        &self,
+        req: &AcquireRequest,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Leased>> {
+        self.gate().await?;
+        self.inner.items_acquire(req, now).await
+    }
+    async fn lease_renew(
+        &self,
+        lease: &LeaseRef,
+        d: Duration,
+        now: Timestamp,
+    ) -> StoreResult<Timestamp> {
+        self.gate().await?;
+        self.inner.lease_renew(lease, d, now).await
+    }
+    async fn leases_renew_owner(
+        &self,
+        owner: &str,
+        d: Duration,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        self.gate().await?;
+        self.inner.leases_renew_owner(owner, d, now).await
+    }
+    async fn item_complete(
+        &self,
+        lease: &LeaseRef,
+        output: Value,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.gate().await?;
+        self.inner.item_complete(lease, output, now).await
+    }
+    async fn item_fail(
+        &self,
+        lease: &LeaseRef,
+        error: &str,
+        d: FailDisposition,
+        now: Timestamp,
+    ) -> StoreResult<FailOutcome> {
+        self.gate().await?;
+        self.inner.item_fail(lease, error, d, now).await
+    }
+    async fn item_release(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()> {
+        self.gate().await?;
+        self.inner.item_release(lease, now).await
+    }
+    async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
+        self.gate().await?;
+        self.inner.item_cancel(id, now).await
+    }
+    async fn item_progress(
+        &self,
+        lease: &LeaseRef,
+        progress: Value,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.gate().await?;
+        self.inner.item_progress(lease, progress, now).await
+    }
+    async fn checkpoint_save(
+        &self,
+        lease: &LeaseRef,
+        name: &str,
+        payload: Value,
+        now: Timestamp,
+    ) -> StoreResult<i64> {
+        self.gate().await?;
+        self.inner.checkpoint_save(lease, name, payload, now).await
+    }
+    async fn checkpoints_list(&self, item: ItemId) -> StoreResult<Vec<Checkpoint>> {
+        self.gate().await?;
+        self.inner.checkpoints_list(item).await
+    }
+    async fn lease_status(&self, id: ItemId, now: Timestamp) -> StoreResult<LeaseStatus> {
+        self.gate().await?;
+        self.inner.lease_status(id, now).await
+    }
+    async fn leases_of_owner(&self, owner: &str) -> StoreResult<Vec<Item>> {
+        self.gate().await?;
+        self.inner.leases_of_owner(owner).await
+    }
+    async fn item_get(&self, id: ItemId) -> StoreResult<Option<Item>> {
+        self.gate().await?;
+        self.inner.item_get(id).await
+    }
+    async fn items_count(&self) -> StoreResult<StatusCounts> {
+        self.gate().await?;
+        self.inner.items_count().await
+    }
+    async fn items_list(&self, filter: &ItemFilter) -> StoreResult<Vec<Item>> {
+        self.gate().await?;
+        self.inner.items_list(filter).await
+    }
+    async fn items_reap_expired(
+        &self,
+        req: &ReapRequest,
+        liveness: &dyn LivenessCheck,
+        now: Timestamp,
+    ) -> StoreResult<RecoveryStats> {
+        self.gate().await?;
+        self.inner.items_reap_expired(req, liveness, now).await
+    }
+    async fn items_recover_owner(
+        &self,
+        owner: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RecoveredItem>> {
+        self.gate().await?;
+        self.inner.items_recover_owner(owner, now).await
+    }
+    async fn node_heartbeat(&self, node: &NodeRecord) -> StoreResult<()> {
+        self.gate().await?;
+        self.inner.node_heartbeat(node).await
+    }
+    async fn node_stop(&self, node_id: &str, incarnation: i64, now: Timestamp) -> StoreResult<()> {
+        self.gate().await?;
+        self.inner.node_stop(node_id, incarnation, now).await
+    }
+    async fn node_get(&self, node_id: &str) -> StoreResult<Option<NodeRecord>> {
+        self.gate().await?;
+        self.inner.node_get(node_id).await
+    }
+    async fn nodes_list(&self) -> StoreResult<Vec<NodeRecord>> {
+        self.gate().await?;
+        self.inner.nodes_list().await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.gate().await?;
+        self.inner.ping().await
+    }
+}

@@ -1,0 +1,359 @@
+//! [`NodeHandle`]: what `start()` returns — enqueue, status, statistics, sweeps, shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use leasehold_core::{Clock, ItemId, NewItem, RecoveryStats, StatusCounts, Store};
+
+use crate::builder::RuntimeConfig;
+use crate::error::RuntimeError;
+use crate::events::NodeEvent;
+use crate::faults::FaultInjector;
+use crate::node::NodeCtx;
+use crate::reaper::{sweep_once, ReaperMsg};
+use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
+
+/// Why a tree stopped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "exit", content = "reason", rename_all = "snake_case")]
+pub enum TreeExit {
+    /// A graceful shutdown finished.
+    Shutdown,
+    /// The restart intensity was exceeded; the supervisor stopped the tree.
+    Escalated(String),
+}
+
+/// What a graceful shutdown did, worker by worker.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ShutdownReport {
+    /// Workers that held nothing.
+    pub idle: usize,
+    /// Workers whose in-flight item finished within the drain timeout.
+    pub finished: usize,
+    /// Workers whose item went back to pending (no attempt counted).
+    pub released: usize,
+    /// Workers that did not answer or could not release (their items are left to recovery).
+    pub unaccounted: usize,
+    /// Whether the registry row was marked stopped.
+    pub registry_marked_stopped: bool,
+    /// How long the shutdown took.
+    pub elapsed: Duration,
+}
+
+/// The outcome of one reaper sweep.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "outcome", content = "detail", rename_all = "snake_case")]
+pub enum SweepOutcome {
+    /// The sweep ran.
+    Swept(RecoveryStats),
+    /// The reaper requeued nothing because this node cannot trust its view of the store.
+    StoodDown(String),
+}
+
+/// The reaper's running totals (seed 000's `RecoverySweep.get_statistics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReaperStats {
+    /// Sweeps run (not counting stand-downs).
+    pub total_scans: u64,
+    /// Items requeued.
+    pub total_recovered: u64,
+    /// Items dead-lettered.
+    pub total_failed: u64,
+    /// Expired leases left alone because their owner answered.
+    pub total_skipped_alive: u64,
+    /// Sweeps skipped because the store was unreachable from this node.
+    pub stand_downs: u64,
+    /// The last sweep's duration.
+    pub last_scan_duration: Duration,
+}
+
+/// The node's running totals.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RuntimeStats {
+    /// This node's id.
+    pub node_id: String,
+    /// This start's incarnation.
+    pub incarnation: i64,
+    /// Workers in the tree.
+    pub workers: usize,
+    /// Workers holding an item now.
+    pub busy_workers: usize,
+    /// Items acquired.
+    pub acquired: u64,
+    /// Items completed (acknowledged after the commit).
+    pub completed: u64,
+    /// Failed attempts sent back to pending.
+    pub retried: u64,
+    /// Items dead-lettered by a handler failure.
+    pub dead_lettered: u64,
+    /// Leases lost while working (taken over, renewals failing, heartbeat dead).
+    pub lease_lost: u64,
+    /// Handler panics (each counted as a failed attempt).
+    pub handler_panics: u64,
+    /// Items released on graceful shutdown.
+    pub released: u64,
+    /// Items taken back by `recover_mine` on worker (re)starts.
+    pub recovered_on_start: u64,
+    /// Child restarts (workers, reaper, registry) and heartbeat deaths.
+    pub restarts: u64,
+    /// Heartbeat children that died while keeping a lease.
+    pub heartbeat_deaths: u64,
+    /// The reaper's totals.
+    pub reaper: ReaperStats,
+}
+
+/// A running node. Dropping the handle does not stop the tree: call
+/// [`shutdown`](NodeHandle::shutdown).
+pub struct NodeHandle {
+    pub(crate) ctx: Arc<NodeCtx>,
+    supervisor: ActorRef<SupervisorMsg>,
+    join: tokio::sync::Mutex<Option<ractor::concurrency::JoinHandle<()>>>,
+    exit: watch::Receiver<Option<TreeExit>>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("node_id", &self.ctx.node_id)
+            .field("incarnation", &self.ctx.incarnation)
+            .finish()
+    }
+}
+
+impl NodeHandle {
+    pub(crate) async fn start(ctx: Arc<NodeCtx>) -> Result<NodeHandle, RuntimeError> {
+        let (tx, rx) = watch::channel(None);
+        let (supervisor, join) = Actor::spawn(
+            Some(ctx.actor_name("supervisor")),
+            Supervisor,
+            SupervisorArgs {
+                ctx: ctx.clone(),
+                exit: tx,
+            },
+        )
+        .await
+        .map_err(|e| RuntimeError::Spawn {
+            what: "supervisor".into(),
+            reason: e.to_string(),
+        })?;
+        tracing::info!(node = %ctx.node_id, incarnation = ctx.incarnation, workers = ctx.cfg.workers, kinds = ?ctx.kinds, "leasehold node started");
+        Ok(NodeHandle {
+            ctx,
+            supervisor,
+            join: tokio::sync::Mutex::new(Some(join)),
+            exit: rx,
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.ctx.node_id
+    }
+
+    /// This start's incarnation number.
+    pub fn incarnation(&self) -> i64 {
+        self.ctx.incarnation
+    }
+
+    /// The stable owner id of worker `i` (`{node_id}/w{i}`).
+    pub fn owner_id(&self, i: usize) -> String {
+        self.ctx.owner_id(i)
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.ctx.cfg
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.ctx.store
+    }
+
+    /// The node's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.ctx.clock
+    }
+
+    /// A new item of `kind` with the node's configured retry budget.
+    pub fn item(&self, kind: impl Into<String>, input: Value) -> NewItem {
+        NewItem::new(kind, input).max_attempts(self.ctx.cfg.base.max_attempts)
+    }
+
+    /// Enqueues one item and wakes an idle worker at once.
+    pub async fn enqueue(&self, item: NewItem) -> Result<ItemId, RuntimeError> {
+        let id = self
+            .ctx
+            .store
+            .item_enqueue(item, self.ctx.clock.now())
+            .await?;
+        self.ctx.wake(1);
+        Ok(id)
+    }
+
+    /// Enqueues a batch in one transaction and wakes as many idle workers.
+    pub async fn enqueue_many(&self, items: Vec<NewItem>) -> Result<Vec<ItemId>, RuntimeError> {
+        let ids = self
+            .ctx
+            .store
+            .items_enqueue(items, self.ctx.clock.now())
+            .await?;
+        self.ctx.wake(ids.len());
+        Ok(ids)
+    }
+
+    /// Counts of items by status.
+    pub async fn status(&self) -> Result<StatusCounts, RuntimeError> {
+        Ok(self.ctx.store.items_count().await?)
+    }
+
+    /// The node's running totals.
+    pub fn stats(&self) -> RuntimeStats {
+        let m = &self.ctx.metrics;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        RuntimeStats {
+            node_id: self.ctx.node_id.clone(),
+            incarnation: self.ctx.incarnation,
+            workers: self.ctx.cfg.workers,
+            busy_workers: self.ctx.busy_items().len(),
+            acquired: get(&m.acquired),
+            completed: get(&m.completed),
+            retried: get(&m.retried),
+            dead_lettered: get(&m.dead_lettered),
+            lease_lost: get(&m.lease_lost),
+            handler_panics: get(&m.handler_panics),
+            released: get(&m.released),
+            recovered_on_start: get(&m.recovered_on_start),
+            restarts: get(&m.restarts),
+            heartbeat_deaths: get(&m.heartbeat_deaths),
+            reaper: ReaperStats {
+                total_scans: get(&m.reaper_scans),
+                total_recovered: get(&m.reaper_recovered),
+                total_failed: get(&m.reaper_failed),
+                total_skipped_alive: get(&m.reaper_skipped_alive),
+                stand_downs: get(&m.reaper_stand_downs),
+                last_scan_duration: Duration::from_micros(get(&m.reaper_last_scan_us)),
+            },
+        }
+    }
+
+    /// Runs one reaper sweep now (through the reaper actor, or directly when the node runs
+    /// without one).
+    pub async fn sweep_now(&self) -> Result<SweepOutcome, RuntimeError> {
+        self.ensure_running()?;
+        if !self.ctx.cfg.reaper {
+            return Ok(sweep_once(&self.ctx).await);
+        }
+        let reaper: ActorRef<ReaperMsg> = ractor::registry::where_is(self.ctx.actor_name("reaper"))
+            .map(ActorRef::from)
+            .ok_or_else(|| RuntimeError::NotRunning("the reaper is restarting".into()))?;
+        match reaper
+            .call(ReaperMsg::SweepNow, Some(Duration::from_secs(120)))
+            .await
+        {
+            Ok(CallResult::Success(outcome)) => Ok(outcome),
+            Ok(_) => Err(RuntimeError::NotRunning("the reaper did not answer".into())),
+            Err(e) => Err(RuntimeError::NotRunning(format!("the reaper is gone: {e}"))),
+        }
+    }
+
+    /// Stops the tree gracefully: workers stop acquiring, in-flight handlers get `drain` to
+    /// finish, whatever is still running is cancelled and released without counting an attempt,
+    /// and the registry row is marked stopped (invariant 7).
+    pub async fn shutdown(&self, drain: Duration) -> Result<ShutdownReport, RuntimeError> {
+        self.ensure_running()?;
+        let answer = self
+            .supervisor
+            .call(
+                |reply| SupervisorMsg::Shutdown { drain, reply },
+                Some(drain + Duration::from_secs(60)),
+            )
+            .await;
+        let report = match answer {
+            Ok(CallResult::Success(r)) => r,
+            Ok(_) | Err(_) => {
+                return Err(RuntimeError::NotRunning(
+                    "the supervisor did not complete the shutdown".into(),
+                ))
+            }
+        };
+        if let Some(join) = self.join.lock().await.take() {
+            let _ = join.await;
+        }
+        Ok(report)
+    }
+
+    /// Waits for SIGINT or SIGTERM, then shuts down with the configured drain timeout.
+    pub async fn shutdown_on_signal(&self) -> Result<ShutdownReport, RuntimeError> {
+        wait_for_signal().await;
+        tracing::info!("signal received: shutting down gracefully");
+        self.shutdown(self.ctx.cfg.drain_timeout).await
+    }
+
+    /// Waits until the tree stops (a shutdown, or an escalation) and says why.
+    pub async fn wait(&self) -> TreeExit {
+        let mut rx = self.exit.clone();
+        loop {
+            if let Some(exit) = rx.borrow_and_update().clone() {
+                return exit;
+            }
+            if rx.changed().await.is_err() {
+                return rx
+                    .borrow()
+                    .clone()
+                    .unwrap_or(TreeExit::Escalated("the supervisor ended".into()));
+            }
+        }
+    }
+
+    /// Why the tree stopped, if it has.
+    pub fn exit_status(&self) -> Option<TreeExit> {
+        self.exit.borrow().clone()
+    }
+
+    /// Subscribes to the node's events from now on.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<NodeEvent> {
+        self.ctx.events.subscribe()
+    }
+
+    /// The fault-injection harness for this node.
+    pub fn faults(&self) -> FaultInjector {
+        FaultInjector::new(self.ctx.clone())
+    }
+
+    fn ensure_running(&self) -> Result<(), RuntimeError> {
+        match self.exit_status() {
+            None => Ok(()),
+            Some(TreeExit::Shutdown) => Err(RuntimeError::NotRunning("it was shut down".into())),
+            Some(TreeExit::Escalated(why)) => Err(RuntimeError::Escalated(why)),
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,214 @@
+//! What a handler sees ([`JobContext`]) and returns ([`JobError`]).
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use leasehold_core::{Clock, Item, ItemId, LeaseRef, Store, StoreError};
+
+use crate::faults::FaultPoints;
+
+/// A handler as the tree stores it: an async function from a job's context to its output.
+pub(crate) type Handler =
+    Arc<dyn Fn(JobContext) -> BoxFuture<'static, Result<Value, JobError>> + Send + Sync>;
+
+/// Wraps a user's async fn returning any serializable output into a [`Handler`].
+pub(crate) fn boxed_handler<F, Fut, O>(f: F) -> Handler
+where
+    F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, JobError>> + Send + 'static,
+    O: Serialize,
+{
+    Arc::new(move |ctx| {
+        let fut = f(ctx);
+        Box::pin(async move {
+            let out = fut.await?;
+            serde_json::to_value(out)
+                .map_err(|e| JobError::permanent(format!("handler output is not JSON: {e}")))
+        })
+    })
+}
+
+/// A handler's failure: retryable (the item goes back to pending after a backoff, while its
+/// retry budget lasts) or permanent (dead-lettered at once).
+///
+/// Any error converts into a retryable `JobError` with `?`; mark the ones that retrying cannot
+/// fix with [`JobError::permanent`].
+///
+/// ```
+/// use leasehold_runtime::JobError;
+/// fn parse(input: &str) -> Result<u32, JobError> {
+///     input.parse::<u32>().map_err(JobError::permanent) // bad input never gets better
+/// }
+/// assert!(parse("x").unwrap_err().is_permanent());
+/// ```
+pub struct JobError {
+    permanent: bool,
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl JobError {
+    /// A failure worth retrying (a timeout, a rate limit, a flaky dependency).
+    pub fn retryable(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        JobError {
+            permanent: false,
+            source: e.into(),
+        }
+    }
+
+    /// A failure retrying cannot fix: the item is dead-lettered now.
+    pub fn permanent(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        JobError {
+            permanent: true,
+            source: e.into(),
+        }
+    }
+
+    /// Whether the item should be dead-lettered without further attempts.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+
+    /// The underlying error.
+    pub fn source_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.source
+    }
+}
+
+impl<E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>> From<E> for JobError {
+    fn from(e: E) -> Self {
+        JobError::retryable(e)
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)
+    }
+}
+
+impl fmt::Debug for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobError")
+            .field("permanent", &self.permanent)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// Everything a handler gets for one attempt at one item.
+#[derive(Clone)]
+pub struct JobContext {
+    pub(crate) item: Arc<Item>,
+    pub(crate) lease: LeaseRef,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) faults: Arc<FaultPoints>,
+}
+
+impl fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("item", &self.item.id)
+            .field("kind", &self.item.kind)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+impl JobContext {
+    /// The item's id.
+    pub fn id(&self) -> ItemId {
+        self.item.id
+    }
+
+    /// The item's kind.
+    pub fn kind(&self) -> &str {
+        &self.item.kind
+    }
+
+    /// The item's input.
+    pub fn input(&self) -> &Value {
+        &self.item.input
+    }
+
+    /// The input decoded into `T`; a mismatch is a permanent error (retrying cannot fix it).
+    pub fn input_as<T: DeserializeOwned>(&self) -> Result<T, JobError> {
+        serde_json::from_value(self.item.input.clone()).map_err(|e| {
+            JobError::permanent(format!("input does not match the expected shape: {e}"))
+        })
+    }
+
+    /// Which attempt this is (1 for the first).
+    pub fn attempt(&self) -> u32 {
+        self.item.attempts
+    }
+
+    /// The item's retry budget.
+    pub fn max_attempts(&self) -> u32 {
+        self.item.max_attempts
+    }
+
+    /// The lease's epoch (the fencing token).
+    pub fn epoch(&self) -> i64 {
+        self.lease.epoch
+    }
+
+    /// The lease this attempt writes with.
+    pub fn lease(&self) -> &LeaseRef {
+        &self.lease
+    }
+
+    /// The whole item as acquired.
+    pub fn item(&self) -> &Item {
+        &self.item
+    }
+
+    /// Whether the lease was lost or the node is stopping: stop work and return.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Completes when the lease is lost or the node stops; `select!` on it around long work.
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    /// The cancellation token itself, to hand to sub-tasks.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Records a progress report on the item (fenced: `LeaseLost` once the lease is gone).
+    pub async fn progress(&self, progress: Value) -> Result<(), StoreError> {
+        self.store
+            .item_progress(&self.lease, progress, self.clock.now())
+            .await
+    }
+
+    /// Saves a checkpoint payload for the item (fenced).
+    pub async fn checkpoint(&self, name: &str, payload: Value) -> Result<i64, StoreError> {
+        self.store
+            .checkpoint_save(&self.lease, name, payload, self.clock.now())
+            .await
+    }
+
+    /// The store, for anything else the handler needs to read.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// A named fault point: panics here if a test armed it through
+    /// [`NodeHandle::faults`](crate::NodeHandle::faults) (e.g. `"after_effect"` between a side
+    /// effect and the return); does nothing otherwise.
+    pub fn fault_point(&self, name: &str) {
+        self.faults.hit(name, self.item.id);
+    }
+}

@@ -1,0 +1,64 @@
+//! leasehold's supervised actor tree, on ractor and tokio.
+//!
+//! ```text
+//! Supervisor (one per node; restart intensity: at most R restarts in T, then escalate)
+//! ├── Worker 0 ──┬── Heartbeat   (one per lease: renews it every heartbeat interval)
+//! │              └── handler task (the user's async fn; cancelled when the lease is lost)
+//! ├── Worker 1 …
+//! ├── Reaper      (sweeps expired leases in batches, pings owners, requeues or dead-letters)
+//! └── Registry    (this node's row in the worker registry)
+//! ```
+//!
+//! Build a node with [`Leasehold::builder`], register handlers by kind, and [`start`](LeaseholdBuilder::start)
+//! it; the returned [`NodeHandle`] enqueues, reports status and statistics, sweeps on demand and
+//! shuts down gracefully. docs/runtime.md states the guarantees and what each fault leads to.
+//!
+//! ```no_run
+//! use leasehold_runtime::{Leasehold, JobContext, JobError};
+//! # async fn demo(store: std::sync::Arc<dyn leasehold_core::Store>) -> Result<(), Box<dyn std::error::Error>> {
+//! let node = Leasehold::builder(store)
+//!     .handler("greet", |ctx: JobContext| async move {
+//!         let name = ctx.input()["name"].as_str().unwrap_or("world").to_string();
+//!         Ok::<_, JobError>(serde_json::json!({ "greeting": format!("hello, {name}") }))
+//!     })
+//!     .workers(4)
+//!     .start()
+//!     .await?;
+//! node.enqueue(node.item("greet", serde_json::json!({"name": "ada"}))).await?;
+//! node.shutdown(std::time::Duration::from_secs(10)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`builder`]: [`Leasehold`], [`LeaseholdBuilder`] and [`RuntimeConfig`].
+//! - [`handler`]: [`JobContext`], [`JobError`] and the handler type.
+//! - [`handle`]: [`NodeHandle`], statistics and shutdown reports.
+//! - `node`: the state every actor of one node shares.
+//! - `supervisor`, `worker`, `heartbeat`, `reaper`, `registry`: the actors.
+//! - [`liveness`]: how the reaper judges an owner (local ping or the worker registry).
+//! - [`chaos`]: a seeded chaos run with random kills, checked by the invariant checker.
+//! - [`faults`]: the public fault-injection harness and invariant checker.
+//! - [`events`]: [`NodeEvent`], the tree's event stream.
+//! - [`error`]: [`RuntimeError`].
+
+pub mod builder;
+pub mod chaos;
+pub mod error;
+pub mod events;
+pub mod faults;
+pub mod handle;
+pub mod handler;
+mod heartbeat;
+pub mod liveness;
+mod node;
+mod reaper;
+mod registry;
+mod supervisor;
+mod worker;
+
+pub use builder::{Leasehold, LeaseholdBuilder, RuntimeConfig};
+pub use error::RuntimeError;
+pub use events::NodeEvent;
+pub use handle::{NodeHandle, ReaperStats, RuntimeStats, ShutdownReport, SweepOutcome, TreeExit};
+pub use handler::{JobContext, JobError};
+pub use liveness::NodeLiveness;

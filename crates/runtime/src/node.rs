@@ -1,0 +1,152 @@
+//! The state every actor of one node shares: set once at start, then read-mostly.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ractor::ActorRef;
+
+use leasehold_core::{Clock, ItemId, Store};
+
+use crate::builder::RuntimeConfig;
+use crate::events::NodeEvent;
+use crate::faults::FaultPoints;
+use crate::handler::Handler;
+use crate::worker::WorkerMsg;
+
+/// One node's shared context.
+pub(crate) struct NodeCtx {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) cfg: RuntimeConfig,
+    pub(crate) node_id: String,
+    pub(crate) incarnation: i64,
+    pub(crate) handlers: HashMap<String, Handler>,
+    /// The handler of kinds without their own.
+    pub(crate) fallback: Option<Handler>,
+    /// The kinds workers acquire: exactly those with a handler here, or every kind (empty) when
+    /// there is a fallback handler. (The reaper does not look at kinds at all.)
+    pub(crate) kinds: Vec<String>,
+    pub(crate) metrics: Metrics,
+    pub(crate) faults: Arc<FaultPoints>,
+    /// Workers waiting for work, by index; a std Mutex because it is held for a push or pop only.
+    pub(crate) idle: Mutex<BTreeSet<usize>>,
+    /// Each worker's current item id (0 when idle): what the registry row reports.
+    pub(crate) busy: Vec<AtomicI64>,
+    /// Whether this node's last registry write reached the store: the reaper stands down when
+    /// it did not, so a sick database never looks like dead owners.
+    pub(crate) store_reachable: AtomicBool,
+    /// The event stream; sending with no subscriber costs next to nothing.
+    pub(crate) events: tokio::sync::broadcast::Sender<NodeEvent>,
+}
+
+impl NodeCtx {
+    /// The stable owner id of worker `i`: the same across the worker's restarts and across
+    /// restarts of the node under the same id.
+    pub(crate) fn owner_id(&self, i: usize) -> String {
+        format!("{}/w{}", self.node_id, i)
+    }
+
+    /// The worker index an owner id names, if it is one of this node's.
+    pub(crate) fn worker_index(&self, owner: &str) -> Option<usize> {
+        let rest = owner.strip_prefix(&self.node_id)?.strip_prefix("/w")?;
+        let i: usize = rest.parse().ok()?;
+        (i < self.cfg.workers).then_some(i)
+    }
+
+    /// The actor-registry name of worker `i` (unique per node incarnation, so several trees can
+    /// share one process).
+    pub(crate) fn worker_name(&self, i: usize) -> String {
+        format!(
+            "leasehold:{}:{}:worker:{}",
+            self.node_id, self.incarnation, i
+        )
+    }
+
+    /// The name of the reaper, registry or supervisor.
+    pub(crate) fn actor_name(&self, what: &str) -> String {
+        format!("leasehold:{}:{}:{}", self.node_id, self.incarnation, what)
+    }
+
+    /// The live worker `i`, if it is running.
+    pub(crate) fn worker(&self, i: usize) -> Option<ActorRef<WorkerMsg>> {
+        ractor::registry::where_is(self.worker_name(i)).map(ActorRef::from)
+    }
+
+    /// Wakes up to `n` idle workers (after an enqueue through the handle).
+    pub(crate) fn wake(&self, n: usize) {
+        for _ in 0..n {
+            let next = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.pop_first()
+            };
+            let Some(i) = next else { return };
+            if let Some(w) = self.worker(i) {
+                let _ = w.cast(WorkerMsg::Poll { woken: true });
+            }
+        }
+    }
+
+    pub(crate) fn set_idle(&self, i: usize, idle: bool) {
+        let mut set = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle {
+            set.insert(i);
+        } else {
+            set.remove(&i);
+        }
+    }
+
+    pub(crate) fn set_busy(&self, i: usize, item: Option<ItemId>) {
+        if let Some(slot) = self.busy.get(i) {
+            slot.store(item.map_or(0, |id| id.0), Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn emit(&self, event: NodeEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// The items workers hold right now.
+    pub(crate) fn busy_items(&self) -> Vec<ItemId> {
+        self.busy
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .filter(|id| *id != 0)
+            .map(ItemId)
+            .collect()
+    }
+}
+
+/// Counters shared by the actors; read by [`NodeHandle::stats`](crate::NodeHandle::stats).
+#[derive(Default)]
+pub(crate) struct Metrics {
+    pub(crate) acquired: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) lease_lost: AtomicU64,
+    pub(crate) handler_panics: AtomicU64,
+    pub(crate) released: AtomicU64,
+    pub(crate) recovered_on_start: AtomicU64,
+    pub(crate) restarts: AtomicU64,
+    pub(crate) heartbeat_deaths: AtomicU64,
+    pub(crate) reaper_scans: AtomicU64,
+    pub(crate) reaper_recovered: AtomicU64,
+    pub(crate) reaper_failed: AtomicU64,
+    pub(crate) reaper_skipped_alive: AtomicU64,
+    pub(crate) reaper_stand_downs: AtomicU64,
+    pub(crate) reaper_last_scan_us: AtomicU64,
+    /// Every acknowledged completion (item, epoch), when the builder asked to record them: the
+    /// invariant checker counts items acknowledged twice.
+    pub(crate) completions: Option<Mutex<Vec<(ItemId, i64)>>>,
+}
+
+impl Metrics {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}

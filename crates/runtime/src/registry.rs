@@ -1,0 +1,119 @@
+//! The registry actor: this node's row in the worker registry, written every heartbeat interval
+//! and marked stopped on graceful shutdown. Reapers on other nodes read it to judge liveness.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::json;
+
+use leasehold_core::{clock::duration_millis, NodeRecord, NodeStatus, Timestamp};
+
+use crate::node::NodeCtx;
+
+/// Messages the registry actor handles.
+pub(crate) enum RegistryMsg {
+    /// Time to write the row.
+    Tick,
+    /// Graceful shutdown: mark this incarnation stopped.
+    MarkStopped(RpcReplyPort<bool>),
+    /// Fault injection: panic inside the actor.
+    Crash(String),
+}
+
+pub(crate) struct Registry;
+
+pub(crate) struct RegistryState {
+    ctx: Arc<NodeCtx>,
+    started_at: Timestamp,
+}
+
+impl Actor for Registry {
+    type Msg = RegistryMsg;
+    type State = RegistryState;
+    type Arguments = (Arc<NodeCtx>, Timestamp);
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<RegistryMsg>,
+        (ctx, started_at): (Arc<NodeCtx>, Timestamp),
+    ) -> Result<RegistryState, ActorProcessingErr> {
+        Ok(RegistryState { ctx, started_at })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<RegistryMsg>,
+        state: &mut RegistryState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.write(NodeStatus::Active).await;
+        myself.send_after(state.ctx.cfg.base.heartbeat, || RegistryMsg::Tick);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RegistryMsg>,
+        msg: RegistryMsg,
+        state: &mut RegistryState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RegistryMsg::Tick => {
+                let status = if state.ctx.busy_items().is_empty() {
+                    NodeStatus::Idle
+                } else {
+                    NodeStatus::Processing
+                };
+                state.write(status).await;
+                myself.send_after(state.ctx.cfg.base.heartbeat, || RegistryMsg::Tick);
+            }
+            RegistryMsg::MarkStopped(reply) => {
+                let ctx = &state.ctx;
+                let ok = ctx
+                    .store
+                    .node_stop(&ctx.node_id, ctx.incarnation, ctx.clock.now())
+                    .await
+                    .map_err(|e| tracing::warn!(error = %e, "could not mark this node stopped"))
+                    .is_ok();
+                let _ = reply.send(ok);
+            }
+            RegistryMsg::Crash(why) => panic!("injected registry fault: {why}"),
+        }
+        Ok(())
+    }
+}
+
+impl RegistryState {
+    async fn write(&self, status: NodeStatus) {
+        let ctx = &self.ctx;
+        let busy = ctx.busy_items();
+        let record = NodeRecord {
+            node_id: ctx.node_id.clone(),
+            incarnation: ctx.incarnation,
+            worker_type: if ctx.kinds.is_empty() {
+                "*".to_string()
+            } else {
+                ctx.kinds.join(",")
+            },
+            status,
+            current_item: busy.first().copied(),
+            task_text: (!busy.is_empty())
+                .then(|| format!("{} of {} workers busy", busy.len(), ctx.cfg.workers)),
+            last_heartbeat_at: ctx.clock.now(),
+            heartbeat_interval_ms: duration_millis(ctx.cfg.base.heartbeat),
+            started_at: self.started_at,
+            metadata: json!({
+                "pid": std::process::id(),
+                "workers": ctx.cfg.workers,
+                "busy_items": busy.iter().map(|i| i.0).collect::<Vec<_>>(),
+            }),
+        };
+        match ctx.store.node_heartbeat(&record).await {
+            Ok(()) => ctx.store_reachable.store(true, Ordering::Relaxed),
+            Err(e) => {
+                ctx.store_reachable.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, "registry heartbeat failed; the reaper stands down until it succeeds");
+            }
+        }
+    }
+}

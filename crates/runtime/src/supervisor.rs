@@ -1,0 +1,300 @@
+//! The node's supervisor: spawns the registry, the workers and the reaper; restarts whichever
+//! fails under the same name and owner id; escalates when restarts exceed the intensity; drives
+//! the graceful shutdown.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::watch;
+
+use crate::events::NodeEvent;
+use crate::handle::{ShutdownReport, TreeExit};
+use crate::node::{Metrics, NodeCtx};
+use crate::reaper::Reaper;
+use crate::registry::{Registry, RegistryMsg};
+use crate::worker::{DrainOutcome, Worker, WorkerArgs, WorkerMsg};
+
+/// Messages the supervisor handles.
+pub(crate) enum SupervisorMsg {
+    /// Graceful shutdown with this drain timeout.
+    Shutdown {
+        drain: Duration,
+        reply: RpcReplyPort<ShutdownReport>,
+    },
+    /// A worker's heartbeat child died (counted against the restart intensity).
+    HeartbeatDied { worker: usize, reason: String },
+    /// Try again to restart a child whose restart failed.
+    Respawn(Child),
+}
+
+/// The supervisor's direct children.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Child {
+    Worker(usize),
+    Reaper,
+    Registry,
+}
+
+pub(crate) struct Supervisor;
+
+pub(crate) struct SupervisorArgs {
+    pub(crate) ctx: Arc<NodeCtx>,
+    pub(crate) exit: watch::Sender<Option<TreeExit>>,
+}
+
+pub(crate) struct SupervisorState {
+    ctx: Arc<NodeCtx>,
+    exit: watch::Sender<Option<TreeExit>>,
+    children: Vec<(Child, ActorCell)>,
+    restarts: VecDeque<tokio::time::Instant>,
+    stopping: bool,
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let mut state = SupervisorState {
+            ctx: args.ctx,
+            exit: args.exit,
+            children: Vec::new(),
+            restarts: VecDeque::new(),
+            stopping: false,
+        };
+        // The registry row first, so remote reapers see this incarnation before its workers
+        // hold anything.
+        state.spawn(&myself, Child::Registry).await?;
+        for i in 0..state.ctx.cfg.workers {
+            state.spawn(&myself, Child::Worker(i)).await?;
+        }
+        if state.ctx.cfg.reaper {
+            state.spawn(&myself, Child::Reaper).await?;
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Shutdown { drain, reply } => {
+                let report = state.shutdown(drain).await;
+                let _ = state.exit.send(Some(TreeExit::Shutdown));
+                let _ = reply.send(report);
+                myself.stop(Some("graceful shutdown".into()));
+            }
+            SupervisorMsg::HeartbeatDied { worker, reason } => {
+                if !state.stopping {
+                    state
+                        .count_restart(&myself, &format!("heartbeat of worker {worker}: {reason}"));
+                }
+            }
+            SupervisorMsg::Respawn(child) => {
+                if !state.stopping && state.cell(child).is_none() {
+                    state.restart(&myself, child).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Restarts a child that failed or was killed. Overridden because ractor's default stops
+    /// the supervisor when any child ends.
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell,
+                format!(
+                    "terminated: {}",
+                    reason.unwrap_or_else(|| "no reason".into())
+                ),
+            ),
+            _ => return Ok(()),
+        };
+        let Some(pos) = state
+            .children
+            .iter()
+            .position(|(_, c)| c.get_id() == cell.get_id())
+        else {
+            return Ok(());
+        };
+        let (child, _) = state.children.remove(pos);
+        if state.stopping {
+            return Ok(());
+        }
+        tracing::warn!(?child, node = %state.ctx.node_id, reason = %why, "child ended; restarting it");
+        if state.count_restart(&myself, &format!("{child:?} {why}")) {
+            state.restart(&myself, child).await;
+            state.ctx.emit(NodeEvent::ChildRestarted {
+                child: format!("{child:?}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    fn cell(&self, child: Child) -> Option<&ActorCell> {
+        self.children
+            .iter()
+            .find(|(c, _)| *c == child)
+            .map(|(_, cell)| cell)
+    }
+
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        child: Child,
+    ) -> Result<(), ActorProcessingErr> {
+        let ctx = self.ctx.clone();
+        let sup = myself.get_cell();
+        let cell = match child {
+            Child::Worker(index) => Actor::spawn_linked(
+                Some(ctx.worker_name(index)),
+                Worker,
+                WorkerArgs {
+                    ctx: ctx.clone(),
+                    index,
+                },
+                sup,
+            )
+            .await?
+            .0
+            .get_cell(),
+            Child::Reaper => {
+                Actor::spawn_linked(Some(ctx.actor_name("reaper")), Reaper, ctx.clone(), sup)
+                    .await?
+                    .0
+                    .get_cell()
+            }
+            Child::Registry => {
+                let started = ctx.clock.now();
+                Actor::spawn_linked(
+                    Some(ctx.actor_name("registry")),
+                    Registry,
+                    (ctx.clone(), started),
+                    sup,
+                )
+                .await?
+                .0
+                .get_cell()
+            }
+        };
+        self.children.push((child, cell));
+        Ok(())
+    }
+
+    async fn restart(&mut self, myself: &ActorRef<SupervisorMsg>, child: Child) {
+        if let Err(e) = self.spawn(myself, child).await {
+            tracing::warn!(?child, error = %e, "restart failed; trying again shortly");
+            myself.send_after(Duration::from_millis(20), move || {
+                SupervisorMsg::Respawn(child)
+            });
+        }
+    }
+
+    /// Records one restart; returns false (and escalates) when the intensity is exceeded.
+    fn count_restart(&mut self, myself: &ActorRef<SupervisorMsg>, what: &str) -> bool {
+        Metrics::bump(&self.ctx.metrics.restarts);
+        let now = tokio::time::Instant::now();
+        let window = self.ctx.cfg.restart_window;
+        self.restarts.push_back(now);
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            self.restarts.pop_front();
+        }
+        if self.restarts.len() as u64 > u64::from(self.ctx.cfg.max_restarts) {
+            let reason = format!(
+                "restart intensity exceeded: {} restarts within {:?} (limit {}); last: {what}",
+                self.restarts.len(),
+                window,
+                self.ctx.cfg.max_restarts
+            );
+            tracing::error!(node = %self.ctx.node_id, %reason, "escalating: stopping the tree");
+            self.stopping = true;
+            let _ = self.exit.send(Some(TreeExit::Escalated(reason.clone())));
+            self.ctx.emit(NodeEvent::Escalated {
+                reason: reason.clone(),
+            });
+            myself.stop(Some(reason));
+            return false;
+        }
+        true
+    }
+
+    /// Invariant 7: stop acquiring, let in-flight work finish within `drain`, release the rest,
+    /// then stop the reaper and mark the registry row stopped.
+    async fn shutdown(&mut self, drain: Duration) -> ShutdownReport {
+        self.stopping = true;
+        let started = std::time::Instant::now();
+        let workers: Vec<ActorRef<WorkerMsg>> = self
+            .children
+            .iter()
+            .filter(|(c, _)| matches!(c, Child::Worker(_)))
+            .map(|(_, cell)| ActorRef::from(cell.clone()))
+            .collect();
+        let answers = join_all(workers.iter().map(|w| {
+            w.call(
+                |reply| WorkerMsg::Drain {
+                    timeout: drain,
+                    reply,
+                },
+                Some(drain + Duration::from_secs(10)),
+            )
+        }))
+        .await;
+        let mut report = ShutdownReport::default();
+        for answer in answers {
+            match answer {
+                Ok(CallResult::Success(DrainOutcome::Idle)) => report.idle += 1,
+                Ok(CallResult::Success(DrainOutcome::Finished)) => report.finished += 1,
+                Ok(CallResult::Success(DrainOutcome::Released)) => report.released += 1,
+                _ => report.unaccounted += 1,
+            }
+        }
+        if let Some(reaper) = self.cell(Child::Reaper).cloned() {
+            let _ = reaper
+                .stop_and_wait(None, Some(Duration::from_secs(10)))
+                .await;
+        }
+        if let Some(registry) = self.cell(Child::Registry).cloned() {
+            let registry: ActorRef<RegistryMsg> = ActorRef::from(registry);
+            report.registry_marked_stopped = matches!(
+                registry
+                    .call(RegistryMsg::MarkStopped, Some(Duration::from_secs(10)))
+                    .await,
+                Ok(CallResult::Success(true))
+            );
+        }
+        for (_, cell) in &self.children {
+            let _ = cell
+                .stop_and_wait(None, Some(Duration::from_secs(10)))
+                .await;
+        }
+        report.elapsed = started.elapsed();
+        tracing::info!(node = %self.ctx.node_id, ?report, "graceful shutdown complete");
+        report
+    }
+}

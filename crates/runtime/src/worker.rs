@@ -1,0 +1,690 @@
+//! The worker actor: recover_mine on (re)start, acquire without busy polling, run the handler as
+//! a task beside a heartbeat child, settle the result with fencing, answer the reaper's pings,
+//! drain on graceful stop.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use leasehold_core::{
+    AcquireRequest, FailDisposition, FailOutcome, ItemId, Leased, StoreError, Timestamp,
+};
+
+use crate::events::NodeEvent;
+use crate::handler::{JobContext, JobError};
+use crate::heartbeat::{Heartbeat, HeartbeatArgs, HeartbeatMsg};
+use crate::node::{Metrics, NodeCtx};
+use crate::supervisor::SupervisorMsg;
+
+/// The shortest idle wait; doubles up to the poll interval while nothing is found.
+const MIN_IDLE_BACKOFF: Duration = Duration::from_millis(5);
+/// Attempts at `recover_mine` before the worker gives up and lets its supervisor restart it.
+const RECOVER_TRIES: u32 = 8;
+
+/// Messages a worker handles.
+pub(crate) enum WorkerMsg {
+    /// Look for work (`woken`: sent by an enqueue through the handle).
+    Poll { woken: bool },
+    /// The handler task finished.
+    HandlerDone {
+        item: ItemId,
+        epoch: i64,
+        outcome: HandlerOutcome,
+    },
+    /// The heartbeat renewed the lease.
+    Renewed {
+        item: ItemId,
+        epoch: i64,
+        expires_at: Timestamp,
+    },
+    /// The heartbeat lost the lease (taken over, or too many failed renewals).
+    LeaseLost {
+        item: ItemId,
+        epoch: i64,
+        reason: String,
+    },
+    /// The lease deadline of an item whose heartbeat died.
+    LeaseLapsed { item: ItemId, epoch: i64 },
+    /// The reaper asks: do you still hold and work on (item, epoch)?
+    Ping {
+        item: ItemId,
+        epoch: i64,
+        reply: RpcReplyPort<bool>,
+    },
+    /// Graceful stop: take nothing new, finish or release what is in hand.
+    Drain {
+        timeout: Duration,
+        reply: RpcReplyPort<DrainOutcome>,
+    },
+    /// The drain timeout passed.
+    DrainTimeout,
+    /// Fault injection: panic inside the actor.
+    Crash(String),
+    /// Fault injection: the current heartbeat child, if any.
+    HeartbeatCell(RpcReplyPort<Option<ActorCell>>),
+}
+
+/// How a handler task ended.
+pub(crate) enum HandlerOutcome {
+    Output(Value),
+    Failed(JobError),
+    Panicked(String),
+}
+
+/// How a worker's drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DrainOutcome {
+    /// It held nothing.
+    Idle,
+    /// Its in-flight item finished (completed or failed) within the timeout.
+    Finished,
+    /// Its in-flight item went back to pending without counting an attempt.
+    Released,
+    /// The release was refused or failed; the item is left to recovery.
+    NotReleased,
+}
+
+pub(crate) struct Worker;
+
+pub(crate) struct WorkerArgs {
+    pub(crate) ctx: Arc<NodeCtx>,
+    pub(crate) index: usize,
+}
+
+pub(crate) struct WorkerState {
+    ctx: Arc<NodeCtx>,
+    index: usize,
+    request: AcquireRequest,
+    current: Option<Current>,
+    poll_timer: Option<JoinHandle<Result<(), ractor::MessagingErr<WorkerMsg>>>>,
+    idle_backoff: Duration,
+    draining: bool,
+    drain_reply: Option<RpcReplyPort<DrainOutcome>>,
+}
+
+/// The item in hand.
+struct Current {
+    leased: Leased,
+    heartbeat: Option<ActorRef<HeartbeatMsg>>,
+    /// Whether a heartbeat is still keeping the lease.
+    kept: bool,
+    expires_at: Timestamp,
+    /// Held for its `Drop`, which cancels (and later aborts) the handler.
+    #[allow(dead_code)]
+    task: HandlerTask,
+}
+
+impl Current {
+    fn is(&self, item: ItemId, epoch: i64) -> bool {
+        self.leased.lease.item == item && self.leased.lease.epoch == epoch
+    }
+}
+
+/// The handler's task. Dropping it (the worker finished, lost the lease, or was killed) cancels
+/// the handler, and aborts it if it ignores cancellation for longer than the grace period.
+struct HandlerTask {
+    cancel: CancellationToken,
+    join: Option<tokio::task::JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl Drop for HandlerTask {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(join) = self.join.take() {
+            if join.is_finished() {
+                return;
+            }
+            let abort = join.abort_handle();
+            let grace = self.grace;
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    abort.abort();
+                });
+            } else {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Actor for Worker {
+    type Msg = WorkerMsg;
+    type State = WorkerState;
+    type Arguments = WorkerArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<WorkerMsg>,
+        args: WorkerArgs,
+    ) -> Result<WorkerState, ActorProcessingErr> {
+        let ctx = args.ctx;
+        let owner = ctx.owner_id(args.index);
+        let request = AcquireRequest {
+            owner,
+            node_id: ctx.node_id.clone(),
+            incarnation: ctx.incarnation,
+            kinds: ctx.kinds.clone(),
+            group_id: None,
+            limit: 1,
+            lease: ctx.cfg.base.lease,
+        };
+        ctx.set_busy(args.index, None);
+        Ok(WorkerState {
+            ctx,
+            index: args.index,
+            request,
+            current: None,
+            poll_timer: None,
+            idle_backoff: MIN_IDLE_BACKOFF,
+            draining: false,
+            drain_reply: None,
+        })
+    }
+
+    /// recover_mine before anything else (invariant 6): whatever this owner id still holds was
+    /// left by a previous incarnation of this worker, which is gone.
+    async fn post_start(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        state: &mut WorkerState,
+    ) -> Result<(), ActorProcessingErr> {
+        let ctx = &state.ctx;
+        let owner = &state.request.owner;
+        let mut delay = Duration::from_millis(10);
+        let mut tries = 0;
+        loop {
+            match ctx.store.items_recover_owner(owner, ctx.clock.now()).await {
+                Ok(recovered) => {
+                    if !recovered.is_empty() {
+                        tracing::info!(owner = %owner, count = recovered.len(), "recover_mine took back items left by a previous incarnation");
+                    }
+                    Metrics::add(&ctx.metrics.recovered_on_start, recovered.len() as u64);
+                    ctx.emit(NodeEvent::WorkerStarted {
+                        worker: state.index,
+                        recovered: recovered.len(),
+                    });
+                    break;
+                }
+                Err(e) if tries + 1 < RECOVER_TRIES && e.is_backend_failure() => {
+                    tries += 1;
+                    tracing::warn!(owner = %owner, error = %e, "recover_mine failed; retrying before taking any work");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(format!("recover_mine for {owner} failed: {e}").into()),
+            }
+        }
+        myself.cast(WorkerMsg::Poll { woken: false })?;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        msg: WorkerMsg,
+        state: &mut WorkerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            WorkerMsg::Poll { woken } => state.poll(&myself, woken).await,
+            WorkerMsg::HandlerDone {
+                item,
+                epoch,
+                outcome,
+            } => {
+                let Some(cur) = state.current.take_if(|c| c.is(item, epoch)) else {
+                    tracing::debug!(item = %item, epoch, "dropping the result of a lease this worker no longer holds");
+                    return Ok(());
+                };
+                state.settle(cur, outcome).await;
+                state.after_item(&myself);
+            }
+            WorkerMsg::Renewed {
+                item,
+                epoch,
+                expires_at,
+            } => {
+                if let Some(cur) = state.current.as_mut().filter(|c| c.is(item, epoch)) {
+                    cur.expires_at = expires_at;
+                }
+            }
+            WorkerMsg::LeaseLost {
+                item,
+                epoch,
+                reason,
+            } => {
+                if let Some(cur) = state.current.take_if(|c| c.is(item, epoch)) {
+                    tracing::warn!(item = %item, epoch, owner = %state.request.owner, %reason, "lease lost: cancelling the handler and dropping its result");
+                    Metrics::bump(&state.ctx.metrics.lease_lost);
+                    state.ctx.emit(NodeEvent::LeaseLost { item, epoch });
+                    drop(cur);
+                    state.after_item(&myself);
+                }
+            }
+            WorkerMsg::LeaseLapsed { item, epoch } => {
+                if let Some(cur) = state.current.take_if(|c| c.is(item, epoch) && !c.kept) {
+                    state.give_up_unkept(cur, true).await;
+                    state.after_item(&myself);
+                }
+            }
+            WorkerMsg::Ping { item, epoch, reply } => {
+                let holds = state.current.as_ref().is_some_and(|c| c.is(item, epoch));
+                let kept = holds && state.current.as_ref().is_some_and(|c| c.kept);
+                if holds && !kept {
+                    // Its heartbeat is gone: concede the lease to the reaper that asked.
+                    if let Some(cur) = state.current.take() {
+                        state.give_up_unkept(cur, false).await;
+                        state.after_item(&myself);
+                    }
+                }
+                let _ = reply.send(kept);
+            }
+            WorkerMsg::Drain { timeout, reply } => {
+                state.draining = true;
+                if let Some(t) = state.poll_timer.take() {
+                    t.abort();
+                }
+                state.ctx.set_idle(state.index, false);
+                if state.current.is_none() {
+                    let _ = reply.send(DrainOutcome::Idle);
+                } else {
+                    state.drain_reply = Some(reply);
+                    myself.send_after(timeout, || WorkerMsg::DrainTimeout);
+                }
+            }
+            WorkerMsg::DrainTimeout => {
+                if let Some(cur) = state.current.take() {
+                    let outcome = state.release(cur).await;
+                    if let Some(reply) = state.drain_reply.take() {
+                        let _ = reply.send(outcome);
+                    }
+                }
+            }
+            WorkerMsg::Crash(why) => panic!("injected worker fault: {why}"),
+            WorkerMsg::HeartbeatCell(reply) => {
+                let cell = state
+                    .current
+                    .as_ref()
+                    .and_then(|c| c.heartbeat.as_ref())
+                    .map(|h| h.get_cell());
+                let _ = reply.send(cell);
+            }
+        }
+        Ok(())
+    }
+
+    /// Only heartbeat children report here. Overridden because ractor's default stops the
+    /// worker when a child ends.
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        evt: SupervisionEvent,
+        state: &mut WorkerState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "stopped".into()))
+            }
+            _ => return Ok(()),
+        };
+        let Some(cur) = state.current.as_mut() else {
+            return Ok(());
+        };
+        if cur.heartbeat.as_ref().map(|h| h.get_id()) != Some(cell.get_id()) {
+            return Ok(());
+        }
+        // The lease's keeper died. It is not restarted for this lease: a worker that cannot
+        // vouch for its renewals must not keep working past the lease. The lease is left to
+        // lapse; at its deadline (or when the reaper asks first) the handler is cancelled.
+        cur.heartbeat = None;
+        cur.kept = false;
+        Metrics::bump(&state.ctx.metrics.heartbeat_deaths);
+        state.ctx.emit(NodeEvent::HeartbeatDied {
+            worker: state.index,
+        });
+        tracing::warn!(item = %cur.leased.lease.item, owner = %state.request.owner, reason = %why, "heartbeat child died; its lease will lapse");
+        let (item, epoch) = (cur.leased.lease.item, cur.leased.lease.epoch);
+        let left = cur.expires_at.since(state.ctx.clock.now());
+        myself.send_after(left, move || WorkerMsg::LeaseLapsed { item, epoch });
+        if let Some(sup) = myself.get_cell().try_get_supervisor() {
+            let _ = sup.send_message(SupervisorMsg::HeartbeatDied {
+                worker: state.index,
+                reason: why,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl WorkerState {
+    async fn poll(&mut self, myself: &ActorRef<WorkerMsg>, woken: bool) {
+        if self.current.is_some() || self.draining {
+            if woken && !self.draining {
+                // The wake-up was meant for an idle worker: pass it on.
+                self.ctx.wake(1);
+            }
+            return;
+        }
+        let ctx = self.ctx.clone();
+        match ctx.store.item_acquire(&self.request, ctx.clock.now()).await {
+            Ok(Some(leased)) => {
+                ctx.set_idle(self.index, false);
+                self.idle_backoff = MIN_IDLE_BACKOFF;
+                if let Some(t) = self.poll_timer.take() {
+                    t.abort();
+                }
+                self.start(myself, leased).await;
+            }
+            Ok(None) => {
+                ctx.set_idle(self.index, true);
+                let wait = self.idle_backoff;
+                self.idle_backoff = (self.idle_backoff * 2).min(ctx.cfg.poll_interval);
+                self.schedule_poll(myself, wait);
+            }
+            Err(e) => {
+                tracing::warn!(owner = %self.request.owner, error = %e, "acquire failed; backing off");
+                ctx.set_idle(self.index, true);
+                self.schedule_poll(myself, ctx.cfg.poll_interval);
+            }
+        }
+    }
+
+    /// One pending poll timer at a time, so wake-ups never multiply timers.
+    fn schedule_poll(&mut self, myself: &ActorRef<WorkerMsg>, after: Duration) {
+        if let Some(t) = self.poll_timer.take() {
+            t.abort();
+        }
+        self.poll_timer = Some(myself.send_after(after, || WorkerMsg::Poll { woken: false }));
+    }
+
+    async fn start(&mut self, myself: &ActorRef<WorkerMsg>, leased: Leased) {
+        let ctx = self.ctx.clone();
+        Metrics::bump(&ctx.metrics.acquired);
+        ctx.emit(NodeEvent::Acquired {
+            worker: self.index,
+            item: leased.lease.item,
+            epoch: leased.lease.epoch,
+        });
+        ctx.set_busy(self.index, Some(leased.lease.item));
+        let heartbeat = match Actor::spawn_linked(
+            None,
+            Heartbeat,
+            HeartbeatArgs {
+                ctx: ctx.clone(),
+                lease: leased.lease.clone(),
+                worker: myself.clone(),
+            },
+            myself.get_cell(),
+        )
+        .await
+        {
+            Ok((hb, _)) => Some(hb),
+            Err(e) => {
+                tracing::error!(item = %leased.lease.item, error = %e, "could not start a heartbeat; the lease will lapse");
+                None
+            }
+        };
+        let cancel = CancellationToken::new();
+        let job = JobContext {
+            item: Arc::new(leased.item.clone()),
+            lease: leased.lease.clone(),
+            cancel: cancel.clone(),
+            store: ctx.store.clone(),
+            clock: ctx.clock.clone(),
+            faults: ctx.faults.clone(),
+        };
+        let handler = ctx
+            .handlers
+            .get(&leased.item.kind)
+            .or(ctx.fallback.as_ref())
+            .cloned();
+        let (item, epoch) = (leased.lease.item, leased.lease.epoch);
+        let me = myself.clone();
+        let join = tokio::spawn(async move {
+            let run = async move {
+                match handler {
+                    Some(h) => h(job).await,
+                    // Workers acquire only kinds with a handler; this is a guard, not a path.
+                    None => Err(JobError::retryable("no handler for this kind on this node")),
+                }
+            };
+            let outcome = match AssertUnwindSafe(run).catch_unwind().await {
+                Ok(Ok(v)) => HandlerOutcome::Output(v),
+                Ok(Err(e)) => HandlerOutcome::Failed(e),
+                Err(panic) => HandlerOutcome::Panicked(panic_message(panic.as_ref())),
+            };
+            let _ = me.cast(WorkerMsg::HandlerDone {
+                item,
+                epoch,
+                outcome,
+            });
+        });
+        let kept = heartbeat.is_some();
+        let expires_at = leased.expires_at;
+        self.current = Some(Current {
+            leased,
+            heartbeat,
+            kept,
+            expires_at,
+            task: HandlerTask {
+                cancel,
+                join: Some(join),
+                grace: ctx.cfg.cancel_grace,
+            },
+        });
+        if !kept {
+            myself.send_after(expires_at.since(ctx.clock.now()), move || {
+                WorkerMsg::LeaseLapsed { item, epoch }
+            });
+        }
+    }
+
+    /// Writes the handler's result, fenced. The heartbeat keeps the lease alive until the write
+    /// has committed (or is refused), so a slow commit never lets the lease lapse under it.
+    async fn settle(&mut self, cur: Current, outcome: HandlerOutcome) {
+        let ctx = self.ctx.clone();
+        let lease = cur.leased.lease.clone();
+        let attempt = cur.leased.item.attempts;
+        let deadline = tokio::time::Instant::now() + ctx.cfg.base.lease;
+        let result = match outcome {
+            HandlerOutcome::Output(output) => {
+                let r = retry_store(deadline, || {
+                    ctx.store
+                        .item_complete(&lease, output.clone(), ctx.clock.now())
+                })
+                .await;
+                if r.is_ok() {
+                    Metrics::bump(&ctx.metrics.completed);
+                    ctx.emit(NodeEvent::Completed {
+                        item: lease.item,
+                        epoch: lease.epoch,
+                    });
+                    if let Some(log) = &ctx.metrics.completions {
+                        log.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((lease.item, lease.epoch));
+                    }
+                }
+                r.map(|_| ())
+            }
+            HandlerOutcome::Failed(e) => {
+                self.fail(&lease, attempt, &e.to_string(), e.is_permanent(), deadline)
+                    .await
+            }
+            HandlerOutcome::Panicked(msg) => {
+                Metrics::bump(&ctx.metrics.handler_panics);
+                tracing::error!(item = %lease.item, panic = %msg, "handler panicked; counted as a failed attempt");
+                self.fail(
+                    &lease,
+                    attempt,
+                    &format!("handler panicked: {msg}"),
+                    false,
+                    deadline,
+                )
+                .await
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) if e.is_lease_lost() => {
+                Metrics::bump(&ctx.metrics.lease_lost);
+                ctx.emit(NodeEvent::LeaseLost {
+                    item: lease.item,
+                    epoch: lease.epoch,
+                });
+                tracing::warn!(item = %lease.item, epoch = lease.epoch, "result dropped: the lease was taken over before it could be written");
+            }
+            Err(e) => {
+                tracing::error!(item = %lease.item, error = %e, "could not write the result; the item is left to recovery");
+            }
+        }
+        drop(cur);
+    }
+
+    async fn fail(
+        &self,
+        lease: &leasehold_core::LeaseRef,
+        attempt: u32,
+        error: &str,
+        permanent: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), StoreError> {
+        let ctx = &self.ctx;
+        let disposition = if permanent {
+            FailDisposition::Permanent
+        } else {
+            FailDisposition::Retry {
+                delay: ctx.cfg.backoff.delay(attempt, rand::random::<f64>()),
+            }
+        };
+        let r = retry_store(deadline, || {
+            ctx.store
+                .item_fail(lease, error, disposition, ctx.clock.now())
+        })
+        .await?;
+        match r {
+            FailOutcome::Retrying { .. } => Metrics::bump(&ctx.metrics.retried),
+            FailOutcome::DeadLettered => Metrics::bump(&ctx.metrics.dead_lettered),
+        }
+        ctx.emit(NodeEvent::AttemptFailed {
+            item: lease.item,
+            dead_lettered: r == FailOutcome::DeadLettered,
+        });
+        tracing::info!(item = %lease.item, attempt, error, outcome = ?r, "attempt failed");
+        Ok(())
+    }
+
+    /// Gives up an item whose heartbeat died. At the lease deadline the worker records the lapse
+    /// as a failed attempt itself; when the reaper asked first, the reaper requeues it.
+    async fn give_up_unkept(&mut self, cur: Current, write: bool) {
+        Metrics::bump(&self.ctx.metrics.lease_lost);
+        self.ctx.emit(NodeEvent::LeaseLost {
+            item: cur.leased.lease.item,
+            epoch: cur.leased.lease.epoch,
+        });
+        tracing::warn!(item = %cur.leased.lease.item, owner = %self.request.owner, "lease lapsed without a heartbeat: cancelling the handler");
+        let lease = cur.leased.lease.clone();
+        let attempt = cur.leased.item.attempts;
+        drop(cur);
+        if write {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            if let Err(e) = self
+                .fail(
+                    &lease,
+                    attempt,
+                    "lease lapsed: its heartbeat stopped",
+                    false,
+                    deadline,
+                )
+                .await
+            {
+                tracing::debug!(item = %lease.item, error = %e, "lapse not recorded; recovery will handle the item");
+            }
+        }
+    }
+
+    /// Graceful-stop release: back to pending without counting the attempt (invariant 7).
+    async fn release(&mut self, cur: Current) -> DrainOutcome {
+        let ctx = self.ctx.clone();
+        let lease = cur.leased.lease.clone();
+        if let Some(hb) = &cur.heartbeat {
+            hb.stop(None);
+        }
+        drop(cur);
+        ctx.set_busy(self.index, None);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        match retry_store(deadline, || ctx.store.item_release(&lease, ctx.clock.now())).await {
+            Ok(()) => {
+                Metrics::bump(&ctx.metrics.released);
+                ctx.emit(NodeEvent::Released { item: lease.item });
+                DrainOutcome::Released
+            }
+            Err(e) => {
+                tracing::warn!(item = %lease.item, error = %e, "release on shutdown failed; recovery will requeue the item");
+                DrainOutcome::NotReleased
+            }
+        }
+    }
+
+    /// After an item is settled or dropped: report idle, answer a pending drain, or look for
+    /// the next item at once.
+    fn after_item(&mut self, myself: &ActorRef<WorkerMsg>) {
+        self.ctx.set_busy(self.index, None);
+        if self.draining {
+            if let Some(reply) = self.drain_reply.take() {
+                let _ = reply.send(DrainOutcome::Finished);
+            }
+            return;
+        }
+        let _ = myself.cast(WorkerMsg::Poll { woken: false });
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        if let Some(hb) = self.heartbeat.take() {
+            hb.stop(None);
+        }
+    }
+}
+
+/// Retries a store write through backend failures until `deadline`; a refusal (LeaseLost,
+/// InvalidState, …) is returned at once.
+pub(crate) async fn retry_store<T, F, Fut>(
+    deadline: tokio::time::Instant,
+    mut op: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = Duration::from_millis(10);
+    loop {
+        match op().await {
+            Err(e) if e.is_backend_failure() && tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, "store write failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}

@@ -1,0 +1,253 @@
+//! leasehold's [`Store`] on SQLite: the embedded default backend.
+//!
+//! [`SqliteStore::open`] opens (or creates) one database file, refuses a file that is not a
+//! SQLite database or whose schema is newer than this build without touching it, switches it to
+//! WAL and applies the schema migrations. Every operation then runs on one tokio-rusqlite
+//! connection thread, so no SQLite call blocks the async runtime, and every lease holder's write
+//! is fenced by `(item, owner, epoch)`.
+//!
+//! # Layout
+//! - [`SqliteStore`] (this file): the handle and its [`Store`] impl, which only moves arguments
+//!   to the operation that does the work.
+//! - `db`: the connection handle and the `BEGIN IMMEDIATE` write-transaction helper.
+//! - `schema`: the tables and indexes, the versioned migrations (`PRAGMA user_version`) and the
+//!   order in which a file is checked, configured and migrated.
+//! - `ops`: one module per operation, each holding its own SQL (`acquire`, `renew`,
+//!   `complete`, `fail`, `release`, `cancel`, `progress`, `checkpoint`, `read`, `reap`,
+//!   `recover`, `registry`, and `take_back`, the requeue/dead-letter write the reaper and
+//!   `recover_mine` share).
+//! - `row`: the column lists every query selects and their decoders to core types.
+//! - `error`: how SQLite's errors become [`StoreError`](leasehold_core::StoreError)s.
+
+mod db;
+mod error;
+mod ops;
+mod row;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use leasehold_core::{
+    AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, LeaseRef,
+    LeaseStatus, Leased, LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem,
+    RecoveryStats, StatusCounts, Store, StoreResult, Timestamp,
+};
+use serde_json::Value;
+
+use crate::db::Db;
+use crate::ops::{
+    acquire, cancel, checkpoint, complete, enqueue, fail, progress, read, reap, recover, registry,
+    release, renew,
+};
+
+/// The SQLite store. Clones share one connection.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    db: Db,
+    path: Arc<PathBuf>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and applies migrations.
+    ///
+    /// Refuses, leaving the file byte-for-byte as it was: a file that is not a SQLite database
+    /// (or is another application's) with `NotADatabase`, and a schema written by a newer
+    /// leasehold with `SchemaTooNew`. Opening an up-to-date database again changes nothing.
+    pub async fn open(path: impl AsRef<Path>) -> StoreResult<SqliteStore> {
+        let path = path.as_ref().to_path_buf();
+        let conn = schema::open(&path).await?;
+        tracing::debug!(path = %path.display(), version = schema::SCHEMA_VERSION, "opened SQLite store");
+        Ok(SqliteStore {
+            db: Db::new(conn),
+            path: Arc::new(path),
+        })
+    }
+
+    /// The database file this store was opened on.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version this build creates and reads.
+    pub fn schema_version() -> i64 {
+        schema::SCHEMA_VERSION
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn items_enqueue(&self, items: Vec<NewItem>, now: Timestamp) -> StoreResult<Vec<ItemId>> {
+        self.db.call(move |c| enqueue::run(c, items, now)).await
+    }
+
+    async fn items_acquire(
+        &self,
+        req: &AcquireRequest,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Leased>> {
+        let req = req.clone();
+        self.db.call(move |c| acquire::run(c, &req, now)).await
+    }
+
+    async fn lease_renew(
+        &self,
+        lease: &LeaseRef,
+        duration: Duration,
+        now: Timestamp,
+    ) -> StoreResult<Timestamp> {
+        let lease = lease.clone();
+        self.db
+            .call(move |c| renew::one(c, &lease, duration, now))
+            .await
+    }
+
+    async fn leases_renew_owner(
+        &self,
+        owner: &str,
+        duration: Duration,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        let owner = owner.to_owned();
+        self.db
+            .call(move |c| renew::owner(c, &owner, duration, now))
+            .await
+    }
+
+    async fn item_complete(
+        &self,
+        lease: &LeaseRef,
+        output: Value,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let lease = lease.clone();
+        self.db
+            .call(move |c| complete::run(c, &lease, &output, now))
+            .await
+    }
+
+    async fn item_fail(
+        &self,
+        lease: &LeaseRef,
+        error: &str,
+        disposition: FailDisposition,
+        now: Timestamp,
+    ) -> StoreResult<FailOutcome> {
+        let lease = lease.clone();
+        let error = error.to_owned();
+        self.db
+            .call(move |c| fail::run(c, &lease, &error, disposition, now))
+            .await
+    }
+
+    async fn item_release(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()> {
+        let lease = lease.clone();
+        self.db.call(move |c| release::run(c, &lease, now)).await
+    }
+
+    async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
+        self.db.call(move |c| cancel::run(c, id, now)).await
+    }
+
+    async fn item_progress(
+        &self,
+        lease: &LeaseRef,
+        progress: Value,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let lease = lease.clone();
+        self.db
+            .call(move |c| progress::run(c, &lease, &progress, now))
+            .await
+    }
+
+    async fn checkpoint_save(
+        &self,
+        lease: &LeaseRef,
+        name: &str,
+        payload: Value,
+        now: Timestamp,
+    ) -> StoreResult<i64> {
+        let lease = lease.clone();
+        let name = name.to_owned();
+        self.db
+            .call(move |c| checkpoint::save(c, &lease, &name, &payload, now))
+            .await
+    }
+
+    async fn checkpoints_list(&self, item: ItemId) -> StoreResult<Vec<Checkpoint>> {
+        self.db.call(move |c| checkpoint::list(c, item)).await
+    }
+
+    async fn lease_status(&self, id: ItemId, now: Timestamp) -> StoreResult<LeaseStatus> {
+        self.db.call(move |c| read::lease_status(c, id, now)).await
+    }
+
+    async fn leases_of_owner(&self, owner: &str) -> StoreResult<Vec<Item>> {
+        let owner = owner.to_owned();
+        self.db.call(move |c| read::of_owner(c, &owner)).await
+    }
+
+    async fn item_get(&self, id: ItemId) -> StoreResult<Option<Item>> {
+        self.db.call(move |c| read::get(c, id)).await
+    }
+
+    async fn items_count(&self) -> StoreResult<StatusCounts> {
+        self.db.call(read::count).await
+    }
+
+    async fn items_list(&self, filter: &ItemFilter) -> StoreResult<Vec<Item>> {
+        let filter = filter.clone();
+        self.db.call(move |c| read::list(c, &filter)).await
+    }
+
+    async fn items_reap_expired(
+        &self,
+        req: &ReapRequest,
+        liveness: &dyn LivenessCheck,
+        now: Timestamp,
+    ) -> StoreResult<RecoveryStats> {
+        reap::run(&self.db, req, liveness, now).await
+    }
+
+    async fn items_recover_owner(
+        &self,
+        owner: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RecoveredItem>> {
+        let owner = owner.to_owned();
+        self.db.call(move |c| recover::run(c, &owner, now)).await
+    }
+
+    async fn node_heartbeat(&self, node: &NodeRecord) -> StoreResult<()> {
+        let node = node.clone();
+        self.db.call(move |c| registry::heartbeat(c, &node)).await
+    }
+
+    async fn node_stop(&self, node_id: &str, incarnation: i64, now: Timestamp) -> StoreResult<()> {
+        let node_id = node_id.to_owned();
+        self.db
+            .call(move |c| registry::stop(c, &node_id, incarnation, now))
+            .await
+    }
+
+    async fn node_get(&self, node_id: &str) -> StoreResult<Option<NodeRecord>> {
+        let node_id = node_id.to_owned();
+        self.db.call(move |c| registry::get(c, &node_id)).await
+    }
+
+    async fn nodes_list(&self) -> StoreResult<Vec<NodeRecord>> {
+        self.db.call(registry::list).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.db
+            .call(|c| -> error::OpResult<()> {
+                c.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
+                Ok(())
+            })
+            .await
+    }
+}

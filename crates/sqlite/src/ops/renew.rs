@@ -1,0 +1,57 @@
+//! `lease_renew` and `leases_renew_owner`: the heartbeat's writes.
+
+use std::time::Duration;
+
+use leasehold_core::{LeaseRef, Timestamp};
+use rusqlite::{params, Connection};
+
+use crate::db::write;
+use crate::error::{lease_lost, OpResult};
+
+/// Fenced: an expired lease that nobody has taken back yet is still its holder's to renew.
+const RENEW: &str =
+    "UPDATE items SET lease_expires_at = ?4, last_heartbeat_at = ?5, updated_at = ?5 \
+     WHERE id = ?1 AND status = 'in_progress' AND owner = ?2 AND epoch = ?3";
+
+const RENEW_OWNER: &str =
+    "UPDATE items SET lease_expires_at = ?2, last_heartbeat_at = ?3, updated_at = ?3 \
+     WHERE status = 'in_progress' AND owner = ?1";
+
+/// Extends one lease to `now + duration`.
+pub(crate) fn one(
+    c: &mut Connection,
+    lease: &LeaseRef,
+    duration: Duration,
+    now: Timestamp,
+) -> OpResult<Timestamp> {
+    let expires_at = now.plus(duration);
+    write(c, |tx| {
+        let changed = tx.prepare_cached(RENEW)?.execute(params![
+            lease.item.0,
+            lease.owner,
+            lease.epoch,
+            expires_at.0,
+            now.0
+        ])?;
+        if changed == 0 {
+            return Err(lease_lost(lease));
+        }
+        Ok(expires_at)
+    })
+}
+
+/// Extends every lease `owner` holds, in one statement.
+pub(crate) fn owner(
+    c: &mut Connection,
+    owner: &str,
+    duration: Duration,
+    now: Timestamp,
+) -> OpResult<u64> {
+    let expires_at = now.plus(duration);
+    write(c, |tx| {
+        let changed =
+            tx.prepare_cached(RENEW_OWNER)?
+                .execute(params![owner, expires_at.0, now.0])?;
+        Ok(changed as u64)
+    })
+}

@@ -1,0 +1,419 @@
+//! The schema, its migrations, and the order in which a database file is opened.
+//!
+//! The schema version lives in `PRAGMA user_version` (and leasehold's mark in
+//! `PRAGMA application_id`). [`MIGRATIONS`]`[n]` takes version `n` to `n + 1`; all pending ones run
+//! in one `BEGIN IMMEDIATE` transaction together with the version bump, so a crash mid-way
+//! leaves the old version intact and two processes opening the same new file migrate once.
+//!
+//! Opening never writes to a file it should refuse, nor leaves files beside it: [`open`] first
+//! reads the header bytes itself (not SQLite at all → `NotADatabase`; `user_version` newer than
+//! [`SCHEMA_VERSION`] → `SchemaTooNew`; another `application_id` → `NotADatabase`). Only when a
+//! non-empty write-ahead log sits beside the file, and may hold a newer header, does it ask
+//! SQLite through a read-only connection. Then it opens for writing, checks again with reads
+//! only (a version-0 file with tables of ours is someone else's), switches to WAL and migrates.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use leasehold_core::{StoreError, StoreResult};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::error::{from_sqlite, OpError, OpResult};
+
+/// The newest schema version this build knows.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// `PRAGMA application_id` of a leasehold database ("LHLD").
+pub(crate) const APPLICATION_ID: i32 = 0x4C48_4C44;
+
+/// How long a statement waits for another connection's lock before failing with `Backend`.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The tables leasehold owns: a version-0 database that already has one of these was written
+/// by someone else and is refused rather than migrated over.
+const OWN_TABLES: [&str; 3] = ["items", "checkpoints", "workers"];
+
+/// Every SQLite database file starts with these 16 bytes.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Schema migrations, oldest first; `MIGRATIONS[n]` takes version `n` to `n + 1`.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// Version 1: items, their checkpoints, and the worker registry.
+///
+/// `workers` holds every field of `NodeRecord` plus `stopped_at`, the `now` of `node_stop`
+/// (cleared by the next heartbeat), for the clean-up of old stopped rows.
+///
+/// `STRICT` tables make SQLite refuse a value of the wrong type instead of storing it. The
+/// partial indexes hold only the rows their query can return: `items_pending_ready` is in
+/// exactly the order acquisition takes items, so acquiring reads the first `limit` ready entries
+/// whatever the queue depth, and `items_lease_expiry` holds only leased items (bounded by the
+/// number of workers), in the order the reaper judges them.
+const V1: &str = "
+CREATE TABLE items (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind              TEXT    NOT NULL CHECK (kind <> ''),
+    input             TEXT    NOT NULL CHECK (json_valid(input)),
+    status            TEXT    NOT NULL DEFAULT 'pending'
+                      CHECK (status IN ('pending', 'in_progress', 'completed', 'failed', 'cancelled')),
+    attempts          INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    max_attempts      INTEGER NOT NULL CHECK (max_attempts >= 1),
+    priority          INTEGER NOT NULL DEFAULT 0,
+    run_at            INTEGER NOT NULL,
+    group_id          TEXT,
+    owner             TEXT,
+    owner_node        TEXT,
+    owner_incarnation INTEGER,
+    epoch             INTEGER NOT NULL DEFAULT 0 CHECK (epoch >= 0),
+    lease_expires_at  INTEGER,
+    last_heartbeat_at INTEGER,
+    output            TEXT    CHECK (json_valid(output)),
+    error             TEXT,
+    progress          TEXT    CHECK (json_valid(progress)),
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL,
+    finished_at       INTEGER,
+    CHECK (status <> 'in_progress'
+           OR (owner IS NOT NULL AND lease_expires_at IS NOT NULL AND last_heartbeat_at IS NOT NULL))
+) STRICT;
+
+CREATE INDEX items_pending_ready ON items (priority DESC, run_at, id) WHERE status = 'pending';
+CREATE INDEX items_lease_expiry ON items (lease_expires_at) WHERE status = 'in_progress';
+CREATE INDEX items_owner_in_progress ON items (owner) WHERE status = 'in_progress';
+CREATE INDEX items_status ON items (status, id);
+CREATE INDEX items_kind ON items (kind, id);
+CREATE INDEX items_group ON items (group_id, id) WHERE group_id IS NOT NULL;
+CREATE INDEX items_finished ON items (finished_at) WHERE finished_at IS NOT NULL;
+
+CREATE TABLE checkpoints (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id    INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    epoch      INTEGER NOT NULL,
+    name       TEXT    NOT NULL,
+    payload    TEXT    NOT NULL CHECK (json_valid(payload)),
+    created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE INDEX checkpoints_item ON checkpoints (item_id, id);
+
+CREATE TABLE workers (
+    node_id               TEXT    PRIMARY KEY NOT NULL,
+    incarnation           INTEGER NOT NULL,
+    worker_type           TEXT    NOT NULL,
+    status                TEXT    NOT NULL
+                          CHECK (status IN ('active', 'idle', 'processing', 'stopped')),
+    current_item          INTEGER,
+    task_text             TEXT,
+    last_heartbeat_at     INTEGER NOT NULL,
+    heartbeat_interval_ms INTEGER NOT NULL,
+    started_at            INTEGER NOT NULL,
+    metadata              TEXT    NOT NULL CHECK (json_valid(metadata)),
+    stopped_at            INTEGER
+) STRICT, WITHOUT ROWID;
+";
+
+/// Opens (creating if needed) the database at `path`, checks it, configures the connection and
+/// migrates it to [`SCHEMA_VERSION`].
+pub(crate) async fn open(path: &Path) -> StoreResult<tokio_rusqlite::Connection> {
+    match inspect(path).await? {
+        FileState::New => {}
+        FileState::Sqlite(header) => check_header(path, &header)?,
+        FileState::SqliteWithWal => probe(path).await?,
+    }
+    let conn = tokio_rusqlite::Connection::open(path)
+        .await
+        .map_err(|e| at_path(path, from_sqlite(e)))?;
+    let reported = path.to_path_buf();
+    conn.call(move |c| -> OpResult<()> {
+        c.busy_timeout(BUSY_TIMEOUT)?;
+        // Still only reads: a refused file must not even be switched to WAL.
+        check_version(c, &reported)?;
+        configure(c, &reported)?;
+        migrate(c)
+    })
+    .await
+    .map_err(|e| at_path(path, crate::error::from_call(e)))?;
+    Ok(conn)
+}
+
+/// What is at the path before SQLite is let near it.
+enum FileState {
+    /// Nothing, or an empty file: SQLite treats both as a new database.
+    New,
+    /// A SQLite database whose header is current (no write-ahead log with frames beside it).
+    Sqlite(Box<[u8; HEADER_LEN]>),
+    /// A SQLite database with a non-empty write-ahead log (left by a crash, or a writer is
+    /// running), which may hold a newer header than the file: only SQLite can read it.
+    SqliteWithWal,
+}
+
+/// The SQLite database header: magic, page size, …, `user_version` at 60, `application_id` at
+/// 68 (big-endian).
+const HEADER_LEN: usize = 100;
+
+async fn inspect(path: &Path) -> StoreResult<FileState> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || inspect_blocking(&owned))
+        .await
+        .map_err(StoreError::backend)?
+}
+
+fn inspect_blocking(path: &Path) -> StoreResult<FileState> {
+    let not_db = |why: &str| StoreError::NotADatabase(format!("{}: {why}", path.display()));
+    let io = |e: std::io::Error| at_path(path, StoreError::backend(e));
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileState::New),
+        Err(e) => return Err(io(e)),
+    };
+    if meta.is_dir() {
+        return Err(not_db("is a directory"));
+    }
+    if meta.len() == 0 {
+        return Ok(FileState::New);
+    }
+    let mut bytes = Vec::with_capacity(HEADER_LEN);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(HEADER_LEN as u64).read_to_end(&mut bytes))
+        .map_err(io)?;
+    if !bytes.starts_with(SQLITE_MAGIC) {
+        return Err(not_db("not a SQLite database (no SQLite header)"));
+    }
+    let Ok(header) = <[u8; HEADER_LEN]>::try_from(bytes.as_slice()) else {
+        return Err(not_db("a truncated SQLite database (incomplete header)"));
+    };
+    let header = Box::new(header);
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    match std::fs::metadata(PathBuf::from(wal)) {
+        Ok(m) if m.len() > 0 => Ok(FileState::SqliteWithWal),
+        Ok(_) => Ok(FileState::Sqlite(header)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileState::Sqlite(header)),
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// The version and application checks of [`check_version`], on the header bytes.
+fn check_header(path: &Path, header: &[u8; HEADER_LEN]) -> StoreResult<()> {
+    let be = |at: usize| {
+        i32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let (version, app) = (i64::from(be(60)), be(68));
+    judge(path, version, app)
+}
+
+/// Refuses a newer schema or another application's database.
+fn judge(path: &Path, version: i64, app: i32) -> StoreResult<()> {
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if app != 0 && app != APPLICATION_ID {
+        return Err(StoreError::NotADatabase(format!(
+            "{}: a SQLite database of another application (application_id {app:#x})",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Reads the schema version through a read-only connection (when a write-ahead log may hold a
+/// newer header than the file) and refuses a database this build must not touch.
+async fn probe(path: &Path) -> StoreResult<()> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = tokio_rusqlite::Connection::open_with_flags(path, flags)
+        .await
+        .map_err(|e| at_path(path, from_sqlite(e)))?;
+    let reported = path.to_path_buf();
+    let checked = conn
+        .call(move |c| -> OpResult<()> {
+            c.busy_timeout(BUSY_TIMEOUT)?;
+            check_version(c, &reported)
+        })
+        .await
+        .map_err(|e| at_path(path, crate::error::from_call(e)));
+    // Closed before the writer opens; a failure to close a read-only connection loses nothing.
+    let _ = conn.close().await;
+    checked
+}
+
+/// Refuses a newer schema, another application's database, or a version-0 database whose
+/// tables would collide with ours. Reads only.
+fn check_version(c: &Connection, path: &Path) -> OpResult<()> {
+    let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let app: i32 = c.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    judge(path, version, app)?;
+    if version == 0 {
+        let mut stmt = c.prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN (?1, ?2, ?3)",
+        )?;
+        let taken: Vec<String> = stmt
+            .query_map(OWN_TABLES, |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if !taken.is_empty() {
+            return Err(StoreError::NotADatabase(format!(
+                "{}: a SQLite database that is not leasehold's (it already has table(s) {} \
+                 but no leasehold schema version)",
+                path.display(),
+                taken.join(", ")
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Per-connection settings. WAL lets readers in other processes (the CLI beside a running
+/// tree) proceed while this connection writes; `synchronous=NORMAL` is durable across process
+/// crashes in WAL mode and only risks the last commits on power loss.
+fn configure(c: &mut Connection, path: &Path) -> OpResult<()> {
+    c.set_prepared_statement_cache_capacity(64);
+    let mode: String = c.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), mode = %mode, "SQLite refused WAL mode; continuing with this journal mode");
+    }
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.pragma_update(None, "foreign_keys", true)?;
+    Ok(())
+}
+
+/// Applies the pending migrations in one write transaction. An up-to-date database is only
+/// read (no write lock: the CLI opens the file beside a running tree all the time). Otherwise
+/// the version is checked again under the write lock, since another process may have migrated
+/// in between.
+pub(crate) fn migrate(c: &mut Connection) -> OpResult<()> {
+    let current: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let path = tx.path().map(PathBuf::from).unwrap_or_default();
+    check_version(&tx, &path)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(version_index(version)?) {
+        tx.execute_batch(sql)?;
+        tracing::info!(from, to = from + 1, "applied leasehold schema migration");
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn version_index(version: i64) -> OpResult<usize> {
+    usize::try_from(version).map_err(|_| {
+        OpError::Store(StoreError::Corrupt(format!(
+            "negative schema version {version}"
+        )))
+    })
+}
+
+/// Names the file in an error that does not already say which file it is about.
+fn at_path(path: &Path, e: StoreError) -> StoreError {
+    match e {
+        StoreError::NotADatabase(why) if !why.contains(&*path.to_string_lossy()) => {
+            StoreError::NotADatabase(format!("{}: {why}", path.display()))
+        }
+        StoreError::Backend(inner) => {
+            StoreError::Backend(format!("{}: {inner}", path.display()).into())
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{params, Connection};
+
+    use super::{migrate, SCHEMA_VERSION};
+    use crate::ops::acquire::ACQUIRE;
+    use crate::ops::reap::SCAN;
+
+    fn migrated() -> Connection {
+        let mut c = Connection::open_in_memory().expect("in-memory database");
+        migrate(&mut c).expect("migrate");
+        c
+    }
+
+    #[test]
+    fn migrating_an_up_to_date_database_changes_nothing() {
+        let mut c = migrated();
+        let schema = |c: &Connection| -> Vec<String> {
+            let mut stmt = c
+                .prepare("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY name")
+                .expect("schema");
+            stmt.query_map([], |r| r.get(0))
+                .expect("rows")
+                .collect::<rusqlite::Result<_>>()
+                .expect("schema")
+        };
+        let before = schema(&c);
+        migrate(&mut c).expect("second migrate");
+        assert_eq!(schema(&c), before);
+        let version: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    /// The `detail` column of `EXPLAIN QUERY PLAN sql`, one line per step.
+    fn plan(c: &Connection, sql: &str, args: impl rusqlite::Params) -> Vec<String> {
+        let mut stmt = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        stmt.query_map(args, |r| r.get::<_, String>(3))
+            .expect("plan rows")
+            .collect::<rusqlite::Result<_>>()
+            .expect("plan")
+    }
+
+    fn assert_no_full_scan(plan: &[String]) {
+        for step in plan {
+            assert!(
+                !step.starts_with("SCAN items") || step.contains("USING INDEX"),
+                "full table scan of items in {plan:#?}"
+            );
+            assert!(!step.contains("TEMP B-TREE"), "a sort in {plan:#?}");
+        }
+    }
+
+    #[test]
+    fn acquire_reads_the_partial_pending_index_in_order() {
+        let c = migrated();
+        for (kinds, group) in [
+            (None, None),
+            (Some(r#"["email","sms"]"#), None),
+            (None, Some("g1")),
+            (Some(r#"["email"]"#), Some("g1")),
+        ] {
+            let p = plan(
+                &c,
+                ACQUIRE,
+                params!["w", "n", 1, 2_000, 1_000, 10, kinds, group],
+            );
+            assert!(
+                p.iter()
+                    .any(|s| s.contains("USING INDEX items_pending_ready")),
+                "acquire does not use items_pending_ready: {p:#?}"
+            );
+            assert_no_full_scan(&p);
+        }
+    }
+
+    #[test]
+    fn reaper_scan_reads_only_leased_items() {
+        let c = migrated();
+        let p = plan(&c, SCAN, params![1_000, 500, 200]);
+        assert!(
+            p.iter().any(|s| s.contains("items_lease_expiry")),
+            "the reaper scan does not use items_lease_expiry: {p:#?}"
+        );
+        assert_no_full_scan(&p);
+    }
+}

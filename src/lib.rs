@@ -1,0 +1,50 @@
+//! leasehold: durable work items on a supervised actor tree — work that must not be lost.
+//!
+//! This facade re-exports the member crates:
+//! - [`core`]: items, leases, the [`Store`] trait, configuration, clock, errors;
+//! - [`sqlite`]: the embedded SQLite store;
+//! - [`runtime`]: the supervised actor tree and the fault-injection harness.
+//!
+//! [`open_store`] turns a `--db` URL into a store.
+
+pub use leasehold_core as core;
+pub use leasehold_runtime as runtime;
+pub use leasehold_sqlite as sqlite;
+
+pub use leasehold_core::*;
+pub use leasehold_runtime::{
+    JobContext, JobError, Leasehold, LeaseholdBuilder, NodeEvent, NodeHandle, RuntimeConfig,
+    RuntimeError,
+};
+pub use leasehold_sqlite::SqliteStore;
+
+use std::sync::Arc;
+
+/// Opens the store a `--db` URL names: a SQLite path, or `sqlite://PATH`
+/// (`sqlite:///abs/path` for an absolute path). Other schemes are refused with
+/// [`StoreError::InvalidInput`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), leasehold::StoreError> {
+/// let store = leasehold::open_store("./leasehold.db").await?;
+/// println!("{:?}", store.items_count().await?);
+/// # Ok(()) }
+/// ```
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(StoreError::InvalidInput("--db must not be empty".into()));
+    }
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(StoreError::InvalidInput(format!("{url:?} names no file")));
+        }
+        return Ok(Arc::new(SqliteStore::open(path).await?));
+    }
+    if let Some((scheme, _)) = url.split_once("://") {
+        return Err(StoreError::InvalidInput(format!(
+            "unsupported database URL scheme {scheme:?} in {url:?}; use a SQLite path or sqlite://PATH"
+        )));
+    }
+    Ok(Arc::new(SqliteStore::open(url).await?))
+}
