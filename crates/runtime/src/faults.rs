@@ -246,7 +246,7 @@ impl FaultInjector {
     }
 
     fn cell(&self, name: &str) -> Option<ActorCell> {
-        ractor::registry::where_is(name.to_string())
+        ractor::registry::where_is(name)
     }
 
     async fn heartbeat(&self, i: usize) -> Option<ActorCell> {

@@ -39,7 +39,7 @@
 //! - [`chaos`]: a seeded chaos run with random kills, checked by the invariant checker.
 //! - [`faults`]: the public fault-injection harness and invariant checker.
 //! - [`events`]: [`NodeEvent`], the tree's event stream.
-//! - [`error`]: [`RuntimeError`].
+//! - [`error`]: the [`RuntimeError`] type.
 
 pub mod builder;
 pub mod chaos;
