@@ -347,13 +347,15 @@ impl Actor for Worker {
         cur.heartbeat = None;
         cur.kept = false;
         Metrics::bump(&state.ctx.metrics.heartbeat_deaths);
+        tracing::warn!(item = %cur.leased.lease.item, owner = %state.request.owner, reason = %why, "heartbeat child died; its lease will lapse");
+        let (item, epoch) = (cur.leased.lease.item, cur.leased.lease.epoch);
+        // The deadline is read before the event goes out, so whoever reacts to the event (and
+        // moves the clock) cannot shorten the time this lease is given.
+        let left = cur.expires_at.since(state.ctx.clock.now());
+        myself.send_after(left, move || WorkerMsg::LeaseLapsed { item, epoch });
         state.ctx.emit(NodeEvent::HeartbeatDied {
             worker: state.index,
         });
-        tracing::warn!(item = %cur.leased.lease.item, owner = %state.request.owner, reason = %why, "heartbeat child died; its lease will lapse");
-        let (item, epoch) = (cur.leased.lease.item, cur.leased.lease.epoch);
-        let left = cur.expires_at.since(state.ctx.clock.now());
-        myself.send_after(left, move || WorkerMsg::LeaseLapsed { item, epoch });
         if let Some(sup) = myself.get_cell().try_get_supervisor() {
             let _ = sup.send_message(SupervisorMsg::HeartbeatDied {
                 worker: state.index,
