@@ -6,6 +6,7 @@ mod enqueue;
 mod items;
 mod reap;
 mod status;
+mod work;
 
 use clap::Subcommand;
 
@@ -33,6 +34,8 @@ pub(crate) enum Command {
     /// Run one reaper sweep: requeue or dead-letter items whose lease expired and whose owner
     /// the worker registry does not vouch for.
     Reap(reap::Args),
+    /// Run a supervised tree in this process whose workers run a shell command per item.
+    Work(work::Args),
 }
 
 impl Command {
@@ -43,6 +46,7 @@ impl Command {
             Command::Status(args) => status::run(args, ctx).await,
             Command::Items(args) => items::run(args, ctx).await,
             Command::Reap(args) => reap::run(args, ctx).await,
+            Command::Work(args) => work::run(args, ctx).await,
         }
     }
 }

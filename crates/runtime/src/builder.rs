@@ -11,6 +11,7 @@ use serde::Serialize;
 use leasehold_core::{Backoff, Clock, Config, ConfigError, Store, SystemClock};
 
 use crate::error::RuntimeError;
+use crate::events::NodeEvent;
 use crate::faults::FaultPoints;
 use crate::handle::NodeHandle;
 use crate::handler::{boxed_handler, Handler, JobContext, JobError};
@@ -38,9 +39,13 @@ impl Leasehold {
             clock: None,
             faults: None,
             record_completions: false,
+            events: tokio::sync::broadcast::channel(EVENT_CAPACITY).0,
         }
     }
 }
+
+/// Events buffered per subscriber before a slow one starts missing them.
+const EVENT_CAPACITY: usize = 4096;
 
 /// Everything a node runs with: DESIGN.md's settings plus the runtime's own.
 #[derive(Clone, Debug, PartialEq)]
@@ -138,6 +143,7 @@ pub struct LeaseholdBuilder {
     clock: Option<Arc<dyn Clock>>,
     faults: Option<Arc<FaultPoints>>,
     record_completions: bool,
+    events: tokio::sync::broadcast::Sender<NodeEvent>,
 }
 
 impl std::fmt::Debug for LeaseholdBuilder {
@@ -303,6 +309,12 @@ impl LeaseholdBuilder {
         &self.cfg
     }
 
+    /// Subscribes to the node's events from the moment it starts, including every worker's
+    /// start, which [`NodeHandle::events`] may subscribe too late to see.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
     /// Validates everything and starts the tree: the registry row is written, every worker runs
     /// `recover_mine` for its owner id before it acquires anything, and the reaper starts
     /// sweeping.
@@ -353,7 +365,7 @@ impl LeaseholdBuilder {
             idle: Mutex::new(BTreeSet::new()),
             busy: (0..workers).map(|_| AtomicI64::new(0)).collect(),
             store_reachable: AtomicBool::new(true),
-            events: tokio::sync::broadcast::channel(4096).0,
+            events: self.events,
         });
         NodeHandle::start(ctx).await
     }

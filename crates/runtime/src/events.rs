@@ -54,7 +54,8 @@ pub enum NodeEvent {
         /// The item.
         item: ItemId,
     },
-    /// The supervisor restarted a child after it failed or was killed.
+    /// The supervisor is restarting a child that failed or was killed (sent just before the
+    /// replacement starts).
     ChildRestarted {
         /// Which child (`Worker(3)`, `Reaper`, `Registry`).
         child: String,

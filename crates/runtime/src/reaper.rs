@@ -12,6 +12,7 @@ use crate::events::NodeEvent;
 use crate::handle::SweepOutcome;
 use crate::liveness::NodeLiveness;
 use crate::node::{Metrics, NodeCtx};
+use crate::registry::RegistryMsg;
 
 /// At most this many batches per sweep, so one sweep never runs unbounded.
 const MAX_BATCHES_PER_SWEEP: u32 = 16;
@@ -66,13 +67,28 @@ impl Actor for Reaper {
     }
 }
 
+/// Whether a fresh registry write reaches the store: the last one failed, but the store may
+/// have healed since, and a sweep asked for now should not wait for the next tick to know.
+async fn registry_beats(ctx: &Arc<NodeCtx>) -> bool {
+    let Some(registry) = ractor::registry::where_is(ctx.actor_name("registry")) else {
+        return false;
+    };
+    let registry: ActorRef<RegistryMsg> = registry.into();
+    matches!(
+        registry
+            .call(RegistryMsg::Beat, Some(ctx.cfg.ping_timeout))
+            .await,
+        Ok(ractor::rpc::CallResult::Success(true))
+    )
+}
+
 /// One sweep: up to [`MAX_BATCHES_PER_SWEEP`] batches while batches come back full and change
 /// something.
 pub(crate) async fn sweep_once(ctx: &Arc<NodeCtx>) -> SweepOutcome {
     let m = &ctx.metrics;
     // A sick database must not look like dead owners (River PR #1321): when this node's own
     // registry writes or a trivial read fail, requeue nothing.
-    if !ctx.store_reachable.load(Ordering::Relaxed) {
+    if !ctx.store_reachable.load(Ordering::Relaxed) && !registry_beats(ctx).await {
         return stand_down(ctx, "this node's registry heartbeat is failing".into());
     }
     if let Err(e) = ctx.store.ping().await {

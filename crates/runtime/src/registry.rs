@@ -15,6 +15,9 @@ use crate::node::NodeCtx;
 pub(crate) enum RegistryMsg {
     /// Time to write the row.
     Tick,
+    /// Write the row now and answer whether it reached the store (the reaper asks before it
+    /// trusts a store that was failing).
+    Beat(RpcReplyPort<bool>),
     /// Graceful shutdown: mark this incarnation stopped.
     MarkStopped(RpcReplyPort<bool>),
     /// Fault injection: panic inside the actor.
@@ -26,6 +29,8 @@ pub(crate) struct Registry;
 pub(crate) struct RegistryState {
     ctx: Arc<NodeCtx>,
     started_at: Timestamp,
+    /// Marked stopped: no later tick may write the row back to active.
+    stopped: bool,
 }
 
 impl Actor for Registry {
@@ -38,7 +43,11 @@ impl Actor for Registry {
         _myself: ActorRef<RegistryMsg>,
         (ctx, started_at): (Arc<NodeCtx>, Timestamp),
     ) -> Result<RegistryState, ActorProcessingErr> {
-        Ok(RegistryState { ctx, started_at })
+        Ok(RegistryState {
+            ctx,
+            started_at,
+            stopped: false,
+        })
     }
 
     async fn post_start(
@@ -58,6 +67,7 @@ impl Actor for Registry {
         state: &mut RegistryState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            RegistryMsg::Tick if state.stopped => {}
             RegistryMsg::Tick => {
                 let status = if state.ctx.busy_items().is_empty() {
                     NodeStatus::Idle
@@ -67,7 +77,20 @@ impl Actor for Registry {
                 state.write(status).await;
                 myself.send_after(state.ctx.cfg.base.heartbeat, || RegistryMsg::Tick);
             }
+            RegistryMsg::Beat(reply) if state.stopped => {
+                let _ = reply.send(false);
+            }
+            RegistryMsg::Beat(reply) => {
+                let status = if state.ctx.busy_items().is_empty() {
+                    NodeStatus::Idle
+                } else {
+                    NodeStatus::Processing
+                };
+                state.write(status).await;
+                let _ = reply.send(state.ctx.store_reachable.load(Ordering::Relaxed));
+            }
             RegistryMsg::MarkStopped(reply) => {
+                state.stopped = true;
                 let ctx = &state.ctx;
                 let ok = ctx
                     .store

@@ -143,10 +143,11 @@ impl Actor for Supervisor {
         }
         tracing::warn!(?child, node = %state.ctx.node_id, reason = %why, "child ended; restarting it");
         if state.count_restart(&myself, &format!("{child:?} {why}")) {
-            state.restart(&myself, child).await;
+            // Announced before the replacement starts, so its own start event always follows.
             state.ctx.emit(NodeEvent::ChildRestarted {
                 child: format!("{child:?}"),
             });
+            state.restart(&myself, child).await;
         }
         Ok(())
     }

@@ -72,6 +72,18 @@ async fn wait_for<T>(
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
+/// Waits until every item of `ids` has completed, in whatever order the workers finish them.
+async fn wait_all_completed(rx: &mut broadcast::Receiver<NodeEvent>, ids: &[ItemId]) {
+    let mut left: std::collections::HashSet<ItemId> = ids.iter().copied().collect();
+    wait_for(rx, &format!("completion of {} items", ids.len()), |e| {
+        if let NodeEvent::Completed { item, .. } = e {
+            left.remove(item);
+        }
+        left.is_empty().then_some(())
+    })
+    .await;
+}
+
 async fn wait_completed(rx: &mut broadcast::Receiver<NodeEvent>, id: ItemId) -> i64 {
     wait_for(rx, &format!("completion of item {id}"), |e| match e {
         NodeEvent::Completed { item, epoch } if *item == id => Some(*epoch),
@@ -275,9 +287,7 @@ async fn handler_that_always_panics_is_dead_lettered_and_the_tree_keeps_serving(
         .enqueue_many((0..20).map(|i| NewItem::new("ok", json!(i))).collect())
         .await
         .unwrap();
-    for id in &ids {
-        wait_completed(&mut events, *id).await;
-    }
+    wait_all_completed(&mut events, &ids).await;
     assert_eq!(node.stats().handler_panics, 3);
     assert!(node.exit_status().is_none(), "the tree still runs");
     node.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -557,11 +567,9 @@ async fn enqueue_through_the_handle_wakes_an_idle_worker() {
         .poll_interval(Duration::from_secs(3600))
         .handler("job", |_ctx: JobContext| async move {
             Ok::<_, JobError>(json!(1))
-        })
-        .start()
-        .await
-        .unwrap();
-    let mut events = node.events();
+        });
+    let mut events = node.subscribe();
+    let node = node.start().await.unwrap();
     // Let both workers go idle (their first empty poll), then enqueue.
     for _ in 0..2 {
         wait_for(&mut events, "worker start", |e| {

@@ -173,11 +173,22 @@ async fn run_command(exec: &str, job: JobContext) -> Result<Value, JobError> {
         r = io => r,
         _ = job.cancelled() => return Err(JobError::retryable("cancelled: the lease was lost or the node is stopping")),
     };
-    let status = status.map_err(|e| JobError::retryable(format!("waiting for the command: {e}")))?;
+    let status =
+        status.map_err(|e| JobError::retryable(format!("waiting for the command: {e}")))?;
     if !status.success() {
         let err = String::from_utf8_lossy(&err);
-        let tail: String = err.trim().chars().rev().take(STDERR_TAIL).collect::<Vec<_>>().into_iter().rev().collect();
-        return Err(JobError::retryable(format!("command exited with {status}: {tail}")));
+        let tail: String = err
+            .trim()
+            .chars()
+            .rev()
+            .take(STDERR_TAIL)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        return Err(JobError::retryable(format!(
+            "command exited with {status}: {tail}"
+        )));
     }
     let text = String::from_utf8_lossy(&out);
     let text = text.trim();

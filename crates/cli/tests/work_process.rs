@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use leasehold_core::{ItemStatus, NewItem, Store, SystemClock, Clock};
+use leasehold_core::{Clock, ItemStatus, NewItem, Store, SystemClock};
 use leasehold_runtime::faults::check_invariants;
 use leasehold_sqlite::SqliteStore;
 
@@ -33,25 +33,42 @@ fn spawn_work(db: &Path, node: &str, extra: &[&str]) -> Child {
 }
 
 /// Observes the store from outside until `pred` holds, failing after `limit`.
-async fn wait_until(store: &Arc<dyn Store>, limit: Duration, what: &str, pred: impl Fn(&leasehold_core::StatusCounts) -> bool) {
+async fn wait_until(
+    store: &Arc<dyn Store>,
+    limit: Duration,
+    what: &str,
+    pred: impl Fn(&leasehold_core::StatusCounts) -> bool,
+) {
     let start = Instant::now();
     loop {
         let c = store.items_count().await.unwrap();
         if pred(&c) {
             return;
         }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}: {c:?}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out waiting for {what}: {c:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-async fn setup(n: usize) -> (tempfile::TempDir, std::path::PathBuf, Arc<dyn Store>, Vec<leasehold_core::ItemId>) {
+async fn setup(
+    n: usize,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Arc<dyn Store>,
+    Vec<leasehold_core::ItemId>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("work.db");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await.unwrap());
     let ids = store
         .items_enqueue(
-            (0..n).map(|i| NewItem::new("job", json!({ "n": i })).max_attempts(5)).collect(),
+            (0..n)
+                .map(|i| NewItem::new("job", json!({ "n": i })).max_attempts(5))
+                .collect(),
             SystemClock.now(),
         )
         .await
@@ -60,7 +77,10 @@ async fn setup(n: usize) -> (tempfile::TempDir, std::path::PathBuf, Arc<dyn Stor
 }
 
 async fn kill_mid_run(store: &Arc<dyn Store>, child: &mut Child) {
-    wait_until(store, Duration::from_secs(60), "work in flight", |c| c.completed >= 5 && c.in_progress > 0).await;
+    wait_until(store, Duration::from_secs(60), "work in flight", |c| {
+        c.completed >= 5 && c.in_progress > 0
+    })
+    .await;
     child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
     child.wait().unwrap();
 }
