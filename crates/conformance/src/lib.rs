@@ -104,6 +104,7 @@ macro_rules! conformance_tests {
             // recover_mine
             recover_mine_requeues_the_owners_items_and_dead_letters_spent_ones,
             recover_mine_fences_out_the_previous_incarnation,
+            recover_node_takes_back_only_that_incarnations_items,
             // the reaper
             reap_leaves_an_unexpired_lease_alone,
             reap_keeps_an_expired_lease_whose_owner_is_alive,

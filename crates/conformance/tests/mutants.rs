@@ -156,6 +156,14 @@ impl Store for Mutant {
     ) -> StoreResult<Vec<RecoveredItem>> {
         self.inner.items_recover_owner(o, now).await
     }
+    async fn items_recover_node(
+        &self,
+        id: &str,
+        inc: i64,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RecoveredItem>> {
+        self.inner.items_recover_node(id, inc, now).await
+    }
     async fn node_heartbeat(&self, n: &NodeRecord) -> StoreResult<()> {
         self.inner.node_heartbeat(n).await
     }

@@ -154,6 +154,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         now: Timestamp,
     ) -> StoreResult<Vec<RecoveredItem>>;
 
+    /// Requeues (bumping epoch) or dead-letters every in-progress item held by any worker of
+    /// node `node_id` at `incarnation`, whatever its lease says, and returns what it did. For
+    /// a node incarnation the worker registry has declared dead: its items need not wait for
+    /// their leases to run out. Items of other incarnations of the same node id are untouched.
+    async fn items_recover_node(
+        &self,
+        node_id: &str,
+        incarnation: i64,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RecoveredItem>>;
+
     /// Writes (inserts or replaces) a node's registry row.
     async fn node_heartbeat(&self, node: &NodeRecord) -> StoreResult<()>;
 

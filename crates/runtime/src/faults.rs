@@ -544,6 +544,17 @@ impl Store for FaultyStore {
         self.gate().await?;
         self.inner.items_recover_owner(owner, now).await
     }
+    async fn items_recover_node(
+        &self,
+        node_id: &str,
+        incarnation: i64,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RecoveredItem>> {
+        self.gate().await?;
+        self.inner
+            .items_recover_node(node_id, incarnation, now)
+            .await
+    }
     async fn node_heartbeat(&self, node: &NodeRecord) -> StoreResult<()> {
         self.gate().await?;
         self.inner.node_heartbeat(node).await

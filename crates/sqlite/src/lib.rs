@@ -217,8 +217,21 @@ impl Store for SqliteStore {
         owner: &str,
         now: Timestamp,
     ) -> StoreResult<Vec<RecoveredItem>> {
-        let owner = owner.to_owned();
-        self.db.call(move |c| recover::run(c, &owner, now)).await
+        let holder = recover::Holder::Owner(owner.to_owned());
+        self.db.call(move |c| recover::run(c, &holder, now)).await
+    }
+
+    async fn items_recover_node(
+        &self,
+        node_id: &str,
+        incarnation: i64,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RecoveredItem>> {
+        let holder = recover::Holder::Node {
+            node_id: node_id.to_owned(),
+            incarnation,
+        };
+        self.db.call(move |c| recover::run(c, &holder, now)).await
     }
 
     async fn node_heartbeat(&self, node: &NodeRecord) -> StoreResult<()> {

@@ -3,10 +3,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use leasehold_core::{ItemStatus, RecoveredItem, Store};
+use leasehold_core::{AcquireRequest, ItemStatus, RecoveredItem, Store};
 use serde_json::json;
 
-use crate::support::{acquire, assert_every_write_fenced, at_s, enqueue, get, new_item, req, T0};
+use crate::support::{
+    acquire, assert_every_write_fenced, at_s, enqueue, get, new_item, req, LEASE, T0,
+};
 
 /// `recover_mine` requeues every in-progress item of the owner — whatever its lease says —
 /// bumping the epoch and keeping the attempt counted, dead-letters those whose attempts are
@@ -126,4 +128,51 @@ pub async fn recover_mine_fences_out_the_previous_incarnation(store: Arc<dyn Sto
     s.item_complete(&new.lease, json!("ok"), at_s(6))
         .await
         .expect("the new lease completes");
+}
+
+/// Recovering a dead node incarnation takes back what any of its workers held — before the
+/// leases expire — and fences the old leases out, while the same node id's next incarnation
+/// and other nodes keep theirs.
+pub async fn recover_node_takes_back_only_that_incarnations_items(store: Arc<dyn Store>) {
+    let s = &*store;
+    for n in 0..4 {
+        enqueue(s, new_item("a", n), T0).await;
+    }
+    let dead_w0 = AcquireRequest::new("n1/w0", LEASE).node("n1", 7);
+    let dead_w1 = AcquireRequest::new("n1/w1", LEASE).node("n1", 7);
+    let successor = AcquireRequest::new("n1/w0", LEASE).node("n1", 8);
+    let other = AcquireRequest::new("n2/w0", LEASE).node("n2", 7);
+    let d0 = acquire(s, &dead_w0, T0).await;
+    let d1 = acquire(s, &dead_w1, T0).await;
+    let kept = acquire(s, &successor, T0).await;
+    let theirs = acquire(s, &other, T0).await;
+
+    let recovered = s
+        .items_recover_node("n1", 7, at_s(1))
+        .await
+        .expect("items_recover_node");
+    let mut ids: Vec<_> = recovered.iter().map(|r| r.id).collect();
+    ids.sort();
+    assert_eq!(ids, vec![d0.item.id, d1.item.id], "{recovered:?}");
+    for lease in [&d0.lease, &d1.lease] {
+        let item = get(s, lease.item).await;
+        assert_eq!(item.status, ItemStatus::Pending);
+        assert!(item.epoch > lease.epoch, "a requeue bumps the epoch");
+        assert_every_write_fenced(s, lease, at_s(2)).await;
+    }
+    assert_eq!(
+        get(s, kept.item.id).await,
+        kept.item,
+        "the next incarnation keeps its item"
+    );
+    assert_eq!(
+        get(s, theirs.item.id).await,
+        theirs.item,
+        "another node keeps its item"
+    );
+    assert!(s
+        .items_recover_node("n1", 7, at_s(3))
+        .await
+        .expect("items_recover_node")
+        .is_empty());
 }

@@ -1,4 +1,5 @@
-//! `items_recover_owner`: `recover_mine`, run by a worker on every (re)start.
+//! `items_recover_owner` (`recover_mine`, run by a worker on every (re)start) and
+//! `items_recover_node` (everything a dead node incarnation held).
 
 use leasehold_core::{RecoveredItem, Timestamp};
 use rusqlite::{params, Connection};
@@ -9,27 +10,61 @@ use crate::ops::take_back::{self, Verdict};
 use crate::row::{self, candidate_columns};
 
 /// Everything `owner` holds, whatever its lease says (the flag column is unused here).
-const HELD: &str = concat!(
+const HELD_BY_OWNER: &str = concat!(
     "SELECT ",
     candidate_columns!(),
     ", 0 FROM items WHERE status = 'in_progress' AND owner = ?1 ORDER BY id"
 );
 
-/// Requeues (bumping epoch) or dead-letters every in-progress item held by `owner`, in one
-/// transaction, so a concurrent acquisition by the restarted owner cannot interleave.
-pub(crate) fn run(c: &mut Connection, owner: &str, now: Timestamp) -> OpResult<Vec<RecoveredItem>> {
+/// Everything one incarnation of a node holds, through any of its workers.
+const HELD_BY_NODE: &str = concat!(
+    "SELECT ",
+    candidate_columns!(),
+    ", 0 FROM items WHERE status = 'in_progress' AND owner_node = ?1 \
+     AND owner_incarnation = ?2 ORDER BY id"
+);
+
+/// Whose items to take back.
+pub(crate) enum Holder {
+    /// One owner id (`recover_mine`).
+    Owner(String),
+    /// Every owner of one node incarnation.
+    Node { node_id: String, incarnation: i64 },
+}
+
+/// Requeues (bumping epoch) or dead-letters every in-progress item of `holder`, in one
+/// transaction, so a concurrent acquisition by a restarted owner cannot interleave.
+pub(crate) fn run(
+    c: &mut Connection,
+    holder: &Holder,
+    now: Timestamp,
+) -> OpResult<Vec<RecoveredItem>> {
     write(c, |tx| {
-        let held = {
-            let mut stmt = tx.prepare_cached(HELD)?;
-            let rows = stmt.query_map(params![owner], row::candidate)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        let held = match holder {
+            Holder::Owner(owner) => {
+                let mut stmt = tx.prepare_cached(HELD_BY_OWNER)?;
+                let rows = stmt.query_map(params![owner], row::candidate)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            }
+            Holder::Node {
+                node_id,
+                incarnation,
+            } => {
+                let mut stmt = tx.prepare_cached(HELD_BY_NODE)?;
+                let rows = stmt.query_map(params![node_id, incarnation], row::candidate)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            }
+        };
+        let why = match holder {
+            Holder::Owner(_) => "restarted while holding the item (recover_mine)",
+            Holder::Node { .. } => "belongs to a node incarnation declared dead",
         };
         let mut done = Vec::with_capacity(held.len());
         for candidate in held {
             let dead_letter = candidate.attempts >= candidate.max_attempts;
             let verdict = Verdict {
                 reason: format!(
-                    "owner {} restarted while holding the item (recover_mine); dead-lettered after {} of {} attempts",
+                    "owner {} {why}; dead-lettered after {} of {} attempts",
                     candidate.owner, candidate.attempts, candidate.max_attempts
                 ),
                 candidate,
