@@ -3,7 +3,7 @@
 //! reads the store and the run prints a summary: lost items, double completions, kills,
 //! restarts, and the time from a worker kill to the completion of the item it held.
 //!
-//! Run with `cargo run --release --example chaos -- --items 5000 --kill-every-ms 20 --workers 8 --seed 7`
+//! Run with `cargo run --release --example chaos -- --items 5000 --kill-every-ms 20 --workers 8 --work-ms 2 --seed 7`
 //! (add `--json` for one JSON object on the last line).
 
 use std::sync::Arc;
@@ -28,6 +28,9 @@ struct Args {
     /// Workers in the tree.
     #[arg(long, default_value_t = 8)]
     workers: usize,
+    /// Milliseconds each item's handler works (so kills land mid-handler, not mid-commit).
+    #[arg(long, default_value_t = 2)]
+    work_ms: u64,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -58,6 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .clone()
         .unwrap_or_else(|| dir.path().join("chaos.db"));
     let store = Arc::new(SqliteStore::open(&path).await?);
+    let work = Duration::from_millis(args.work_ms);
     let builder = Leasehold::builder(store)
         .node_id(format!("chaos-{}", args.seed))
         .workers(args.workers)
@@ -71,7 +75,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             max: Duration::from_millis(20),
             ..leasehold::Backoff::default()
         })
-        .handler("noop", |ctx: JobContext| async move {
+        .handler("noop", move |ctx: JobContext| async move {
+            tokio::time::sleep(work).await;
             Ok::<_, JobError>(json!({ "n": ctx.input()["n"] }))
         });
     let report = run_chaos(

@@ -14,7 +14,11 @@ use leasehold::SqliteStore;
 
 async fn chaos(seed: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path().join("chaos.db")).await.unwrap());
+    let store = Arc::new(
+        SqliteStore::open(dir.path().join("chaos.db"))
+            .await
+            .unwrap(),
+    );
     let builder = Leasehold::builder(store)
         .node_id(format!("chaos-test-{seed}"))
         .workers(4)
@@ -29,6 +33,8 @@ async fn chaos(seed: u64) {
             ..leasehold::Backoff::default()
         })
         .handler("noop", |ctx: JobContext| async move {
+            // Long enough that kills land mid-handler, not only mid-commit.
+            tokio::time::sleep(Duration::from_millis(1)).await;
             Ok::<_, JobError>(json!({ "n": ctx.input()["n"] }))
         });
     let report = run_chaos(
@@ -45,11 +51,13 @@ async fn chaos(seed: u64) {
     .await
     .unwrap_or_else(|e| panic!("chaos seed {seed}: the run failed: {e}"));
     eprintln!(
-        "chaos seed {seed}: {} kills ({} of busy workers), {} restarts, {} recovered on start, {} ms",
+        "chaos seed {seed}: {} kills ({} of busy workers), {} restarts, {} recovered on start, recovery p99 {:.1} ms over {} samples, {} ms",
         report.kills,
         report.kills_of_busy_workers,
         report.restarts,
         report.recovered_on_start,
+        report.recovery_p99_ms,
+        report.recovery_samples,
         report.elapsed_ms
     );
     assert!(
@@ -62,8 +70,7 @@ async fn chaos(seed: u64) {
     );
     // Ten attempts each and a few dozen kills: no item can honestly spend its budget.
     assert_eq!(
-        report.completed,
-        report.items as u64,
+        report.completed, report.items as u64,
         "chaos seed {seed}: every item completes: {report:?}"
     );
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use leasehold_core::{ItemId, NewItem};
+use leasehold_core::{ItemId, ItemStatus, NewItem};
 
 use crate::builder::LeaseholdBuilder;
 use crate::error::RuntimeError;
@@ -179,7 +179,17 @@ pub async fn run_chaos(
                         let (_, held) = faults.kill_random_worker(|n| rng.random_range(0..n));
                         if let Some(item) = held {
                             busy_kills += 1;
-                            killed_at.insert(item, Instant::now());
+                            let t = Instant::now();
+                            // A worker is still "busy" for a moment after its item committed;
+                            // only an item that was really in progress measures recovery.
+                            let still_held = node
+                                .store()
+                                .item_get(item)
+                                .await?
+                                .is_some_and(|it| it.status == ItemStatus::InProgress);
+                            if still_held {
+                                killed_at.insert(item, t);
+                            }
                         }
                     }
                     8 => {

@@ -635,7 +635,10 @@ async fn the_reaper_asks_liveness_requeues_the_dead_and_fences_the_zombie() {
         (requeued.epoch, requeued.attempts, requeued.owner.as_deref()),
         (2, 1, None)
     );
-    assert_eq!(requeued.run_at, at(31_000));
+    assert!(
+        requeued.run_at <= at(31_000),
+        "a requeued item keeps its (past) place in the queue"
+    );
 
     // The zombie's writes change nothing; no checkpoint is written.
     assert!(store

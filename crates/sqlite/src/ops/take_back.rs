@@ -6,12 +6,14 @@ use rusqlite::{params, Transaction};
 
 use crate::error::OpResult;
 
-/// Requeue: ready now, no owner, and a new epoch so that the old holder's writes are refused
-/// even if the item is acquired again by the same owner id. The lost attempt stays counted.
+/// Requeue: no owner, and a new epoch so that the old holder's writes are refused even if the
+/// item is acquired again by the same owner id. The lost attempt stays counted. `run_at` keeps
+/// its value (already past: the item was acquired), so a recovered item keeps its place at the
+/// head of the queue instead of waiting behind everything enqueued since.
 ///
 /// Both statements apply only if the row is exactly as the scan saw it — same holder, epoch,
 /// lease expiry and heartbeat — so a renewal between the scan and this write wins.
-const REQUEUE: &str = "UPDATE items SET status = 'pending', epoch = epoch + 1, run_at = ?6, \
+const REQUEUE: &str = "UPDATE items SET status = 'pending', epoch = epoch + 1, \
          updated_at = ?6, owner = NULL, owner_node = NULL, owner_incarnation = NULL, \
          lease_expires_at = NULL, last_heartbeat_at = NULL \
      WHERE id = ?1 AND status = 'in_progress' AND owner = ?2 AND epoch = ?3 \
