@@ -113,6 +113,7 @@ macro_rules! conformance_tests {
             reap_takes_items_past_the_stale_limit_even_if_the_owner_is_alive,
             reap_dry_run_reports_the_same_and_changes_nothing,
             reap_honours_the_batch_limit,
+            reap_continues_past_a_full_batch_of_live_owners,
             reap_max_attempts_override_dead_letters_earlier_never_later,
             reap_renewal_between_scan_and_write_wins,
             reap_with_registry_liveness_spares_live_nodes_and_requeues_dead_ones,

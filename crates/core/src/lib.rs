@@ -39,6 +39,6 @@ pub use item::{
 pub use registry::{NodeRecord, NodeStatus};
 pub use retry::Backoff;
 pub use store::{
-    Liveness, LivenessCheck, NoLiveness, ReapCandidate, ReapRequest, RecoveryStats,
+    Liveness, LivenessCheck, NoLiveness, ReapCandidate, ReapCursor, ReapRequest, RecoveryStats,
     RegistryLiveness, Store,
 };

@@ -194,6 +194,19 @@ pub struct ReapRequest {
     /// Dead-letter instead of requeue when an item's attempts reach this, if it is lower than
     /// the item's own budget (seed 001's emergency cleanup with a retry limit).
     pub max_attempts: Option<u32>,
+    /// Continue the scan after this position (the previous batch's
+    /// [`RecoveryStats::next`]), so that a full batch of items whose owners are alive cannot
+    /// hide the expired items behind it. `None` scans from the oldest expiry.
+    pub after: Option<ReapCursor>,
+}
+
+/// A position in the reaper's scan order: lease expiry, then item id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ReapCursor {
+    /// The lease expiry of the last candidate scanned.
+    pub lease_expires_at: Timestamp,
+    /// Its id.
+    pub item: ItemId,
 }
 
 impl ReapRequest {
@@ -204,7 +217,14 @@ impl ReapRequest {
             stale_after,
             dry_run: false,
             max_attempts: None,
+            after: None,
         }
+    }
+
+    /// The same sweep, continued after `cursor` (a previous batch's [`RecoveryStats::next`]).
+    pub fn after(mut self, cursor: Option<ReapCursor>) -> Self {
+        self.after = cursor;
+        self
     }
 
     /// Refuses a zero batch, a zero stale limit or a zero attempt limit.
@@ -344,6 +364,10 @@ pub struct RecoveryStats {
     pub dry_run: bool,
     /// What happened (or would happen) to each item.
     pub items: Vec<RecoveredItem>,
+    /// Where the scan stopped when it filled its batch (more candidates may follow: pass it
+    /// to [`ReapRequest::after`]); `None` when the scan reached the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<ReapCursor>,
 }
 
 mod duration_ms {

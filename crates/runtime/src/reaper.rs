@@ -82,8 +82,8 @@ async fn registry_beats(ctx: &Arc<NodeCtx>) -> bool {
     )
 }
 
-/// One sweep: up to [`MAX_BATCHES_PER_SWEEP`] batches while batches come back full and change
-/// something.
+/// One sweep: up to [`MAX_BATCHES_PER_SWEEP`] batches, each continuing where the last one
+/// stopped, while batches come back full.
 pub(crate) async fn sweep_once(ctx: &Arc<NodeCtx>) -> SweepOutcome {
     let m = &ctx.metrics;
     // A sick database must not look like dead owners (River PR #1321): when this node's own
@@ -95,7 +95,7 @@ pub(crate) async fn sweep_once(ctx: &Arc<NodeCtx>) -> SweepOutcome {
         return stand_down(ctx, format!("the store does not answer: {e}"));
     }
     let started = std::time::Instant::now();
-    let req = ReapRequest::new(ctx.cfg.base.reap_batch, ctx.cfg.base.stale);
+    let mut req = ReapRequest::new(ctx.cfg.base.reap_batch, ctx.cfg.base.stale);
     let mut total = RecoveryStats::default();
     for _ in 0..MAX_BATCHES_PER_SWEEP {
         let now = ctx.clock.now();
@@ -110,16 +110,18 @@ pub(crate) async fn sweep_once(ctx: &Arc<NodeCtx>) -> SweepOutcome {
                 return SweepOutcome::StoodDown(e.to_string());
             }
         };
-        let full = stats.expired_found >= u64::from(req.batch);
-        let changed = stats.recovered + stats.failed > 0;
+        // Continue after this batch, not from the start: items of live owners at the head of
+        // the scan would otherwise hide every expired item behind them.
+        let next = stats.next;
         total.expired_found += stats.expired_found;
         total.recovered += stats.recovered;
         total.failed += stats.failed;
         total.skipped_alive += stats.skipped_alive;
         total.skipped_changed += stats.skipped_changed;
         total.items.extend(stats.items);
-        if !(full && changed) {
-            break;
+        match next {
+            Some(cursor) => req = req.after(Some(cursor)),
+            None => break,
         }
     }
     total.scan_duration = started.elapsed();

@@ -48,6 +48,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
         stale_after: args.stale_after.unwrap_or(cfg.stale),
         dry_run: args.dry_run,
         max_attempts: args.max_attempts,
+        after: None,
     };
     req.validate().map_err(CliError::usage)?;
 

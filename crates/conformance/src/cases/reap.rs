@@ -476,3 +476,59 @@ pub async fn reap_with_registry_liveness_spares_live_nodes_and_requeues_dead_one
     );
     assert_eq!(get(s, on_live.item.id).await.status, ItemStatus::InProgress);
 }
+
+/// A full batch of expired items whose owners are alive does not hide the expired items behind
+/// it: each batch reports where it stopped (`next`), and a sweep continued from there reaches
+/// the dead owner's items. The last batch reports no continuation.
+pub async fn reap_continues_past_a_full_batch_of_live_owners(store: Arc<dyn Store>) {
+    let s = &*store;
+    enqueue_n(s, "k", 5, T0).await;
+    // The live owner's three leases expire first, the dead owner's two later.
+    let live = s
+        .items_acquire(&req("worker-live").limit(3), T0)
+        .await
+        .expect("acquire");
+    assert_eq!(live.len(), 3);
+    let dead = s
+        .items_acquire(&req("worker-dead").limit(2), at_s(1))
+        .await
+        .expect("acquire");
+    assert_eq!(dead.len(), 2);
+    let liveness = ScriptedLiveness::always(Liveness::Dead).with("worker-live", Liveness::Alive);
+
+    let first = s
+        .items_reap_expired(&sweep(3), &liveness, at_s(40))
+        .await
+        .expect("reap");
+    assert_eq!(
+        (first.expired_found, first.skipped_alive, first.recovered),
+        (3, 3, 0),
+        "{first:?}"
+    );
+    assert!(first.next.is_some(), "a full batch says where it stopped");
+    let again = s
+        .items_reap_expired(&sweep(3), &liveness, at_s(40))
+        .await
+        .expect("reap");
+    assert_eq!(
+        again.recovered, 0,
+        "from the start, the live owner's items fill the batch"
+    );
+
+    let second = s
+        .items_reap_expired(&sweep(3).after(first.next), &liveness, at_s(40))
+        .await
+        .expect("reap");
+    assert_eq!(
+        (second.expired_found, second.recovered),
+        (2, 2),
+        "{second:?}"
+    );
+    assert_eq!(second.next, None, "the scan reached the end");
+    for l in &dead {
+        assert_eq!(get(s, l.item.id).await.status, ItemStatus::Pending);
+    }
+    for l in &live {
+        assert_eq!(get(s, l.item.id).await.status, ItemStatus::InProgress);
+    }
+}

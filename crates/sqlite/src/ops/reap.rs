@@ -9,8 +9,8 @@ use std::time::Instant;
 use futures::future::join_all;
 
 use leasehold_core::{
-    Liveness, LivenessCheck, ReapCandidate, ReapRequest, RecoveryStats, StoreError, StoreResult,
-    Timestamp,
+    Liveness, LivenessCheck, ReapCandidate, ReapCursor, ReapRequest, RecoveryStats, StoreError,
+    StoreResult, Timestamp,
 };
 use rusqlite::{params, Connection};
 
@@ -28,6 +28,7 @@ pub(crate) const SCAN: &str = concat!(
     candidate_columns!(),
     ", coalesce(last_heartbeat_at <= ?2, 0) FROM items INDEXED BY items_lease_expiry \
      WHERE status = 'in_progress' AND (lease_expires_at <= ?1 OR last_heartbeat_at <= ?2) \
+       AND (lease_expires_at, id) > (?4, ?5) \
      ORDER BY lease_expires_at, id LIMIT ?3"
 );
 
@@ -42,11 +43,21 @@ pub(crate) async fn run(
     let started = Instant::now();
     let stale_cutoff = now.minus(req.stale_after);
     let batch = req.batch;
-    let candidates = db.call(move |c| scan(c, now, stale_cutoff, batch)).await?;
+    let after = req.after;
+    let candidates = db
+        .call(move |c| scan(c, now, stale_cutoff, batch, after))
+        .await?;
 
+    let full = candidates.len() as u64 >= u64::from(batch);
     let mut stats = RecoveryStats {
         expired_found: candidates.len() as u64,
         dry_run: req.dry_run,
+        next: candidates.last().filter(|_| full).and_then(|c| {
+            c.lease_expires_at.map(|t| ReapCursor {
+                lease_expires_at: t,
+                item: c.item,
+            })
+        }),
         ..RecoveryStats::default()
     };
     // All owners are asked at once: a dead owner's ping costs its whole timeout, and a batch
@@ -95,9 +106,15 @@ fn scan(
     now: Timestamp,
     stale_cutoff: Timestamp,
     batch: u32,
+    after: Option<ReapCursor>,
 ) -> OpResult<Vec<ReapCandidate>> {
+    let (after_expiry, after_id) =
+        after.map_or((i64::MIN, i64::MIN), |c| (c.lease_expires_at.0, c.item.0));
     let mut stmt = c.prepare_cached(SCAN)?;
-    let rows = stmt.query_map(params![now.0, stale_cutoff.0, batch], row::candidate)?;
+    let rows = stmt.query_map(
+        params![now.0, stale_cutoff.0, batch, after_expiry, after_id],
+        row::candidate,
+    )?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
