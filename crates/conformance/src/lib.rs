@@ -128,6 +128,7 @@ macro_rules! conformance_tests {
             progress_report_is_stored_and_fenced,
             // the worker registry
             node_heartbeat_inserts_then_replaces_the_row,
+            node_heartbeat_never_goes_back_to_an_older_or_stopped_incarnation,
             nodes_list_returns_every_node_by_id,
             node_stop_stops_only_the_matching_incarnation,
             registry_liveness_alive_for_a_fresh_heartbeat_of_the_same_incarnation,

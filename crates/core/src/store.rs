@@ -165,7 +165,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         now: Timestamp,
     ) -> StoreResult<Vec<RecoveredItem>>;
 
-    /// Writes (inserts or replaces) a node's registry row.
+    /// Writes (inserts or replaces) a node's registry row. A write for an older incarnation
+    /// than the row's, or for an incarnation already marked stopped, changes nothing: a
+    /// lingering predecessor, or a late tick after a graceful stop, never overwrites the row
+    /// that other nodes judge liveness by.
     async fn node_heartbeat(&self, node: &NodeRecord) -> StoreResult<()>;
 
     /// Marks a node's incarnation stopped (graceful shutdown). A newer incarnation's row is

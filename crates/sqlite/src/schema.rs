@@ -409,7 +409,7 @@ mod tests {
     #[test]
     fn reaper_scan_reads_only_leased_items() {
         let c = migrated();
-        let p = plan(&c, SCAN, params![1_000, 500, 200]);
+        let p = plan(&c, SCAN, params![1_000, 500, 200, i64::MIN, i64::MIN]);
         assert!(
             p.iter().any(|s| s.contains("items_lease_expiry")),
             "the reaper scan does not use items_lease_expiry: {p:#?}"

@@ -54,6 +54,47 @@ pub async fn node_heartbeat_inserts_then_replaces_the_row(store: Arc<dyn Store>)
     assert_eq!(s.node_get("node-z").await.expect("node_get"), None);
 }
 
+/// A lingering older incarnation cannot overwrite its successor's row, and a stopped
+/// incarnation cannot bring its row back to life.
+pub async fn node_heartbeat_never_goes_back_to_an_older_or_stopped_incarnation(
+    store: Arc<dyn Store>,
+) {
+    let s = &*store;
+    let new = node("node-a", 5, at_s(10));
+    s.node_heartbeat(&new).await.expect("node_heartbeat");
+    let old = node("node-a", 4, at_s(11));
+    s.node_heartbeat(&old)
+        .await
+        .expect("an older incarnation's write is not an error");
+    assert_eq!(
+        s.node_get("node-a").await.expect("node_get"),
+        Some(new.clone()),
+        "the newer incarnation's row stays"
+    );
+
+    s.node_stop("node-a", 5, at_s(12)).await.expect("node_stop");
+    let late = leasehold_core::NodeRecord {
+        last_heartbeat_at: at_s(13),
+        ..new.clone()
+    };
+    s.node_heartbeat(&late).await.expect("node_heartbeat");
+    let row = s.node_get("node-a").await.expect("node_get").expect("row");
+    assert_eq!(
+        row.status,
+        NodeStatus::Stopped,
+        "a stopped incarnation stays stopped"
+    );
+    assert_eq!(row.last_heartbeat_at, at_s(10));
+
+    let next = node("node-a", 6, at_s(14));
+    s.node_heartbeat(&next).await.expect("node_heartbeat");
+    assert_eq!(
+        s.node_get("node-a").await.expect("node_get"),
+        Some(next),
+        "a newer incarnation takes over a stopped row"
+    );
+}
+
 /// `nodes_list` returns every row, by node id.
 pub async fn nodes_list_returns_every_node_by_id(store: Arc<dyn Store>) {
     let s = &*store;

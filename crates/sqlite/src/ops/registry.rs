@@ -16,7 +16,9 @@ const UPSERT: &str = concat!(
          current_item = excluded.current_item, task_text = excluded.task_text, \
          last_heartbeat_at = excluded.last_heartbeat_at, \
          heartbeat_interval_ms = excluded.heartbeat_interval_ms, \
-         started_at = excluded.started_at, metadata = excluded.metadata, stopped_at = NULL"
+         started_at = excluded.started_at, metadata = excluded.metadata, stopped_at = NULL \
+     WHERE excluded.incarnation > workers.incarnation \
+        OR (excluded.incarnation = workers.incarnation AND workers.status <> 'stopped')"
 );
 
 /// Only the named incarnation: a restarted node's row is not stopped by its predecessor's
@@ -32,7 +34,8 @@ const GET: &str = concat!(
 
 const LIST: &str = concat!("SELECT ", node_columns!(), " FROM workers ORDER BY node_id");
 
-/// Inserts or replaces the node's row.
+/// Inserts or replaces the node's row, unless the row belongs to a newer incarnation or this
+/// incarnation was marked stopped.
 pub(crate) fn heartbeat(c: &mut Connection, node: &NodeRecord) -> OpResult<()> {
     let metadata = json_text(&node.metadata)?;
     write(c, |tx| {
