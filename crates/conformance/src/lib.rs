@@ -136,6 +136,12 @@ macro_rules! conformance_tests {
             registry_liveness_dead_for_a_stopped_node,
             registry_liveness_dead_for_another_incarnation,
             registry_liveness_dead_without_a_known_node,
+            cleanup_removes_only_the_named_unchanged_rows_and_dry_run_removes_nothing,
+            cleanup_removes_old_finished_items_with_their_checkpoints_only,
+            // the operators' reads
+            depth_by_kind_counts_open_items_per_kind,
+            finished_since_counts_per_bucket,
+            recently_finished_lists_newest_first_and_refuses_bad_input,
             // invalid input
             enqueue_refuses_invalid_items_and_writes_nothing,
             acquire_refuses_invalid_requests_and_writes_nothing,

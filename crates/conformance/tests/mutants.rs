@@ -13,9 +13,10 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use leasehold_conformance::{cases, model};
 use leasehold_core::{
-    AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, LeaseRef,
-    LeaseStatus, Leased, LivenessCheck, NewItem, NoLiveness, NodeRecord, ReapRequest,
-    RecoveredItem, RecoveryStats, StatusCounts, Store, StoreResult, Timestamp,
+    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
+    FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
+    LivenessCheck, NewItem, NoLiveness, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
+    StatusCounts, Store, StoreResult, Timestamp,
 };
 use leasehold_sqlite::SqliteStore;
 use proptest::test_runner::{TestCaseError, TestRunner};
@@ -175,6 +176,26 @@ impl Store for Mutant {
     }
     async fn nodes_list(&self) -> StoreResult<Vec<NodeRecord>> {
         self.inner.nodes_list().await
+    }
+    async fn items_depth_by_kind(&self) -> StoreResult<Vec<KindDepth>> {
+        self.inner.items_depth_by_kind().await
+    }
+    async fn items_finished_since(
+        &self,
+        since: Timestamp,
+        bucket: Duration,
+    ) -> StoreResult<Vec<FinishedBucket>> {
+        self.inner.items_finished_since(since, bucket).await
+    }
+    async fn items_recently_finished(
+        &self,
+        status: ItemStatus,
+        limit: u32,
+    ) -> StoreResult<Vec<Item>> {
+        self.inner.items_recently_finished(status, limit).await
+    }
+    async fn cleanup(&self, req: &CleanupRequest) -> StoreResult<CleanupReport> {
+        self.inner.cleanup(req).await
     }
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await

@@ -8,7 +8,9 @@
 //! - [`item`]: items, statuses, leases and the argument structs of the store's operations.
 //! - [`store`]: the [`Store`] trait (the lease protocol) and [`LivenessCheck`] (the reaper's
 //!   question about an owner).
-//! - [`registry`]: a node's row in the worker registry.
+//! - [`registry`]: a node's row in the worker registry, [`WorkerState`] (the one judgement
+//!   of alive, dead or stopped) and the clean-up of old rows.
+//! - [`activity`]: the operators' reads: open work by kind, finished items over time.
 //! - [`retry`]: the backoff schedule of retryable failures.
 //! - [`config`]: [`Config`], read from the environment (with the seeds' `TASK_*` aliases) and
 //!   validated.
@@ -21,6 +23,7 @@
 //! changes nothing. Every acquisition increments the epoch, so a zombie holder can never write
 //! over its successor.
 
+pub mod activity;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -29,6 +32,7 @@ pub mod registry;
 pub mod retry;
 pub mod store;
 
+pub use activity::{FinishedBucket, KindDepth};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp, TokioClock};
 pub use config::{Config, ConfigError};
 pub use error::{StoreError, StoreResult};
@@ -36,7 +40,10 @@ pub use item::{
     AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, ItemStatus,
     LeaseRef, LeaseStatus, Leased, NewItem, RecoveredItem, StatusCounts,
 };
-pub use registry::{NodeRecord, NodeStatus};
+pub use registry::{
+    cleanup_candidates, CleanupReport, CleanupRequest, NodeKey, NodeRecord, NodeStatus,
+    WorkerCounts, WorkerState, DEFAULT_MISSED_INTERVALS,
+};
 pub use retry::Backoff;
 pub use store::{
     Liveness, LivenessCheck, NoLiveness, ReapCandidate, ReapCursor, ReapRequest, RecoveryStats,

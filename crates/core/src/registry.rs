@@ -96,3 +96,231 @@ impl NodeRecord {
         now.0.saturating_sub(self.last_heartbeat_at.0) <= window
     }
 }
+
+/// How many heartbeat intervals a node may miss before the registry stops vouching for it,
+/// unless configured otherwise (`RuntimeConfig::dead_after_missed`, the CLI's
+/// `--dead-after`).
+pub const DEFAULT_MISSED_INTERVALS: u32 = 3;
+
+/// What a registry row says about its node at a given time. The one judgement of liveness:
+/// the reaper ([`RegistryLiveness`](crate::RegistryLiveness)), the monitor, `leasehold workers`
+/// and the dashboard all come here through [`NodeRecord::state`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Heartbeating within its window.
+    Alive,
+    /// Not stopped, but silent for more than its window: crashed, killed or cut off.
+    Dead,
+    /// Shut down gracefully.
+    Stopped,
+}
+
+impl WorkerState {
+    /// Every state, in the order reports list them.
+    pub const ALL: [WorkerState; 3] = [WorkerState::Alive, WorkerState::Dead, WorkerState::Stopped];
+
+    /// The state's name as printed (`alive`, `dead`, `stopped`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Alive => "alive",
+            WorkerState::Dead => "dead",
+            WorkerState::Stopped => "stopped",
+        }
+    }
+}
+
+impl fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl NodeRecord {
+    /// The row's [`WorkerState`] at `now`: stopped if marked so, else alive or dead by
+    /// [`is_alive`](NodeRecord::is_alive).
+    pub fn state(&self, now: Timestamp, missed_intervals: u32) -> WorkerState {
+        if self.status == NodeStatus::Stopped {
+            WorkerState::Stopped
+        } else if self.is_alive(now, missed_intervals) {
+            WorkerState::Alive
+        } else {
+            WorkerState::Dead
+        }
+    }
+
+    /// How long since the last heartbeat, at `now` (zero if the heartbeat is in the future).
+    pub fn silent_for(&self, now: Timestamp) -> std::time::Duration {
+        now.since(self.last_heartbeat_at)
+    }
+
+    /// This row as a [`NodeKey`]: what a clean-up removes only if it is still exactly so.
+    pub fn key(&self) -> NodeKey {
+        NodeKey {
+            node_id: self.node_id.clone(),
+            incarnation: self.incarnation,
+            last_heartbeat_at: self.last_heartbeat_at,
+        }
+    }
+}
+
+/// A registry row as it was read: a clean-up removes the row only when it still has this
+/// incarnation and this last heartbeat, so a node that heartbeated (or restarted) after the
+/// read keeps its row.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeKey {
+    /// The node's id.
+    pub node_id: String,
+    /// The incarnation read.
+    pub incarnation: i64,
+    /// The last heartbeat read.
+    pub last_heartbeat_at: Timestamp,
+}
+
+/// What [`Store::cleanup`](crate::Store::cleanup) removes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupRequest {
+    /// Registry rows to remove, each only if unchanged since it was read (see [`NodeKey`]) and
+    /// if its incarnation holds no in-progress item (the monitor still needs a dead node's row
+    /// to take its items back). Choose them with [`cleanup_candidates`].
+    pub nodes: Vec<NodeKey>,
+    /// Finished items (`completed`, `failed`, `cancelled`) whose `finished_at` is at or before
+    /// this time are removed with their checkpoints; `None` removes no item.
+    pub finished_before: Option<Timestamp>,
+    /// Report what would be removed; remove nothing.
+    pub dry_run: bool,
+}
+
+/// What a clean-up removed (or, in a dry run, would remove).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupReport {
+    /// The node ids whose rows were removed, by id.
+    pub nodes_removed: Vec<String>,
+    /// Finished items removed.
+    pub items_removed: u64,
+    /// Checkpoints of those items removed.
+    pub checkpoints_removed: u64,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+/// The registry rows a clean-up may remove at `now`: stopped or dead (by
+/// [`NodeRecord::state`]) and silent for at least `older_than`. Alive rows are never chosen,
+/// whatever their age.
+pub fn cleanup_candidates(
+    nodes: &[NodeRecord],
+    now: Timestamp,
+    missed_intervals: u32,
+    older_than: std::time::Duration,
+) -> Vec<NodeKey> {
+    nodes
+        .iter()
+        .filter(|n| n.state(now, missed_intervals) != WorkerState::Alive)
+        .filter(|n| n.silent_for(now) >= older_than)
+        .map(NodeRecord::key)
+        .collect()
+}
+
+/// Registry rows counted by [`WorkerState`] at one time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerCounts {
+    /// Heartbeating.
+    pub alive: u64,
+    /// Silent past their window.
+    pub dead: u64,
+    /// Shut down gracefully.
+    pub stopped: u64,
+}
+
+impl WorkerCounts {
+    /// Counts `nodes` by their state at `now`.
+    pub fn of(nodes: &[NodeRecord], now: Timestamp, missed_intervals: u32) -> Self {
+        let mut c = WorkerCounts::default();
+        for n in nodes {
+            match n.state(now, missed_intervals) {
+                WorkerState::Alive => c.alive += 1,
+                WorkerState::Dead => c.dead += 1,
+                WorkerState::Stopped => c.stopped += 1,
+            }
+        }
+        c
+    }
+
+    /// The count for one state.
+    pub fn get(&self, state: WorkerState) -> u64 {
+        match state {
+            WorkerState::Alive => self.alive,
+            WorkerState::Dead => self.dead,
+            WorkerState::Stopped => self.stopped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(status: NodeStatus, heartbeat_s: i64) -> NodeRecord {
+        NodeRecord {
+            node_id: "n".into(),
+            incarnation: 1,
+            worker_type: "*".into(),
+            status,
+            current_item: None,
+            task_text: None,
+            last_heartbeat_at: Timestamp(heartbeat_s * 1000),
+            heartbeat_interval_ms: 10_000,
+            started_at: Timestamp(0),
+            metadata: json!({}),
+        }
+    }
+
+    #[test]
+    fn dead_after_the_missed_intervals_and_stopped_is_never_dead() {
+        let r = row(NodeStatus::Idle, 100);
+        assert_eq!(r.state(Timestamp(130_000), 3), WorkerState::Alive);
+        assert_eq!(r.state(Timestamp(130_001), 3), WorkerState::Dead);
+        assert_eq!(r.state(Timestamp(150_000), 5), WorkerState::Alive);
+        let s = row(NodeStatus::Stopped, 100);
+        assert_eq!(s.state(Timestamp(100_000), 3), WorkerState::Stopped);
+        assert_eq!(s.state(Timestamp(999_000), 3), WorkerState::Stopped);
+    }
+
+    #[test]
+    fn cleanup_never_picks_an_alive_row_and_respects_the_age() {
+        let rows = vec![
+            NodeRecord {
+                node_id: "alive".into(),
+                ..row(NodeStatus::Idle, 990)
+            },
+            NodeRecord {
+                node_id: "dead-old".into(),
+                ..row(NodeStatus::Idle, 100)
+            },
+            NodeRecord {
+                node_id: "stopped-new".into(),
+                ..row(NodeStatus::Stopped, 990)
+            },
+            NodeRecord {
+                node_id: "stopped-old".into(),
+                ..row(NodeStatus::Stopped, 100)
+            },
+        ];
+        let picked: Vec<String> = cleanup_candidates(
+            &rows,
+            Timestamp(1_000_000),
+            3,
+            std::time::Duration::from_secs(60),
+        )
+        .into_iter()
+        .map(|k| k.node_id)
+        .collect();
+        assert_eq!(
+            picked,
+            vec!["dead-old".to_string(), "stopped-old".to_string()]
+        );
+        let counts = WorkerCounts::of(&rows, Timestamp(1_000_000), 3);
+        assert_eq!((counts.alive, counts.dead, counts.stopped), (1, 1, 2));
+    }
+}

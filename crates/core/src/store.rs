@@ -8,13 +8,14 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::activity::{FinishedBucket, KindDepth};
 use crate::clock::Timestamp;
 use crate::error::StoreResult;
 use crate::item::{
     AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, LeaseRef,
     LeaseStatus, Leased, NewItem, RecoveredItem, StatusCounts,
 };
-use crate::registry::NodeRecord;
+use crate::registry::{CleanupReport, CleanupRequest, NodeRecord};
 
 /// The durable store: items, leases, checkpoints and the worker registry.
 ///
@@ -180,6 +181,34 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Every registry row, by node id.
     async fn nodes_list(&self) -> StoreResult<Vec<NodeRecord>>;
+
+    /// Open work (pending and in progress) counted by kind, by kind name. Reads only open
+    /// items, so its cost follows the queue's depth, not its history.
+    async fn items_depth_by_kind(&self) -> StoreResult<Vec<KindDepth>>;
+
+    /// Items that reached a terminal status at or after `since`, counted per window of width
+    /// `bucket` starting at `since` (bucket `k` covers `since + k·bucket` up to the next one);
+    /// only non-empty buckets, oldest first. A bucket under 1 ms is `InvalidInput`.
+    async fn items_finished_since(
+        &self,
+        since: Timestamp,
+        bucket: Duration,
+    ) -> StoreResult<Vec<FinishedBucket>>;
+
+    /// The `limit` items of terminal `status` that finished last, newest first (by
+    /// `finished_at`, then id). A status that is not terminal, or a zero limit, is
+    /// `InvalidInput`.
+    async fn items_recently_finished(
+        &self,
+        status: crate::item::ItemStatus,
+        limit: u32,
+    ) -> StoreResult<Vec<Item>>;
+
+    /// Removes, in one transaction, the registry rows `req.nodes` names (each only if it is
+    /// unchanged since read and its incarnation holds no in-progress item) and the finished
+    /// items older than `req.finished_before` with their checkpoints. With `req.dry_run`
+    /// nothing changes and the same report is returned.
+    async fn cleanup(&self, req: &CleanupRequest) -> StoreResult<CleanupReport>;
 
     /// Checks that the store answers (a trivial read). The reaper stands down when this fails.
     async fn ping(&self) -> StoreResult<()>;

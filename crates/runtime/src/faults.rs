@@ -32,9 +32,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use leasehold_core::{
-    AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, ItemStatus,
-    LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem,
-    RecoveryStats, StatusCounts, Store, StoreError, StoreResult, Timestamp,
+    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
+    FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
+    LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats, StatusCounts,
+    Store, StoreError, StoreResult, Timestamp,
 };
 
 use crate::node::NodeCtx;
@@ -570,6 +571,30 @@ impl Store for FaultyStore {
     async fn nodes_list(&self) -> StoreResult<Vec<NodeRecord>> {
         self.gate().await?;
         self.inner.nodes_list().await
+    }
+    async fn items_depth_by_kind(&self) -> StoreResult<Vec<KindDepth>> {
+        self.gate().await?;
+        self.inner.items_depth_by_kind().await
+    }
+    async fn items_finished_since(
+        &self,
+        since: Timestamp,
+        bucket: Duration,
+    ) -> StoreResult<Vec<FinishedBucket>> {
+        self.gate().await?;
+        self.inner.items_finished_since(since, bucket).await
+    }
+    async fn items_recently_finished(
+        &self,
+        status: ItemStatus,
+        limit: u32,
+    ) -> StoreResult<Vec<Item>> {
+        self.gate().await?;
+        self.inner.items_recently_finished(status, limit).await
+    }
+    async fn cleanup(&self, req: &CleanupRequest) -> StoreResult<CleanupReport> {
+        self.gate().await?;
+        self.inner.cleanup(req).await
     }
     async fn ping(&self) -> StoreResult<()> {
         self.gate().await?;

@@ -14,8 +14,8 @@
 //!   order in which a file is checked, configured and migrated.
 //! - `ops`: one module per operation, each holding its own SQL (`acquire`, `renew`,
 //!   `complete`, `fail`, `release`, `cancel`, `progress`, `checkpoint`, `read`, `reap`,
-//!   `recover`, `registry`, and `take_back`, the requeue/dead-letter write the reaper and
-//!   `recover_mine` share).
+//!   `recover`, `registry`, `cleanup`, `activity` (the operators' reads), and `take_back`,
+//!   the requeue/dead-letter write the reaper and `recover_mine` share).
 //! - `row`: the column lists every query selects and their decoders to core types.
 //! - `error`: how SQLite's errors become [`StoreError`](leasehold_core::StoreError)s.
 
@@ -31,16 +31,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use leasehold_core::{
-    AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, LeaseRef,
-    LeaseStatus, Leased, LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem,
-    RecoveryStats, StatusCounts, Store, StoreResult, Timestamp,
+    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
+    FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
+    LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats, StatusCounts,
+    Store, StoreResult, Timestamp,
 };
 use serde_json::Value;
 
 use crate::db::Db;
 use crate::ops::{
-    acquire, cancel, checkpoint, complete, enqueue, fail, progress, read, reap, recover, registry,
-    release, renew,
+    acquire, activity, cancel, checkpoint, cleanup, complete, enqueue, fail, progress, read, reap,
+    recover, registry, release, renew,
 };
 
 /// The SQLite store. Clones share one connection.
@@ -253,6 +254,36 @@ impl Store for SqliteStore {
 
     async fn nodes_list(&self) -> StoreResult<Vec<NodeRecord>> {
         self.db.call(registry::list).await
+    }
+
+    async fn items_depth_by_kind(&self) -> StoreResult<Vec<KindDepth>> {
+        self.db.call(activity::depth_by_kind).await
+    }
+
+    async fn items_finished_since(
+        &self,
+        since: Timestamp,
+        bucket: Duration,
+    ) -> StoreResult<Vec<FinishedBucket>> {
+        let bucket_ms = leasehold_core::clock::duration_millis(bucket);
+        self.db
+            .call(move |c| activity::finished_since(c, since, bucket_ms))
+            .await
+    }
+
+    async fn items_recently_finished(
+        &self,
+        status: ItemStatus,
+        limit: u32,
+    ) -> StoreResult<Vec<Item>> {
+        self.db
+            .call(move |c| activity::recently_finished(c, status, limit))
+            .await
+    }
+
+    async fn cleanup(&self, req: &CleanupRequest) -> StoreResult<CleanupReport> {
+        let req = req.clone();
+        self.db.call(move |c| cleanup::run(c, &req)).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -9,8 +9,10 @@
 //! [`Store`]: leasehold_core::Store
 
 pub(crate) mod acquire;
+pub(crate) mod activity;
 pub(crate) mod cancel;
 pub(crate) mod checkpoint;
+pub(crate) mod cleanup;
 pub(crate) mod complete;
 pub(crate) mod enqueue;
 pub(crate) mod fail;

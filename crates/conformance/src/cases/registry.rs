@@ -266,3 +266,262 @@ pub async fn registry_liveness_dead_without_a_known_node(store: Arc<dyn Store>) 
         Liveness::Dead
     );
 }
+
+/// `cleanup` removes exactly the registry rows it names and reports them; a dry run reports
+/// the same and removes nothing; a row that heartbeated (or restarted) since it was read, or
+/// whose dead incarnation still holds an in-progress item, stays.
+pub async fn cleanup_removes_only_the_named_unchanged_rows_and_dry_run_removes_nothing(
+    store: Arc<dyn Store>,
+) {
+    let s = &*store;
+    for r in [
+        node("dead", 1, at_s(0)),
+        node("stopped", 1, at_s(0)),
+        node("revived", 1, at_s(0)),
+        node("holder", 1, at_s(0)),
+        node("alive", 1, at_s(1000)),
+    ] {
+        s.node_heartbeat(&r).await.expect("node_heartbeat");
+    }
+    s.node_stop("stopped", 1, at_s(1)).await.expect("node_stop");
+    // "holder" holds an item at incarnation 1.
+    crate::support::enqueue(s, crate::support::new_item("k", 1), at_s(0)).await;
+    let req =
+        leasehold_core::AcquireRequest::new("holder/w0", crate::support::LEASE).node("holder", 1);
+    crate::support::acquire(s, &req, at_s(0)).await;
+
+    let listed = s.nodes_list().await.expect("nodes_list");
+    let now = at_s(1000);
+    let keys = leasehold_core::cleanup_candidates(&listed, now, 3, crate::support::secs(60));
+    let mut picked: Vec<&str> = keys.iter().map(|k| k.node_id.as_str()).collect();
+    picked.sort();
+    assert_eq!(
+        picked,
+        ["dead", "holder", "revived", "stopped"],
+        "never the alive row"
+    );
+    // "revived" heartbeats after the read: its key no longer matches.
+    s.node_heartbeat(&node("revived", 1, at_s(999)))
+        .await
+        .expect("node_heartbeat");
+
+    let mut req = leasehold_core::CleanupRequest {
+        nodes: keys,
+        finished_before: None,
+        dry_run: true,
+    };
+    let dry = s.cleanup(&req).await.expect("cleanup dry run");
+    assert_eq!(dry.nodes_removed, ["dead", "stopped"]);
+    assert!(dry.dry_run);
+    assert_eq!(
+        s.nodes_list().await.expect("nodes_list").len(),
+        5,
+        "a dry run removes nothing"
+    );
+
+    req.dry_run = false;
+    let done = s.cleanup(&req).await.expect("cleanup");
+    assert_eq!(
+        done.nodes_removed, dry.nodes_removed,
+        "the dry run told the truth"
+    );
+    let mut left: Vec<String> = s
+        .nodes_list()
+        .await
+        .expect("nodes_list")
+        .into_iter()
+        .map(|n| n.node_id)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["alive", "holder", "revived"]);
+    assert_eq!(
+        s.cleanup(&req).await.expect("cleanup again").nodes_removed,
+        Vec::<String>::new(),
+        "nothing left to remove"
+    );
+}
+
+/// `cleanup` removes finished items (completed, failed, cancelled) finished at or before the
+/// cut-off, with their checkpoints, and nothing open or newer; a dry run counts the same and
+/// removes nothing.
+pub async fn cleanup_removes_old_finished_items_with_their_checkpoints_only(store: Arc<dyn Store>) {
+    use crate::support::{acquire, enqueue_n, get, req};
+    use leasehold_core::{FailDisposition, ItemStatus};
+    let s = &*store;
+    let ids = enqueue_n(s, "k", 6, at_s(0)).await;
+    // 0: completed at 10 with a checkpoint; 1: dead-lettered at 10; 2: cancelled at 10;
+    // 3: completed at 100 (too new); 4: in progress; 5: pending.
+    let l0 = acquire(s, &req("w0"), at_s(1)).await;
+    s.checkpoint_save(&l0.lease, "step", json!({"n": 1}), at_s(2))
+        .await
+        .expect("checkpoint_save");
+    s.item_complete(&l0.lease, json!("done"), at_s(10))
+        .await
+        .expect("complete");
+    let l1 = acquire(s, &req("w1"), at_s(1)).await;
+    s.item_fail(&l1.lease, "boom", FailDisposition::Permanent, at_s(10))
+        .await
+        .expect("fail");
+    s.item_cancel(ids[2], at_s(10)).await.expect("cancel");
+    let l3 = acquire(s, &req("w3"), at_s(1)).await;
+    s.checkpoint_save(&l3.lease, "step", json!({"n": 3}), at_s(2))
+        .await
+        .expect("checkpoint_save");
+    s.item_complete(&l3.lease, json!("done"), at_s(100))
+        .await
+        .expect("complete");
+    let l4 = acquire(s, &req("w4"), at_s(1)).await;
+    assert_eq!(
+        [l0.item.id, l1.item.id, l3.item.id, l4.item.id],
+        [ids[0], ids[1], ids[3], ids[4]],
+        "acquired in id order"
+    );
+    let before = s.items_count().await.expect("items_count");
+
+    let mut request = leasehold_core::CleanupRequest {
+        nodes: Vec::new(),
+        finished_before: Some(at_s(10)),
+        dry_run: true,
+    };
+    let dry = s.cleanup(&request).await.expect("cleanup dry run");
+    assert_eq!((dry.items_removed, dry.checkpoints_removed), (3, 1));
+    assert_eq!(s.items_count().await.expect("items_count"), before);
+    assert_eq!(
+        s.checkpoints_list(ids[0]).await.expect("checkpoints").len(),
+        1
+    );
+
+    request.dry_run = false;
+    let done = s.cleanup(&request).await.expect("cleanup");
+    assert_eq!((done.items_removed, done.checkpoints_removed), (3, 1));
+    for gone in &ids[..3] {
+        assert_eq!(
+            s.item_get(*gone).await.expect("item_get"),
+            None,
+            "item {gone}"
+        );
+    }
+    assert!(s
+        .checkpoints_list(ids[0])
+        .await
+        .expect("checkpoints")
+        .is_empty());
+    assert_eq!(get(s, ids[3]).await.status, ItemStatus::Completed);
+    assert_eq!(
+        s.checkpoints_list(ids[3]).await.expect("checkpoints").len(),
+        1
+    );
+    assert_eq!(get(s, ids[4]).await.status, ItemStatus::InProgress);
+    assert_eq!(get(s, ids[5]).await.status, ItemStatus::Pending);
+}
+
+/// `items_depth_by_kind` counts pending and in-progress items per kind, by kind name, and
+/// leaves out kinds with no open item.
+pub async fn depth_by_kind_counts_open_items_per_kind(store: Arc<dyn Store>) {
+    use crate::support::{acquire, enqueue_n};
+    let s = &*store;
+    assert!(s.items_depth_by_kind().await.expect("depth").is_empty());
+    enqueue_n(s, "b", 3, at_s(0)).await;
+    enqueue_n(s, "a", 2, at_s(0)).await;
+    enqueue_n(s, "done", 1, at_s(0)).await;
+    let a = leasehold_core::AcquireRequest::new("w", crate::support::LEASE).kinds(["a"]);
+    acquire(s, &a, at_s(1)).await;
+    let d = leasehold_core::AcquireRequest::new("w2", crate::support::LEASE).kinds(["done"]);
+    let l = acquire(s, &d, at_s(1)).await;
+    s.item_complete(&l.lease, json!(1), at_s(2))
+        .await
+        .expect("complete");
+    let depth = s.items_depth_by_kind().await.expect("depth");
+    let got: Vec<(String, u64, u64)> = depth
+        .into_iter()
+        .map(|k| (k.kind, k.pending, k.in_progress))
+        .collect();
+    assert_eq!(got, [("a".into(), 1, 1), ("b".into(), 3, 0)]);
+}
+
+/// `items_finished_since` counts completions, dead-letters and cancellations per bucket from
+/// `since`, oldest first, only non-empty buckets, and nothing finished before `since`.
+pub async fn finished_since_counts_per_bucket(store: Arc<dyn Store>) {
+    use crate::support::{acquire, enqueue_n, req};
+    use leasehold_core::FailDisposition;
+    let s = &*store;
+    let ids = enqueue_n(s, "k", 5, at_s(0)).await;
+    let finish = |owner: &'static str, at: i64, ok: bool| async move {
+        let l = acquire(s, &req(owner), at_s(1)).await;
+        if ok {
+            s.item_complete(&l.lease, json!(1), at_s(at))
+                .await
+                .expect("complete");
+        } else {
+            s.item_fail(&l.lease, "x", FailDisposition::Permanent, at_s(at))
+                .await
+                .expect("fail");
+        }
+    };
+    finish("w0", 30, true).await; // before `since`
+    finish("w1", 65, true).await; // bucket 0
+    finish("w2", 70, false).await; // bucket 0
+    finish("w3", 190, true).await; // bucket 2
+    s.item_cancel(ids[4], at_s(185)).await.expect("cancel"); // bucket 2
+    let got = s
+        .items_finished_since(at_s(60), crate::support::secs(60))
+        .await
+        .expect("finished_since");
+    let got: Vec<(leasehold_core::Timestamp, u64, u64, u64)> = got
+        .into_iter()
+        .map(|b| (b.start, b.completed, b.failed, b.cancelled))
+        .collect();
+    assert_eq!(got, [(at_s(60), 1, 1, 0), (at_s(180), 1, 0, 1)]);
+    assert!(s
+        .items_finished_since(at_s(60), std::time::Duration::ZERO)
+        .await
+        .is_err_and(|e| matches!(e, leasehold_core::StoreError::InvalidInput(_))));
+}
+
+/// `items_recently_finished` lists the last items to finish in a status, newest first, up to
+/// the limit; an open status or a zero limit is refused.
+pub async fn recently_finished_lists_newest_first_and_refuses_bad_input(store: Arc<dyn Store>) {
+    use crate::support::{acquire, enqueue_n, req};
+    use leasehold_core::{FailDisposition, ItemStatus, StoreError};
+    let s = &*store;
+    enqueue_n(s, "k", 3, at_s(0)).await;
+    let mut failed = Vec::new();
+    for (owner, at) in [("w0", 20), ("w1", 10), ("w2", 30)] {
+        let l = acquire(s, &req(owner), at_s(1)).await;
+        s.item_fail(
+            &l.lease,
+            &format!("error of {owner}"),
+            FailDisposition::Permanent,
+            at_s(at),
+        )
+        .await
+        .expect("fail");
+        failed.push(l.item.id);
+    }
+    let got = s
+        .items_recently_finished(ItemStatus::Failed, 2)
+        .await
+        .expect("recently_finished");
+    let got: Vec<(ItemId, Option<String>)> = got.into_iter().map(|i| (i.id, i.error)).collect();
+    assert_eq!(
+        got,
+        [
+            (failed[2], Some("error of w2".into())),
+            (failed[0], Some("error of w0".into()))
+        ]
+    );
+    assert!(s
+        .items_recently_finished(ItemStatus::Completed, 5)
+        .await
+        .expect("recently_finished")
+        .is_empty());
+    for (status, limit) in [(ItemStatus::Pending, 5), (ItemStatus::Failed, 0)] {
+        assert!(
+            matches!(
+                s.items_recently_finished(status, limit).await,
+                Err(StoreError::InvalidInput(_))
+            ),
+            "{status} limit {limit}"
+        );
+    }
+}
