@@ -3,11 +3,14 @@
 //! This facade re-exports the member crates:
 //! - [`core`]: items, leases, the [`Store`] trait, configuration, clock, errors;
 //! - [`sqlite`]: the embedded SQLite store;
-//! - [`runtime`]: the supervised actor tree and the fault-injection harness.
+//! - [`runtime`]: the supervised actor tree and the fault-injection harness;
+//! - [`durable`]: durable execution — retry, checkpoints with evidence, the LLM output cache,
+//!   the tool ledger and `run_with_recovery`.
 //!
 //! [`open_store`] turns a `--db` URL into a store.
 
 pub use leasehold_core as core;
+pub use leasehold_durable as durable;
 pub use leasehold_runtime as runtime;
 pub use leasehold_sqlite as sqlite;
 

@@ -12,6 +12,8 @@
 //!   of alive, dead or stopped) and the clean-up of old rows.
 //! - [`activity`]: the operators' reads: open work by kind, finished items over time.
 //! - [`retry`]: the backoff schedule of retryable failures.
+//! - [`durable`]: checkpoints with evidence, the tool ledger, the LLM output cache and their
+//!   store trait [`DurableStore`](durable::DurableStore).
 //! - [`config`]: [`Config`], read from the environment (with the seeds' `TASK_*` aliases) and
 //!   validated.
 //! - [`error`]: [`StoreError`] (with the typed [`StoreError::LeaseLost`]) and [`ConfigError`].
@@ -26,6 +28,7 @@
 pub mod activity;
 pub mod clock;
 pub mod config;
+pub mod durable;
 pub mod error;
 pub mod item;
 pub mod registry;
@@ -42,7 +45,7 @@ pub use item::{
 };
 pub use registry::{
     cleanup_candidates, CleanupReport, CleanupRequest, NodeKey, NodeRecord, NodeStatus,
-    WorkerCounts, WorkerState, DEFAULT_MISSED_INTERVALS,
+    WorkerCounts, WorkerState, WorkerView, DEFAULT_MISSED_INTERVALS,
 };
 pub use retry::Backoff;
 pub use store::{

@@ -16,10 +16,13 @@
 //!   `complete`, `fail`, `release`, `cancel`, `progress`, `checkpoint`, `read`, `reap`,
 //!   `recover`, `registry`, `cleanup`, `activity` (the operators' reads), and `take_back`,
 //!   the requeue/dead-letter write the reaper and `recover_mine` share).
+//! - `durable`: the [`DurableStore`](leasehold_core::durable::DurableStore) impl (checkpoints
+//!   with evidence, the tool ledger, the LLM output cache), SQL in one module per concern.
 //! - `row`: the column lists every query selects and their decoders to core types.
 //! - `error`: how SQLite's errors become [`StoreError`](leasehold_core::StoreError)s.
 
 mod db;
+mod durable;
 mod error;
 mod ops;
 mod row;

@@ -32,13 +32,20 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The tables leasehold owns: a version-0 database that already has one of these was written
 /// by someone else and is refused rather than migrated over.
-const OWN_TABLES: [&str; 3] = ["items", "checkpoints", "workers"];
+const OWN_TABLES: [&str; 6] = [
+    "items",
+    "checkpoints",
+    "workers",
+    "durable_checkpoints",
+    "tool_ledger",
+    "llm_cache",
+];
 
 /// Every SQLite database file starts with these 16 bytes.
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Schema migrations, oldest first; `MIGRATIONS[n]` takes version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Version 1: items, their checkpoints, and the worker registry.
 ///
@@ -111,6 +118,70 @@ CREATE TABLE workers (
     metadata              TEXT    NOT NULL CHECK (json_valid(metadata)),
     stopped_at            INTEGER
 ) STRICT, WITHOUT ROWID;
+";
+
+/// Version 2: durable execution (`leasehold-durable`): checkpoints with evidence, the tool
+/// ledger and the LLM output cache.
+///
+/// `durable_checkpoints.step` is NULL only for the `error_boundary` rows recovery writes. The
+/// ledger's `key` is unique: one recorded execution per (tool, command, task), which is what
+/// makes a replay exact. `llm_cache` rows are `generating` while a claimant holds the key
+/// (single-flight across processes) and `ready` once the output is stored; a claim past
+/// `claim_expires_at` may be taken over. Checkpoints and ledger rows go with their item.
+const V2: &str = "
+CREATE TABLE durable_checkpoints (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id         INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    epoch           INTEGER NOT NULL,
+    step            INTEGER CHECK (step IS NULL OR step >= 0),
+    name            TEXT    NOT NULL,
+    checkpoint_type TEXT    NOT NULL CHECK (checkpoint_type IN ('iteration_start', 'iteration_end',
+                        'tool_executed', 'llm_response', 'approval_point', 'state_transition',
+                        'manual_checkpoint', 'error_boundary')),
+    state           TEXT    NOT NULL CHECK (state IN ('begun', 'committed', 'rolled_back')),
+    snapshot        TEXT    NOT NULL CHECK (json_valid(snapshot)),
+    evidence        TEXT    NOT NULL CHECK (json_valid(evidence)),
+    verification    TEXT    CHECK (verification IS NULL OR json_valid(verification)),
+    verified_at     INTEGER,
+    created_at      INTEGER NOT NULL,
+    committed_at    INTEGER
+) STRICT;
+
+CREATE INDEX durable_checkpoints_item ON durable_checkpoints (item_id, id);
+
+CREATE TABLE tool_ledger (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    key           TEXT    NOT NULL UNIQUE,
+    item_id       INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    epoch         INTEGER NOT NULL,
+    tool          TEXT    NOT NULL,
+    command       TEXT    NOT NULL,
+    result        TEXT    NOT NULL CHECK (json_valid(result)),
+    checkpoint_id INTEGER REFERENCES durable_checkpoints (id) ON DELETE SET NULL,
+    executed_at   INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    replays       INTEGER NOT NULL DEFAULT 0
+) STRICT;
+
+CREATE INDEX tool_ledger_item ON tool_ledger (item_id, id);
+CREATE INDEX tool_ledger_expiry ON tool_ledger (expires_at);
+
+CREATE TABLE llm_cache (
+    key              TEXT    PRIMARY KEY NOT NULL,
+    state            TEXT    NOT NULL CHECK (state IN ('generating', 'ready')),
+    operation        TEXT,
+    model            TEXT,
+    task             TEXT,
+    output           TEXT    CHECK (output IS NULL OR json_valid(output)),
+    claimant         TEXT,
+    claim_expires_at INTEGER,
+    created_at       INTEGER NOT NULL,
+    expires_at       INTEGER,
+    hits             INTEGER NOT NULL DEFAULT 0,
+    CHECK (state <> 'ready' OR (output IS NOT NULL AND expires_at IS NOT NULL))
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX llm_cache_expiry ON llm_cache (expires_at) WHERE state = 'ready';
 ";
 
 /// Opens (creating if needed) the database at `path`, checks it, configures the connection and
@@ -248,7 +319,8 @@ fn check_version(c: &Connection, path: &Path) -> OpResult<()> {
     judge(path, version, app)?;
     if version == 0 {
         let mut stmt = c.prepare(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN (?1, ?2, ?3)",
+            "SELECT name FROM sqlite_schema WHERE type = 'table' \
+             AND name IN (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         let taken: Vec<String> = stmt
             .query_map(OWN_TABLES, |r| r.get(0))?
@@ -360,6 +432,36 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_1_database_migrates_to_version_2_and_keeps_its_items() {
+        let mut c = Connection::open_in_memory().expect("in-memory database");
+        c.execute_batch(super::V1).expect("v1");
+        c.pragma_update(None, "user_version", 1).expect("version 1");
+        c.execute(
+            "INSERT INTO items (kind, input, max_attempts, run_at, created_at, updated_at) \
+             VALUES ('k', '{}', 3, 0, 0, 0)",
+            [],
+        )
+        .expect("v1 item");
+        migrate(&mut c).expect("migrate 1 -> 2");
+        let version: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, 2);
+        let items: i64 = c
+            .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(items, 1);
+        for table in ["durable_checkpoints", "tool_ledger", "llm_cache"] {
+            let n: i64 = c
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .expect("new table exists");
+            assert_eq!(n, 0, "{table}");
+        }
+        // Idempotent: a second run changes nothing and does not fail on existing tables.
+        migrate(&mut c).expect("migrate again");
     }
 
     /// The `detail` column of `EXPLAIN QUERY PLAN sql`, one line per step.

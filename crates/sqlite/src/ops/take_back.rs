@@ -54,7 +54,9 @@ impl Verdict {
     }
 }
 
-/// Applies `verdict`; `false` when the item changed since the scan (nothing written).
+/// Applies `verdict`; `false` when the item changed since the scan (nothing written). An
+/// applied verdict also writes the item's `error_boundary` checkpoint in the same transaction,
+/// so the record of an interrupted run exists exactly when the interruption was acted on.
 pub(crate) fn apply(tx: &Transaction<'_>, verdict: &Verdict, now: Timestamp) -> OpResult<bool> {
     let c = &verdict.candidate;
     let expiry = c.lease_expires_at.map(|t| t.0);
@@ -74,5 +76,8 @@ pub(crate) fn apply(tx: &Transaction<'_>, verdict: &Verdict, now: Timestamp) -> 
             c.item.0, c.owner, c.epoch, expiry, heartbeat, now.0
         ])?
     };
+    if changed == 1 {
+        crate::durable::boundary::record(tx, c, verdict.dead_letter, &verdict.reason, now)?;
+    }
     Ok(changed == 1)
 }
