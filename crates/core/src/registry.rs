@@ -221,6 +221,60 @@ pub fn cleanup_candidates(
         .collect()
 }
 
+/// A registry row as operators see it at one time: the row, its [`WorkerState`] and how long
+/// it has been silent. What `leasehold workers --json` prints and the dashboard serves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerView {
+    /// The node's id.
+    pub node_id: String,
+    /// Its incarnation.
+    pub incarnation: i64,
+    /// Its worker type (the kinds it serves, `*` for any).
+    pub worker_type: String,
+    /// What it last reported (`active`, `idle`, `processing`, `stopped`).
+    pub status: NodeStatus,
+    /// Alive, dead or stopped, judged by [`NodeRecord::state`].
+    pub state: WorkerState,
+    /// Whether `state` is alive.
+    pub alive: bool,
+    /// The item it reported working on.
+    pub current_item: Option<ItemId>,
+    /// Its note of the current work.
+    pub task_text: Option<String>,
+    /// Its last heartbeat (ms since the epoch).
+    pub last_heartbeat_at: Timestamp,
+    /// Seconds since that heartbeat.
+    pub seconds_since_heartbeat: f64,
+    /// Its heartbeat interval.
+    pub heartbeat_interval_ms: i64,
+    /// When this incarnation started.
+    pub started_at: Timestamp,
+    /// What it reported besides (pid, workers, busy items, running totals).
+    pub metadata: Value,
+}
+
+impl WorkerView {
+    /// `node` as seen at `now`, dead after `missed_intervals` missed heartbeats.
+    pub fn of(node: &NodeRecord, now: Timestamp, missed_intervals: u32) -> Self {
+        let state = node.state(now, missed_intervals);
+        WorkerView {
+            node_id: node.node_id.clone(),
+            incarnation: node.incarnation,
+            worker_type: node.worker_type.clone(),
+            status: node.status,
+            state,
+            alive: state == WorkerState::Alive,
+            current_item: node.current_item,
+            task_text: node.task_text.clone(),
+            last_heartbeat_at: node.last_heartbeat_at,
+            seconds_since_heartbeat: node.silent_for(now).as_secs_f64(),
+            heartbeat_interval_ms: node.heartbeat_interval_ms,
+            started_at: node.started_at,
+            metadata: node.metadata.clone(),
+        }
+    }
+}
+
 /// Registry rows counted by [`WorkerState`] at one time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerCounts {

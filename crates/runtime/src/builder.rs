@@ -40,6 +40,7 @@ impl Leasehold {
             faults: None,
             record_completions: false,
             events: tokio::sync::broadcast::channel(EVENT_CAPACITY).0,
+            on_node_dead: None,
         }
     }
 }
@@ -76,6 +77,11 @@ pub struct RuntimeConfig {
     pub cancel_grace: Duration,
     /// Whether the reaper runs in this node.
     pub reaper: bool,
+    /// Whether the monitor runs in this node (default false; `leasehold work` turns it on).
+    pub monitor: bool,
+    /// How often the monitor checks the registry for dead nodes; `None` (the default) checks
+    /// every heartbeat interval.
+    pub monitor_interval: Option<Duration>,
 }
 
 impl RuntimeConfig {
@@ -93,7 +99,14 @@ impl RuntimeConfig {
             dead_after_missed: 3,
             cancel_grace: Duration::from_secs(5),
             reaper: true,
+            monitor: false,
+            monitor_interval: None,
         }
+    }
+
+    /// How often the monitor checks: its own interval, else the heartbeat interval.
+    pub fn monitor_every(&self) -> Duration {
+        self.monitor_interval.unwrap_or(self.base.heartbeat)
     }
 
     /// Refuses settings the tree cannot run with, naming the setting.
@@ -123,6 +136,9 @@ impl RuntimeConfig {
                 "needs at least 1 restart in a positive window",
             );
         }
+        if self.monitor_interval.is_some_and(|d| d.is_zero()) {
+            return invalid("monitor_interval", "must be positive");
+        }
         if self.dead_after_missed == 0 {
             return invalid("dead_after_missed", "must be at least 1");
         }
@@ -144,6 +160,7 @@ pub struct LeaseholdBuilder {
     faults: Option<Arc<FaultPoints>>,
     record_completions: bool,
     events: tokio::sync::broadcast::Sender<NodeEvent>,
+    on_node_dead: Option<crate::monitor::DeadNodeCallback>,
 }
 
 impl std::fmt::Debug for LeaseholdBuilder {
@@ -285,6 +302,37 @@ impl LeaseholdBuilder {
         self
     }
 
+    /// Whether to run the monitor in this node (default false): it takes back the items of
+    /// nodes the worker registry declares dead and raises an alert for each.
+    pub fn monitor(mut self, on: bool) -> Self {
+        self.cfg.monitor = on;
+        self
+    }
+
+    /// How often the monitor checks (default: every heartbeat interval).
+    pub fn monitor_interval(mut self, d: Duration) -> Self {
+        self.cfg.monitor_interval = Some(d);
+        self
+    }
+
+    /// Heartbeat intervals a node may miss before it counts as dead, for the reaper's
+    /// registry check and the monitor alike (default 3).
+    pub fn dead_after_missed(mut self, n: u32) -> Self {
+        self.cfg.dead_after_missed = n;
+        self
+    }
+
+    /// Called by the monitor once per node incarnation it finds dead, after it took back that
+    /// node's items. Runs on the monitor's task: keep it short and non-blocking (send to a
+    /// channel); a panic in it is caught and logged.
+    pub fn on_node_dead(
+        mut self,
+        f: impl Fn(&crate::monitor::DeadNode) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_node_dead = Some(Arc::new(f));
+        self
+    }
+
     /// The clock (default: the system clock). Tests pass a
     /// [`TokioClock`](leasehold_core::TokioClock) to move time with tokio's paused clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -366,6 +414,7 @@ impl LeaseholdBuilder {
             busy: (0..workers).map(|_| AtomicI64::new(0)).collect(),
             store_reachable: AtomicBool::new(true),
             events: self.events,
+            on_node_dead: self.on_node_dead,
         });
         NodeHandle::start(ctx).await
     }

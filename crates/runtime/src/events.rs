@@ -79,6 +79,21 @@ pub enum NodeEvent {
         /// Why.
         reason: String,
     },
+    /// The monitor found a node incarnation dead (no heartbeat for the configured number of
+    /// intervals) and took back what it held; sent once per incarnation per monitor.
+    NodeDead {
+        /// The dead node's id.
+        node_id: String,
+        /// Its incarnation.
+        incarnation: i64,
+        /// Items requeued or dead-lettered from it.
+        recovered: usize,
+    },
+    /// The monitor judged no node this check (the store is unreachable from this node).
+    MonitorStoodDown {
+        /// Why.
+        reason: String,
+    },
     /// The restart intensity was exceeded and the tree stopped.
     Escalated {
         /// Why.

@@ -16,6 +16,7 @@ use crate::builder::RuntimeConfig;
 use crate::error::RuntimeError;
 use crate::events::NodeEvent;
 use crate::faults::FaultInjector;
+use crate::monitor::{check_once, MonitorMsg, MonitorOutcome};
 use crate::node::NodeCtx;
 use crate::reaper::{sweep_once, ReaperMsg};
 use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
@@ -107,6 +108,21 @@ pub struct RuntimeStats {
     pub heartbeat_deaths: u64,
     /// The reaper's totals.
     pub reaper: ReaperStats,
+    /// The monitor's totals.
+    pub monitor: MonitorStats,
+}
+
+/// The monitor's running totals.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MonitorStats {
+    /// Node incarnations found dead (one alert each).
+    pub dead_nodes: u64,
+    /// Items of dead or stopped incarnations requeued.
+    pub recovered: u64,
+    /// Items of dead or stopped incarnations dead-lettered (attempts spent).
+    pub dead_lettered: u64,
+    /// Checks skipped because the store was unreachable from this node.
+    pub stand_downs: u64,
 }
 
 /// A running node. Dropping the handle does not stop the tree: call
@@ -241,6 +257,12 @@ impl NodeHandle {
                 stand_downs: get(&m.reaper_stand_downs),
                 last_scan_duration: Duration::from_micros(get(&m.reaper_last_scan_us)),
             },
+            monitor: MonitorStats {
+                dead_nodes: get(&m.monitor_dead_nodes),
+                recovered: get(&m.monitor_recovered),
+                dead_lettered: get(&m.monitor_dead_lettered),
+                stand_downs: get(&m.monitor_stand_downs),
+            },
         }
     }
 
@@ -261,6 +283,33 @@ impl NodeHandle {
             Ok(CallResult::Success(outcome)) => Ok(outcome),
             Ok(_) => Err(RuntimeError::NotRunning("the reaper did not answer".into())),
             Err(e) => Err(RuntimeError::NotRunning(format!("the reaper is gone: {e}"))),
+        }
+    }
+
+    /// Runs one monitor check now: takes back the items of node incarnations the registry
+    /// judges dead (or stopped with items held) and alerts on newly dead ones. Through the
+    /// monitor actor when it runs (so its alerts are not repeated), else directly (every
+    /// dead node found counts as newly seen).
+    pub async fn monitor_now(&self) -> Result<MonitorOutcome, RuntimeError> {
+        self.ensure_running()?;
+        if !self.ctx.cfg.monitor {
+            return Ok(check_once(&self.ctx, &mut Default::default()).await);
+        }
+        let monitor: ActorRef<MonitorMsg> =
+            ractor::registry::where_is(self.ctx.actor_name("monitor"))
+                .map(ActorRef::from)
+                .ok_or_else(|| RuntimeError::NotRunning("the monitor is restarting".into()))?;
+        match monitor
+            .call(MonitorMsg::CheckNow, Some(Duration::from_secs(120)))
+            .await
+        {
+            Ok(CallResult::Success(outcome)) => Ok(outcome),
+            Ok(_) => Err(RuntimeError::NotRunning(
+                "the monitor did not answer".into(),
+            )),
+            Err(e) => Err(RuntimeError::NotRunning(format!(
+                "the monitor is gone: {e}"
+            ))),
         }
     }
 

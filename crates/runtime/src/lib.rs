@@ -6,7 +6,8 @@
 //! │              └── handler task (the user's async fn; cancelled when the lease is lost)
 //! ├── Worker 1 …
 //! ├── Reaper      (sweeps expired leases in batches, pings owners, requeues or dead-letters)
-//! └── Registry    (this node's row in the worker registry)
+//! ├── Registry    (this node's row in the worker registry)
+//! └── Monitor     (optional: takes back dead nodes' items and alerts; see [`monitor`])
 //! ```
 //!
 //! Build a node with [`Leasehold::builder`], register handlers by kind, and [`start`](LeaseholdBuilder::start)
@@ -35,6 +36,7 @@
 //! - [`handle`]: [`NodeHandle`], statistics and shutdown reports.
 //! - `node`: the state every actor of one node shares.
 //! - `supervisor`, `worker`, `heartbeat`, `reaper`, `registry`: the actors.
+//! - [`monitor`]: the optional monitor actor, [`DeadNode`] and its reports.
 //! - [`liveness`]: how the reaper judges an owner (local ping or the worker registry).
 //! - [`chaos`]: a seeded chaos run with random kills, checked by the invariant checker.
 //! - [`faults`]: the public fault-injection harness and invariant checker.
@@ -50,6 +52,7 @@ pub mod handle;
 pub mod handler;
 mod heartbeat;
 pub mod liveness;
+pub mod monitor;
 mod node;
 mod reaper;
 mod registry;
@@ -59,6 +62,9 @@ mod worker;
 pub use builder::{Leasehold, LeaseholdBuilder, RuntimeConfig};
 pub use error::RuntimeError;
 pub use events::NodeEvent;
-pub use handle::{NodeHandle, ReaperStats, RuntimeStats, ShutdownReport, SweepOutcome, TreeExit};
+pub use handle::{
+    MonitorStats, NodeHandle, ReaperStats, RuntimeStats, ShutdownReport, SweepOutcome, TreeExit,
+};
 pub use handler::{JobContext, JobError};
 pub use liveness::NodeLiveness;
+pub use monitor::{DeadNode, MonitorOutcome, MonitorReport};

@@ -38,6 +38,8 @@ pub(crate) struct NodeCtx {
     pub(crate) store_reachable: AtomicBool,
     /// The event stream; sending with no subscriber costs next to nothing.
     pub(crate) events: tokio::sync::broadcast::Sender<NodeEvent>,
+    /// The user's alert for a dead node (the monitor calls it).
+    pub(crate) on_node_dead: Option<crate::monitor::DeadNodeCallback>,
 }
 
 impl NodeCtx {
@@ -136,6 +138,10 @@ pub(crate) struct Metrics {
     pub(crate) reaper_skipped_alive: AtomicU64,
     pub(crate) reaper_stand_downs: AtomicU64,
     pub(crate) reaper_last_scan_us: AtomicU64,
+    pub(crate) monitor_dead_nodes: AtomicU64,
+    pub(crate) monitor_recovered: AtomicU64,
+    pub(crate) monitor_dead_lettered: AtomicU64,
+    pub(crate) monitor_stand_downs: AtomicU64,
     /// Every acknowledged completion (item, epoch), when the builder asked to record them: the
     /// invariant checker counts items acknowledged twice.
     pub(crate) completions: Option<Mutex<Vec<(ItemId, i64)>>>,

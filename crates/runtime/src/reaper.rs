@@ -69,7 +69,7 @@ impl Actor for Reaper {
 
 /// Whether a fresh registry write reaches the store: the last one failed, but the store may
 /// have healed since, and a sweep asked for now should not wait for the next tick to know.
-async fn registry_beats(ctx: &Arc<NodeCtx>) -> bool {
+pub(crate) async fn registry_beats(ctx: &Arc<NodeCtx>) -> bool {
     let Some(registry) = ractor::registry::where_is(ctx.actor_name("registry")) else {
         return false;
     };

@@ -106,6 +106,24 @@ impl Actor for Registry {
     }
 }
 
+/// The counters a registry row reports (`metadata.stats`): what `leasehold dashboard` and its
+/// `/metrics` sum over nodes.
+fn node_totals(m: &crate::node::Metrics) -> serde_json::Value {
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    json!({
+        "completed": get(&m.completed),
+        "retried": get(&m.retried),
+        "dead_lettered": get(&m.dead_lettered),
+        "recovered_on_start": get(&m.recovered_on_start),
+        "reaper_recovered": get(&m.reaper_recovered),
+        "reaper_dead_lettered": get(&m.reaper_failed),
+        "monitor_recovered": get(&m.monitor_recovered),
+        "monitor_dead_nodes": get(&m.monitor_dead_nodes),
+        "lease_lost": get(&m.lease_lost),
+        "restarts": get(&m.restarts),
+    })
+}
+
 impl RegistryState {
     async fn write(&self, status: NodeStatus) {
         let ctx = &self.ctx;
@@ -129,6 +147,9 @@ impl RegistryState {
                 "pid": std::process::id(),
                 "workers": ctx.cfg.workers,
                 "busy_items": busy.iter().map(|i| i.0).collect::<Vec<_>>(),
+                // This incarnation's running totals: the dashboard, another process, reads
+                // recovery statistics only from here.
+                "stats": node_totals(&ctx.metrics),
             }),
         };
         match ctx.store.node_heartbeat(&record).await {

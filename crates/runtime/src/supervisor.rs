@@ -1,6 +1,6 @@
-//! The node's supervisor: spawns the registry, the workers and the reaper; restarts whichever
-//! fails under the same name and owner id; escalates when restarts exceed the intensity; drives
-//! the graceful shutdown.
+//! The node's supervisor: spawns the registry, the workers, the reaper and (when configured)
+//! the monitor; restarts whichever fails under the same name and owner id; escalates when
+//! restarts exceed the intensity; drives the graceful shutdown.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::events::NodeEvent;
 use crate::handle::{ShutdownReport, TreeExit};
+use crate::monitor::Monitor;
 use crate::node::{Metrics, NodeCtx};
 use crate::reaper::Reaper;
 use crate::registry::{Registry, RegistryMsg};
@@ -37,6 +38,7 @@ pub(crate) enum Child {
     Worker(usize),
     Reaper,
     Registry,
+    Monitor,
 }
 
 pub(crate) struct Supervisor;
@@ -79,6 +81,9 @@ impl Actor for Supervisor {
         }
         if state.ctx.cfg.reaper {
             state.spawn(&myself, Child::Reaper).await?;
+        }
+        if state.ctx.cfg.monitor {
+            state.spawn(&myself, Child::Monitor).await?;
         }
         Ok(state)
     }
@@ -187,6 +192,12 @@ impl SupervisorState {
                     .0
                     .get_cell()
             }
+            Child::Monitor => {
+                Actor::spawn_linked(Some(ctx.actor_name("monitor")), Monitor, ctx.clone(), sup)
+                    .await?
+                    .0
+                    .get_cell()
+            }
             Child::Registry => {
                 let started = ctx.clock.now();
                 Actor::spawn_linked(
@@ -275,10 +286,12 @@ impl SupervisorState {
                 _ => report.unaccounted += 1,
             }
         }
-        if let Some(reaper) = self.cell(Child::Reaper).cloned() {
-            let _ = reaper
-                .stop_and_wait(None, Some(Duration::from_secs(10)))
-                .await;
+        for judge in [Child::Reaper, Child::Monitor] {
+            if let Some(cell) = self.cell(judge).cloned() {
+                let _ = cell
+                    .stop_and_wait(None, Some(Duration::from_secs(10)))
+                    .await;
+            }
         }
         if let Some(registry) = self.cell(Child::Registry).cloned() {
             let registry: ActorRef<RegistryMsg> = ActorRef::from(registry);

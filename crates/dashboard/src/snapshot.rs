@@ -1,0 +1,223 @@
+//! What the views read from the store: one [`Status`] per request, built from a handful of
+//! bounded reads (counts, open work by kind, finished items per minute, the registry, the
+//! in-progress items, the latest failures).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use leasehold_core::{
+    FinishedBucket, Item, ItemFilter, ItemStatus, KindDepth, NodeRecord, StatusCounts, Store,
+    StoreResult, Timestamp, WorkerCounts, WorkerState, WorkerView,
+};
+
+/// Minutes of finished items the chart shows.
+pub const THROUGHPUT_MINUTES: u32 = 15;
+
+/// Failures the page lists.
+pub const RECENT_FAILURES: u32 = 10;
+
+/// In-progress items read per page when counting expired leases (they are bounded by the
+/// number of workers, so a few pages at most).
+const IN_PROGRESS_PAGE: u32 = 1000;
+
+/// Everything `/api/status` serves and the page shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// When it was read (ms since the epoch).
+    pub now: Timestamp,
+    /// Items by status.
+    pub items: StatusCounts,
+    /// All items.
+    pub total: u64,
+    /// Open items (pending, in progress) by kind.
+    pub by_kind: Vec<KindDepth>,
+    /// Registry rows by state.
+    pub workers: WorkerCounts,
+    /// Finished items per minute over the last [`THROUGHPUT_MINUTES`].
+    pub throughput: Throughput,
+    /// The latest dead-lettered items, newest first.
+    pub recent_failures: Vec<FailureView>,
+    /// Recovery statistics.
+    pub recovery: RecoveryView,
+    /// Missed heartbeat intervals after which a node counts as dead.
+    pub dead_after_missed: u32,
+}
+
+/// Finished items per minute.
+#[derive(Clone, Debug, Serialize)]
+pub struct Throughput {
+    /// Bucket width in seconds (60).
+    pub bucket_s: u64,
+    /// One bucket per minute, oldest first, empty minutes included; the last one is the
+    /// current (partial) minute.
+    pub buckets: Vec<FinishedBucket>,
+}
+
+/// A dead-lettered item as the page lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailureView {
+    /// Its id.
+    pub id: i64,
+    /// Its kind.
+    pub kind: String,
+    /// The error kept.
+    pub error: Option<String>,
+    /// Attempts used.
+    pub attempts: u32,
+    /// Its budget.
+    pub max_attempts: u32,
+    /// When it was dead-lettered.
+    pub finished_at: Option<Timestamp>,
+    /// Its last holder.
+    pub owner: Option<String>,
+}
+
+/// Recovery statistics: what is waiting to be recovered now, and what nodes report they
+/// recovered (the sums of the `metadata.stats` of every registry row; a row removed by
+/// `cleanup` takes its counts with it).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RecoveryView {
+    /// In-progress items whose lease has expired.
+    pub expired_leases: u64,
+    /// In-progress items held by a node incarnation that is not alive.
+    pub held_by_dead_nodes: u64,
+    /// Items taken back in all (the three below).
+    pub recovered_total: u64,
+    /// Taken back by restarted workers (`recover_mine`).
+    pub recovered_on_start: u64,
+    /// Requeued by reapers.
+    pub reaper_recovered: u64,
+    /// Requeued by monitors from dead nodes.
+    pub monitor_recovered: u64,
+    /// Dead-lettered by reapers (attempts spent).
+    pub reaper_dead_lettered: u64,
+    /// Dead node incarnations monitors alerted on.
+    pub dead_nodes_alerted: u64,
+}
+
+/// The registry rows as views at `now`.
+pub(crate) fn worker_views(nodes: &[NodeRecord], now: Timestamp, missed: u32) -> Vec<WorkerView> {
+    nodes
+        .iter()
+        .map(|n| WorkerView::of(n, now, missed))
+        .collect()
+}
+
+/// Reads a [`Status`] at `now`.
+pub(crate) async fn status(store: &dyn Store, now: Timestamp, missed: u32) -> StoreResult<Status> {
+    let items = store.items_count().await?;
+    let by_kind = store.items_depth_by_kind().await?;
+    let nodes = store.nodes_list().await?;
+    let throughput = throughput(store, now).await?;
+    let recent_failures = store
+        .items_recently_finished(ItemStatus::Failed, RECENT_FAILURES)
+        .await?
+        .into_iter()
+        .map(|i| FailureView {
+            id: i.id.0,
+            kind: i.kind,
+            error: i.error,
+            attempts: i.attempts,
+            max_attempts: i.max_attempts,
+            finished_at: i.finished_at,
+            owner: i.owner,
+        })
+        .collect();
+    let recovery = recovery(store, &nodes, now, missed).await?;
+    Ok(Status {
+        now,
+        total: items.total(),
+        items,
+        by_kind,
+        workers: WorkerCounts::of(&nodes, now, missed),
+        throughput,
+        recent_failures,
+        recovery,
+        dead_after_missed: missed,
+    })
+}
+
+/// One bucket per minute, aligned to whole minutes, the current minute last.
+async fn throughput(store: &dyn Store, now: Timestamp) -> StoreResult<Throughput> {
+    const MINUTE_MS: i64 = 60_000;
+    let current = now.0.div_euclid(MINUTE_MS) * MINUTE_MS;
+    let since = Timestamp(current - i64::from(THROUGHPUT_MINUTES - 1) * MINUTE_MS);
+    let found = store
+        .items_finished_since(since, Duration::from_secs(60))
+        .await?;
+    let buckets = (0..i64::from(THROUGHPUT_MINUTES))
+        .map(|k| {
+            let start = Timestamp(since.0 + k * MINUTE_MS);
+            found
+                .iter()
+                .find(|b| b.start == start)
+                .cloned()
+                .unwrap_or(FinishedBucket {
+                    start,
+                    completed: 0,
+                    failed: 0,
+                    cancelled: 0,
+                })
+        })
+        .collect();
+    Ok(Throughput {
+        bucket_s: 60,
+        buckets,
+    })
+}
+
+async fn recovery(
+    store: &dyn Store,
+    nodes: &[NodeRecord],
+    now: Timestamp,
+    missed: u32,
+) -> StoreResult<RecoveryView> {
+    let alive: HashSet<(&str, i64)> = nodes
+        .iter()
+        .filter(|n| n.state(now, missed) == WorkerState::Alive)
+        .map(|n| (n.node_id.as_str(), n.incarnation))
+        .collect();
+    let mut view = RecoveryView::default();
+    for item in in_progress(store).await? {
+        if item.lease_expires_at.is_some_and(|t| t <= now) {
+            view.expired_leases += 1;
+        }
+        let holder = item.owner_node.as_deref().zip(item.owner_incarnation);
+        if !holder.is_some_and(|h| alive.contains(&h)) {
+            view.held_by_dead_nodes += 1;
+        }
+    }
+    for node in nodes {
+        let stats = &node.metadata["stats"];
+        let get = |k: &str| stats.get(k).and_then(Value::as_u64).unwrap_or(0);
+        view.recovered_on_start += get("recovered_on_start");
+        view.reaper_recovered += get("reaper_recovered");
+        view.monitor_recovered += get("monitor_recovered");
+        view.reaper_dead_lettered += get("reaper_dead_lettered");
+        view.dead_nodes_alerted += get("monitor_dead_nodes");
+    }
+    view.recovered_total = view.recovered_on_start + view.reaper_recovered + view.monitor_recovered;
+    Ok(view)
+}
+
+/// Every in-progress item, by keyset pages.
+async fn in_progress(store: &dyn Store) -> StoreResult<Vec<Item>> {
+    let mut all = Vec::new();
+    let mut filter = ItemFilter {
+        status: Some(ItemStatus::InProgress),
+        limit: IN_PROGRESS_PAGE,
+        ..ItemFilter::default()
+    };
+    loop {
+        let page = store.items_list(&filter).await?;
+        let full = page.len() == IN_PROGRESS_PAGE as usize;
+        filter.after = page.last().map(|i| i.id);
+        all.extend(page);
+        if !full {
+            return Ok(all);
+        }
+    }
+}
