@@ -2,11 +2,14 @@
 //! and an `async fn run(args, ctx)` that validates everything it can before it opens the
 //! database. Adding a subcommand is one module and one variant (plus its arm) here.
 
+mod cleanup;
+mod dashboard;
 mod enqueue;
 mod items;
 mod reap;
 mod status;
 mod work;
+mod workers;
 
 use clap::Subcommand;
 
@@ -36,6 +39,14 @@ pub(crate) enum Command {
     Reap(reap::Args),
     /// Run a supervised tree in this process whose workers run a shell command per item.
     Work(work::Args),
+    /// List the worker registry: each node's status, current item, last heartbeat, and
+    /// whether it is alive, dead or stopped.
+    Workers(workers::Args),
+    /// Remove registry rows of long-stopped or long-dead nodes and old finished items with
+    /// their checkpoints (--dry-run: report only).
+    Cleanup(cleanup::Args),
+    /// Serve the web dashboard, its JSON API and Prometheus metrics.
+    Dashboard(dashboard::Args),
 }
 
 impl Command {
@@ -47,6 +58,9 @@ impl Command {
             Command::Items(args) => items::run(args, ctx).await,
             Command::Reap(args) => reap::run(args, ctx).await,
             Command::Work(args) => work::run(args, ctx).await,
+            Command::Workers(args) => workers::run(args, ctx).await,
+            Command::Cleanup(args) => cleanup::run(args, ctx).await,
+            Command::Dashboard(args) => dashboard::run(args, ctx).await,
         }
     }
 }

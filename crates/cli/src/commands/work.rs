@@ -38,6 +38,10 @@ pub(crate) struct Args {
     /// Stop gracefully once no item is pending or in progress.
     #[arg(long)]
     exit_when_done: bool,
+    /// Do not run the monitor, which takes back the items of nodes the worker registry
+    /// declares dead and reports each death on stderr.
+    #[arg(long)]
+    no_monitor: bool,
 }
 
 /// What `--json` prints when the tree stops.
@@ -65,7 +69,17 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     };
     let mut builder = Leasehold::builder(store.clone())
         .workers(args.workers as usize)
-        .drain_timeout(args.drain_s);
+        .drain_timeout(args.drain_s)
+        .monitor(!args.no_monitor)
+        .on_node_dead(|dead| {
+            eprintln!(
+                "leasehold work: node {} (incarnation {}) is dead, silent for {} ms; took back {} items",
+                dead.node_id,
+                dead.incarnation,
+                dead.silent_for.as_millis(),
+                dead.recovered.len()
+            );
+        });
     if args.kinds.is_empty() {
         builder = builder.fallback_handler(make(exec.clone()));
     } else {

@@ -1,0 +1,75 @@
+//! `leasehold workers`: the worker registry — every node's row, judged alive, dead or stopped
+//! by the same rule the reaper and the monitor use.
+
+use leasehold_core::{Clock, SystemClock, Timestamp, WorkerView, DEFAULT_MISSED_INTERVALS};
+
+use crate::args;
+use crate::commands::Ctx;
+use crate::db::{self, Access};
+use crate::error::CliError;
+use crate::output::{duration, one_line, relative, table};
+
+/// Arguments of `workers`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// A node is dead after this many missed heartbeat intervals.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MISSED_INTERVALS,
+          value_parser = args::positive_count, allow_negative_numbers = true)]
+    dead_after: u32,
+}
+
+/// Opens an existing database and prints its registry.
+pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
+    let store = db::open(&ctx.db, Access::Existing).await?;
+    let nodes = store
+        .nodes_list()
+        .await
+        .map_err(|e| CliError::store(&ctx.db, e))?;
+    let now = SystemClock.now();
+    let views: Vec<WorkerView> = nodes
+        .iter()
+        .map(|n| WorkerView::of(n, now, args.dead_after))
+        .collect();
+    if ctx.out.is_json() {
+        return ctx.out.json(&views);
+    }
+    if views.is_empty() {
+        return ctx.out.text("no workers registered");
+    }
+    let rows: Vec<Vec<String>> = views.iter().map(|v| row(v, now)).collect();
+    ctx.out.text(&table(
+        &[
+            "NODE",
+            "INCARNATION",
+            "TYPE",
+            "STATUS",
+            "STATE",
+            "ITEM",
+            "LAST HEARTBEAT",
+            "INTERVAL",
+            "TASK",
+        ],
+        &rows,
+    ))
+}
+
+fn row(v: &WorkerView, now: Timestamp) -> Vec<String> {
+    vec![
+        v.node_id.clone(),
+        v.incarnation.to_string(),
+        v.worker_type.clone(),
+        v.status.to_string(),
+        v.state.to_string(),
+        v.current_item
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "-".into()),
+        relative(v.last_heartbeat_at, now),
+        duration(std::time::Duration::from_millis(
+            u64::try_from(v.heartbeat_interval_ms).unwrap_or(0),
+        )),
+        v.task_text
+            .as_deref()
+            .map(|t| one_line(t, 50))
+            .unwrap_or_else(|| "-".into()),
+    ]
+}
