@@ -1,0 +1,357 @@
+//! leasehold's [`Store`] on PostgreSQL: the backend for several processes or hosts sharing one
+//! queue.
+//!
+//! [`PgStore::open`] connects a pool (tokio-postgres + deadpool-postgres) to the database a
+//! `postgres://` URL names, refuses a schema written by a newer leasehold or by someone else
+//! without touching it, and applies the versioned migrations in leasehold's own schema
+//! (`leasehold`, or `?schema=NAME` in the URL). Acquisition uses `FOR UPDATE SKIP LOCKED`, so
+//! acquirers on any number of hosts pass over each other's rows; every lease holder's write is
+//! fenced by `(item, owner, epoch)` in the statement itself.
+//!
+//! # Time
+//! Like every backend, this one takes `now` from the caller's clock and never reads its own:
+//! the conformance suite drives time through those arguments, and one rule for every backend
+//! keeps the runtime's reasoning about leases the same. What keeps hosts from disagreeing is
+//! that a lease's expiry and the reaper's judgement of it are both computed from timestamps
+//! the callers supply, so the nodes' clocks must agree to well within a lease (NTP does
+//! this; leases are seconds to minutes). [`PgStore::database_time`] reads the server's clock
+//! so that a deployment can check or correct its skew against the one clock every node
+//! shares; docs/scale-out.md says more.
+//!
+//! # Layout
+//! - [`PgStore`] (this file): the handle and its [`Store`] impl, which only moves arguments
+//!   to the operation that does the work.
+//! - [`options`]: the URL, the schema name, the pool size.
+//! - `schema`: the tables and indexes, the versioned migrations and the open sequence.
+//! - `db`: the pool and the helpers every operation runs statements with.
+//! - `ops`: one module per operation, each holding its own SQL.
+//! - `notify`: LISTEN/NOTIFY wake-ups for idle workers ([`PgStore::subscribe`]).
+//! - `row`: the column lists every query selects and their decoders to core types.
+//! - `error`: how PostgreSQL's errors become [`StoreError`]s.
+//! - [`testing`]: a fresh schema per test from `LEASEHOLD_PG_URL`, or the reason to skip.
+
+mod db;
+mod error;
+mod notify;
+mod ops;
+pub mod options;
+mod row;
+mod schema;
+pub mod testing;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use leasehold_core::{
+    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
+    FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
+    LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats, StatusCounts,
+    Store, StoreError, StoreResult, Timestamp,
+};
+use serde_json::Value;
+use tokio::sync::{broadcast, OnceCell};
+use tokio_postgres::NoTls;
+
+pub use notify::WAKE_ALL;
+pub use options::{is_postgres_url, PgOptions};
+
+use crate::db::Db;
+use crate::notify::Listener;
+use crate::ops::{
+    acquire, activity, cancel, checkpoint, cleanup, complete, enqueue, fail, progress, read, reap,
+    recover, registry, release, renew,
+};
+
+/// How long a connection attempt may take before the open (or an operation) fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an operation waits for a free pooled connection.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+
+/// The PostgreSQL store. Clones share one pool (and one notification listener).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    db: Db,
+    opts: Arc<PgOptions>,
+    config: Arc<tokio_postgres::Config>,
+    channel: Arc<str>,
+    listener: Arc<OnceCell<Listener>>,
+}
+
+impl PgStore {
+    /// Opens the store a `postgres://…[?schema=NAME]` URL names, creating and migrating its
+    /// schema if needed. See [`PgStore::open_with`].
+    pub async fn open(url: &str) -> StoreResult<PgStore> {
+        PgStore::open_with(PgOptions::from_url(url)?).await
+    }
+
+    /// Opens the store with explicit options.
+    ///
+    /// Refuses, leaving the database as it was: bad options with `InvalidInput`; a schema
+    /// written by a newer leasehold with `SchemaTooNew`; a schema holding tables of our names
+    /// but no version, or (with `create` unset) no schema at all, with `NotADatabase`; an
+    /// unreachable server with `Backend`. Opening an up-to-date schema again changes nothing.
+    pub async fn open_with(opts: PgOptions) -> StoreResult<PgStore> {
+        opts.validate()?;
+        let mut config: tokio_postgres::Config = opts
+            .url
+            .parse()
+            .map_err(|e| StoreError::InvalidInput(format!("bad PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("leasehold");
+        }
+        let listen_config = config.clone();
+        // Every pooled connection resolves our tables in our schema only.
+        let search_path = format!("-c search_path={}", opts.schema);
+        let options = match config.get_options() {
+            Some(given) if !given.is_empty() => format!("{given} {search_path}"),
+            _ => search_path,
+        };
+        config.options(&options);
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("PostgreSQL pool: {e}").into()))?;
+        schema::open(&pool, &opts).await?;
+        tracing::debug!(schema = %opts.schema, version = schema::SCHEMA_VERSION, "opened PostgreSQL store");
+        Ok(PgStore {
+            db: Db::new(pool),
+            channel: opts.channel().into(),
+            opts: Arc::new(opts),
+            config: Arc::new(listen_config),
+            listener: Arc::new(OnceCell::new()),
+        })
+    }
+
+    /// The schema this store works in.
+    pub fn schema(&self) -> &str {
+        &self.opts.schema
+    }
+
+    /// The schema version this build creates and reads.
+    pub fn schema_version() -> i64 {
+        schema::SCHEMA_VERSION
+    }
+
+    /// Wake-ups for idle workers: one message per commit that made items ready (an enqueue
+    /// of ready items, or a requeue by any node), carrying how many, or [`WAKE_ALL`] after
+    /// the listening connection was lost and re-established. The first call opens the
+    /// listening connection and returns once it listens, so nothing committed after it
+    /// returns is missed. A slow receiver may see `Lagged`: treat it as [`WAKE_ALL`].
+    pub async fn subscribe(&self) -> StoreResult<broadcast::Receiver<u64>> {
+        let listener = self
+            .listener
+            .get_or_try_init(|| Listener::start((*self.config).clone(), self.channel.to_string()))
+            .await?;
+        Ok(listener.subscribe())
+    }
+
+    /// The database server's clock now (`clock_timestamp()`, milliseconds since the Unix
+    /// epoch): the one clock every node of a deployment shares, to check the hosts' skew
+    /// against.
+    pub async fn database_time(&self) -> StoreResult<Timestamp> {
+        let rows = self
+            .db
+            .query(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                &[],
+            )
+            .await?;
+        let ms: i64 = row::col(rows.first().ok_or(StoreError::Closed)?, 0)?;
+        Ok(Timestamp(ms))
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn items_enqueue(&self, items: Vec<NewItem>, now: Timestamp) -> StoreResult<Vec<ItemId>> {
+        enqueue::run(&self.db, &self.channel, items, now).await
+    }
+
+    async fn items_acquire(
+        &self,
+        req: &AcquireRequest,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Leased>> {
+        acquire::run(&self.db, req, now).await
+    }
+
+    async fn lease_renew(
+        &self,
+        lease: &LeaseRef,
+        duration: Duration,
+        now: Timestamp,
+    ) -> StoreResult<Timestamp> {
+        renew::one(&self.db, lease, duration, now).await
+    }
+
+    async fn leases_renew_owner(
+        &self,
+        owner: &str,
+        duration: Duration,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        renew::owner(&self.db, owner, duration, now).await
+    }
+
+    async fn item_complete(
+        &self,
+        lease: &LeaseRef,
+        output: Value,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        complete::run(&self.db, lease, &output, now).await
+    }
+
+    async fn item_fail(
+        &self,
+        lease: &LeaseRef,
+        error: &str,
+        disposition: FailDisposition,
+        now: Timestamp,
+    ) -> StoreResult<FailOutcome> {
+        fail::run(&self.db, lease, error, disposition, now).await
+    }
+
+    async fn item_release(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()> {
+        release::run(&self.db, lease, now).await
+    }
+
+    async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
+        cancel::run(&self.db, id, now).await
+    }
+
+    async fn item_progress(
+        &self,
+        lease: &LeaseRef,
+        progress: Value,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        progress::run(&self.db, lease, &progress, now).await
+    }
+
+    async fn checkpoint_save(
+        &self,
+        lease: &LeaseRef,
+        name: &str,
+        payload: Value,
+        now: Timestamp,
+    ) -> StoreResult<i64> {
+        checkpoint::save(&self.db, lease, name, &payload, now).await
+    }
+
+    async fn checkpoints_list(&self, item: ItemId) -> StoreResult<Vec<Checkpoint>> {
+        checkpoint::list(&self.db, item).await
+    }
+
+    async fn lease_status(&self, id: ItemId, now: Timestamp) -> StoreResult<LeaseStatus> {
+        read::lease_status(&self.db, id, now).await
+    }
+
+    async fn leases_of_owner(&self, owner: &str) -> StoreResult<Vec<Item>> {
+        read::of_owner(&self.db, owner).await
+    }
+
+    async fn item_get(&self, id: ItemId) -> StoreResult<Option<Item>> {
+        read::get(&self.db, id).await
+    }
+
+    async fn items_count(&self) -> StoreResult<StatusCounts> {
+        read::count(&self.db).await
+    }
+
+    async fn items_list(&self, filter: &ItemFilter) -> StoreResult<Vec<Item>> {
+        read::list(&self.db, filter).await
+    }
+
+    async fn items_reap_expired(
+        &self,
+        req: &ReapRequest,
+        liveness: &dyn LivenessCheck,
+        now: Timestamp,
+    ) -> StoreResult<RecoveryStats> {
+        reap::run(&self.db, &self.channel, req, liveness, now).await
+    }
+
+    async fn items_recover_owner(
+        &self,
+        owner: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RecoveredItem>> {
+        let holder = recover::Holder::Owner(owner.to_owned());
+        recover::run(&self.db, &self.channel, &holder, now).await
+    }
+
+    async fn items_recover_node(
+        &self,
+        node_id: &str,
+        incarnation: i64,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RecoveredItem>> {
+        let holder = recover::Holder::Node {
+            node_id: node_id.to_owned(),
+            incarnation,
+        };
+        recover::run(&self.db, &self.channel, &holder, now).await
+    }
+
+    async fn node_heartbeat(&self, node: &NodeRecord) -> StoreResult<()> {
+        registry::heartbeat(&self.db, node).await
+    }
+
+    async fn node_stop(&self, node_id: &str, incarnation: i64, now: Timestamp) -> StoreResult<()> {
+        registry::stop(&self.db, node_id, incarnation, now).await
+    }
+
+    async fn node_get(&self, node_id: &str) -> StoreResult<Option<NodeRecord>> {
+        registry::get(&self.db, node_id).await
+    }
+
+    async fn nodes_list(&self) -> StoreResult<Vec<NodeRecord>> {
+        registry::list(&self.db).await
+    }
+
+    async fn items_depth_by_kind(&self) -> StoreResult<Vec<KindDepth>> {
+        activity::depth_by_kind(&self.db).await
+    }
+
+    async fn items_finished_since(
+        &self,
+        since: Timestamp,
+        bucket: Duration,
+    ) -> StoreResult<Vec<FinishedBucket>> {
+        let bucket_ms = leasehold_core::clock::duration_millis(bucket);
+        activity::finished_since(&self.db, since, bucket_ms).await
+    }
+
+    async fn items_recently_finished(
+        &self,
+        status: ItemStatus,
+        limit: u32,
+    ) -> StoreResult<Vec<Item>> {
+        activity::recently_finished(&self.db, status, limit).await
+    }
+
+    async fn cleanup(&self, req: &CleanupRequest) -> StoreResult<CleanupReport> {
+        cleanup::run(&self.db, req).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.db.query("SELECT 1", &[]).await.map(|_| ())
+    }
+}

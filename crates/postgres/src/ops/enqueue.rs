@@ -1,0 +1,85 @@
+//! `items_enqueue`: all or nothing, one statement for the whole batch, and a notification for
+//! idle workers when some of the items are ready now.
+
+use leasehold_core::{ItemId, NewItem, StoreError, StoreResult, Timestamp};
+use serde_json::Value;
+
+use crate::db::{prepared, Db};
+use crate::error::{from_pg, no_nul};
+
+/// The batch arrives as parallel arrays; `ORDER BY ord` inserts in the caller's order, so the
+/// identity values (and the sorted returned ids) follow it.
+const INSERT: &str = "INSERT INTO items \
+     (kind, input, status, attempts, max_attempts, priority, run_at, group_id, epoch, \
+      created_at, updated_at) \
+     SELECT kind, input, 'pending', 0, max_attempts, priority, run_at, group_id, 0, $7, $7 \
+     FROM unnest($1::text[], $2::json[], $3::bigint[], $4::int[], $5::bigint[], $6::text[]) \
+          WITH ORDINALITY AS b (kind, input, max_attempts, priority, run_at, group_id, ord) \
+     ORDER BY ord \
+     RETURNING id";
+
+/// Delivered at commit: listeners hear of the items only once they can be acquired.
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+
+/// Validates every item before writing any, then inserts them in one transaction.
+pub(crate) async fn run(
+    db: &Db,
+    channel: &str,
+    items: Vec<NewItem>,
+    now: Timestamp,
+) -> StoreResult<Vec<ItemId>> {
+    for (i, item) in items.iter().enumerate() {
+        let refuse = |e: String| StoreError::InvalidInput(format!("item {i} of the batch: {e}"));
+        item.validate().map_err(refuse)?;
+        no_nul("kind", &item.kind).map_err(|e| refuse(e.to_string()))?;
+        if let Some(g) = &item.group_id {
+            no_nul("group id", g).map_err(|e| refuse(e.to_string()))?;
+        }
+    }
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let kinds: Vec<&str> = items.iter().map(|i| i.kind.as_str()).collect();
+    let inputs: Vec<&Value> = items.iter().map(|i| &i.input).collect();
+    let budgets: Vec<i64> = items.iter().map(|i| i64::from(i.max_attempts)).collect();
+    let priorities: Vec<i32> = items.iter().map(|i| i.priority).collect();
+    let run_ats: Vec<i64> = items.iter().map(|i| now.plus(i.delay).0).collect();
+    let groups: Vec<Option<&str>> = items.iter().map(|i| i.group_id.as_deref()).collect();
+    let ready = items.iter().filter(|i| i.delay.is_zero()).count();
+
+    let mut c = db.conn().await?;
+    let tx = c.transaction().await.map_err(from_pg)?;
+    let insert = prepared(&tx, INSERT).await?;
+    let rows = tx
+        .query(
+            &insert,
+            &[
+                &kinds,
+                &inputs,
+                &budgets,
+                &priorities,
+                &run_ats,
+                &groups,
+                &now.0,
+            ],
+        )
+        .await
+        .map_err(from_pg)?;
+    let mut ids: Vec<ItemId> = rows.iter().map(|r| ItemId(r.get(0))).collect();
+    ids.sort();
+    if ids.len() != items.len() {
+        return Err(StoreError::Corrupt(format!(
+            "enqueue of {} items returned {} ids",
+            items.len(),
+            ids.len()
+        )));
+    }
+    if ready > 0 {
+        let notify = prepared(&tx, NOTIFY).await?;
+        tx.execute(&notify, &[&channel, &ready.to_string()])
+            .await
+            .map_err(from_pg)?;
+    }
+    tx.commit().await.map_err(from_pg)?;
+    Ok(ids)
+}

@@ -1,0 +1,82 @@
+//! `items_recover_owner` (`recover_mine`, run by a worker on every (re)start) and
+//! `items_recover_node` (everything a dead node incarnation held).
+
+use leasehold_core::{RecoveredItem, StoreResult, Timestamp};
+
+use crate::db::{prepared, Db};
+use crate::error::from_pg;
+use crate::ops::take_back::{self, Verdict};
+use crate::row::{self, candidate_columns};
+
+/// Everything `owner` holds, whatever its lease says, locked in id order.
+const HELD_BY_OWNER: &str = concat!(
+    "SELECT ",
+    candidate_columns!(),
+    ", false FROM items WHERE status = 'in_progress' AND owner = $1 ORDER BY id FOR UPDATE"
+);
+
+/// Everything one incarnation of a node holds, through any of its workers.
+const HELD_BY_NODE: &str = concat!(
+    "SELECT ",
+    candidate_columns!(),
+    ", false FROM items WHERE status = 'in_progress' AND owner_node = $1 \
+     AND owner_incarnation = $2 ORDER BY id FOR UPDATE"
+);
+
+/// Whose items to take back.
+pub(crate) enum Holder {
+    /// One owner id (`recover_mine`).
+    Owner(String),
+    /// Every owner of one node incarnation.
+    Node { node_id: String, incarnation: i64 },
+}
+
+/// Requeues (bumping epoch) or dead-letters every in-progress item of `holder`, in one
+/// transaction holding the rows' locks, so nothing can change them in between.
+pub(crate) async fn run(
+    db: &Db,
+    channel: &str,
+    holder: &Holder,
+    now: Timestamp,
+) -> StoreResult<Vec<RecoveredItem>> {
+    let mut c = db.conn().await?;
+    let tx = c.transaction().await.map_err(from_pg)?;
+    let rows = match holder {
+        Holder::Owner(owner) => {
+            let stmt = prepared(&tx, HELD_BY_OWNER).await?;
+            tx.query(&stmt, &[owner]).await
+        }
+        Holder::Node {
+            node_id,
+            incarnation,
+        } => {
+            let stmt = prepared(&tx, HELD_BY_NODE).await?;
+            tx.query(&stmt, &[node_id, incarnation]).await
+        }
+    }
+    .map_err(from_pg)?;
+    let why = match holder {
+        Holder::Owner(_) => "restarted while holding the item (recover_mine)",
+        Holder::Node { .. } => "belongs to a node incarnation declared dead",
+    };
+    let mut done = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let candidate = row::candidate(r)?;
+        let dead_letter = candidate.attempts >= candidate.max_attempts;
+        let verdict = Verdict {
+            reason: format!(
+                "owner {} {why}; dead-lettered after {} of {} attempts",
+                candidate.owner, candidate.attempts, candidate.max_attempts
+            ),
+            candidate,
+            dead_letter,
+        };
+        if take_back::apply(&tx, &verdict, now).await? {
+            done.push(verdict.report());
+        }
+    }
+    let requeued = done.iter().filter(|r| !r.dead_lettered).count();
+    take_back::notify(&tx, channel, requeued).await?;
+    tx.commit().await.map_err(from_pg)?;
+    Ok(done)
+}

@@ -1,0 +1,109 @@
+//! Taking an in-progress item back from its holder: the write shared by the reaper
+//! ([`super::reap`]) and the recoveries ([`super::recover`]).
+
+use deadpool_postgres::Transaction;
+use leasehold_core::{ReapCandidate, RecoveredItem, StoreResult, Timestamp};
+
+use crate::db::prepared;
+use crate::error::from_pg;
+
+/// Requeue: no owner, and a new epoch so that the old holder's writes are refused even if the
+/// item is acquired again by the same owner id. The lost attempt stays counted; `run_at`
+/// keeps its (past) value, so the item keeps its place at the head of the queue.
+///
+/// Both statements apply only if the row is exactly as the scan saw it — same holder, epoch,
+/// lease expiry and heartbeat — so a renewal between the scan and this write wins.
+const REQUEUE: &str = "UPDATE items SET status = 'pending', epoch = epoch + 1, \
+         updated_at = $6, owner = NULL, owner_node = NULL, owner_incarnation = NULL, \
+         lease_expires_at = NULL, last_heartbeat_at = NULL \
+     WHERE id = $1 AND status = 'in_progress' AND owner = $2 AND epoch = $3 \
+       AND lease_expires_at IS NOT DISTINCT FROM $4 \
+       AND last_heartbeat_at IS NOT DISTINCT FROM $5";
+
+/// Dead-letter: the reason goes first, the holder's own last error (if any) after it. The
+/// owner columns stay as a record of the last holder.
+const DEAD_LETTER: &str = "UPDATE items SET status = 'failed', \
+         error = $7 || coalesce('; last error: ' || error, ''), \
+         finished_at = $6, updated_at = $6, lease_expires_at = NULL \
+     WHERE id = $1 AND status = 'in_progress' AND owner = $2 AND epoch = $3 \
+       AND lease_expires_at IS NOT DISTINCT FROM $4 \
+       AND last_heartbeat_at IS NOT DISTINCT FROM $5";
+
+/// What to do with one candidate.
+#[derive(Debug)]
+pub(crate) struct Verdict {
+    /// The item as the scan saw it.
+    pub(crate) candidate: ReapCandidate,
+    /// Dead-letter (`true`) or requeue.
+    pub(crate) dead_letter: bool,
+    /// The error text stored when dead-lettered.
+    pub(crate) reason: String,
+}
+
+impl Verdict {
+    /// The report of this verdict.
+    pub(crate) fn report(&self) -> RecoveredItem {
+        let c = &self.candidate;
+        RecoveredItem {
+            id: c.item,
+            kind: c.kind.clone(),
+            previous_owner: c.owner.clone(),
+            previous_epoch: c.epoch,
+            attempts: c.attempts,
+            max_attempts: c.max_attempts,
+            dead_lettered: self.dead_letter,
+        }
+    }
+}
+
+/// Applies `verdict`; `false` when the item changed since the scan (nothing written).
+pub(crate) async fn apply(
+    tx: &Transaction<'_>,
+    verdict: &Verdict,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let c = &verdict.candidate;
+    let expiry = c.lease_expires_at.map(|t| t.0);
+    let heartbeat = c.last_heartbeat_at.map(|t| t.0);
+    let changed = if verdict.dead_letter {
+        let stmt = prepared(tx, DEAD_LETTER).await?;
+        tx.execute(
+            &stmt,
+            &[
+                &c.item.0,
+                &c.owner,
+                &c.epoch,
+                &expiry,
+                &heartbeat,
+                &now.0,
+                &verdict.reason,
+            ],
+        )
+        .await
+    } else {
+        let stmt = prepared(tx, REQUEUE).await?;
+        tx.execute(
+            &stmt,
+            &[&c.item.0, &c.owner, &c.epoch, &expiry, &heartbeat, &now.0],
+        )
+        .await
+    }
+    .map_err(from_pg)?;
+    Ok(changed == 1)
+}
+
+/// Tells listening nodes that `requeued` items are ready again (delivered at commit).
+pub(crate) async fn notify(
+    tx: &Transaction<'_>,
+    channel: &str,
+    requeued: usize,
+) -> StoreResult<()> {
+    if requeued == 0 {
+        return Ok(());
+    }
+    let stmt = prepared(tx, "SELECT pg_notify($1, $2)").await?;
+    tx.execute(&stmt, &[&channel, &requeued.to_string()])
+        .await
+        .map_err(from_pg)?;
+    Ok(())
+}

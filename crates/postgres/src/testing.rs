@@ -1,0 +1,145 @@
+//! Fresh schemas for tests against a real PostgreSQL server.
+//!
+//! Tests read the server's URL from [`URL_ENV`] (`LEASEHOLD_PG_URL`). Each test works in a
+//! schema of its own, created empty and dropped when its [`TestSchema`] goes, so tests run in
+//! parallel and runs do not disturb each other. Where the variable is unset or the server does
+//! not answer, [`TestSchema::create`] says why, and the test prints that it was skipped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_postgres::NoTls;
+
+use crate::{PgOptions, PgStore};
+
+/// The environment variable naming the test server.
+pub const URL_ENV: &str = "LEASEHOLD_PG_URL";
+
+/// How long a test waits for the server to answer before skipping.
+const REACH_TIMEOUT: Duration = Duration::from_secs(3);
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A schema for one test, dropped (with everything in it) when this goes.
+#[derive(Debug)]
+pub struct TestSchema {
+    base_url: String,
+    schema: String,
+}
+
+impl TestSchema {
+    /// A new, not yet created, uniquely named schema (`<prefix>_<pid>_<n>_<ns>`) on the
+    /// server [`URL_ENV`] names, after checking that the server answers. `Err` says why the
+    /// test cannot run: the variable is unset, or the server is unreachable.
+    pub async fn create(prefix: &str) -> Result<TestSchema, String> {
+        let url = std::env::var(URL_ENV).map_err(|_| {
+            format!("{URL_ENV} is not set (e.g. postgres://postgres@127.0.0.1:5432/test)")
+        })?;
+        let base_url = PgOptions::from_url(&url)
+            .map_err(|e| format!("{URL_ENV}={url:?}: {e}"))?
+            .url;
+        reachable(&base_url)
+            .await
+            .map_err(|e| format!("the server at {URL_ENV}={url:?} does not answer: {e}"))?;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let schema = format!(
+            "{prefix}_{}_{}_{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        Ok(TestSchema { base_url, schema })
+    }
+
+    /// The schema's name.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// A `--db` URL for this schema (`…?schema=NAME`), e.g. for a child process.
+    pub fn url(&self) -> String {
+        let sep = if self.base_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!("{}{sep}schema={}", self.base_url, self.schema)
+    }
+
+    /// Opens (creating and migrating) a store on this schema.
+    pub async fn open(&self) -> leasehold_core::StoreResult<PgStore> {
+        PgStore::open(&self.url()).await
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        let url = self.base_url.clone();
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
+        // Drop may run inside a tokio runtime, which must not be blocked on: a thread of its
+        // own with a runtime of its own does the drop.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let (client, connection) = url
+                    .parse::<tokio_postgres::Config>()
+                    .map_err(|e| e.to_string())?
+                    .connect(NoTls)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let conn = tokio::spawn(connection);
+                let r = client.batch_execute(&sql).await.map_err(|e| e.to_string());
+                drop(client);
+                let _ = conn.await;
+                r
+            })
+        })
+        .join();
+        if let Ok(Err(e)) | Err(e) = dropped.map_err(|_| "panicked".to_string()) {
+            eprintln!("warning: could not drop test schema {}: {e}", self.schema);
+        }
+    }
+}
+
+/// Connects once and runs `SELECT 1`, within [`REACH_TIMEOUT`].
+async fn reachable(url: &str) -> Result<(), String> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+    config.connect_timeout(REACH_TIMEOUT);
+    let attempt = async {
+        let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+        let conn = tokio::spawn(connection);
+        let r = client
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        drop(client);
+        let _ = conn.await;
+        r
+    };
+    tokio::time::timeout(REACH_TIMEOUT, attempt)
+        .await
+        .map_err(|_| format!("no answer within {REACH_TIMEOUT:?}"))?
+}
+
+/// A store on a fresh schema and its guard, or `None` after printing why the test is skipped.
+pub async fn store_or_skip(test: &str, prefix: &str) -> Option<(PgStore, TestSchema)> {
+    match TestSchema::create(prefix).await {
+        Ok(schema) => {
+            let store = schema
+                .open()
+                .await
+                .unwrap_or_else(|e| panic!("{test}: open a fresh PostgreSQL schema: {e}"));
+            Some((store, schema))
+        }
+        Err(why) => {
+            eprintln!("{test}: skipped (PostgreSQL not available): {why}");
+            None
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! What only the PostgreSQL backend has to prove: its schema handling (versioned migrations
+//! in a schema of its own, a newer or foreign schema refused untouched), LISTEN/NOTIFY
+//! wake-ups, and acquirers on separate pools (as on separate hosts) never sharing an item.
+//! Each test works in its own schema; without `LEASEHOLD_PG_URL` each prints why it was
+//! skipped.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use leasehold_conformance::support::{at_s, enqueue_n, req, T0};
+use leasehold_core::{NewItem, Store, StoreError};
+use leasehold_postgres::testing::{store_or_skip, TestSchema};
+use leasehold_postgres::{PgOptions, PgStore, WAKE_ALL};
+use serde_json::json;
+use tokio_postgres::NoTls;
+
+/// Runs `sql` on the test server outside any store.
+async fn psql(schema: &TestSchema, sql: &str) -> Vec<tokio_postgres::Row> {
+    let url = PgOptions::from_url(&schema.url()).expect("url").url;
+    let (client, conn) = tokio_postgres::connect(&url, NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    client.simple_query("SELECT 1").await.expect("ping");
+    client.query(sql, &[]).await.expect(sql)
+}
+
+async fn tables_of(schema: &TestSchema) -> Vec<String> {
+    psql(
+        schema,
+        &format!(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = '{}' ORDER BY 1",
+            schema.schema()
+        ),
+    )
+    .await
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test]
+async fn reopening_an_up_to_date_schema_changes_nothing_and_concurrent_opens_migrate_once() {
+    let Ok(schema) = TestSchema::create("lh_pg")
+        .await
+        .map_err(|why| eprintln!("skipped: {why}"))
+    else {
+        return;
+    };
+    // Five processes' worth of opens at once on a new schema: one migrates, all succeed.
+    let opens = (0..5).map(|_| schema.open());
+    for r in futures::future::join_all(opens).await {
+        r.expect("concurrent open");
+    }
+    let versions = psql(
+        &schema,
+        &format!(
+            "SELECT version FROM {}.schema_migrations ORDER BY 1",
+            schema.schema()
+        ),
+    )
+    .await;
+    let versions: Vec<i64> = versions.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        versions,
+        vec![PgStore::schema_version()],
+        "migrated exactly once"
+    );
+    let before = tables_of(&schema).await;
+    assert_eq!(
+        before,
+        vec!["checkpoints", "items", "schema_migrations", "workers"]
+    );
+    let store = schema.open().await.expect("reopen");
+    store.ping().await.expect("ping");
+    assert_eq!(tables_of(&schema).await, before);
+}
+
+#[tokio::test]
+async fn a_schema_written_by_a_newer_leasehold_is_refused_and_left_untouched() {
+    let Some((store, schema)) = store_or_skip("newer schema", "lh_pg").await else {
+        return;
+    };
+    let newer = PgStore::schema_version() + 1;
+    psql(
+        &schema,
+        &format!(
+            "INSERT INTO {}.schema_migrations (version) VALUES ({newer})",
+            schema.schema()
+        ),
+    )
+    .await;
+    drop(store);
+    match schema.open().await {
+        Err(StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!((found, supported), (newer, PgStore::schema_version()));
+        }
+        other => panic!("a newer schema must be refused, got {other:?}"),
+    }
+    let versions: Vec<i64> = psql(
+        &schema,
+        &format!(
+            "SELECT version FROM {}.schema_migrations ORDER BY 1",
+            schema.schema()
+        ),
+    )
+    .await
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert_eq!(
+        versions,
+        vec![PgStore::schema_version(), newer],
+        "nothing altered"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_schema_with_our_table_names_is_refused_and_a_missing_one_is_not_created_for_reads(
+) {
+    let Ok(schema) = TestSchema::create("lh_pg")
+        .await
+        .map_err(|why| eprintln!("skipped: {why}"))
+    else {
+        return;
+    };
+    let existing = PgOptions::from_url(&schema.url())
+        .expect("url")
+        .existing_only();
+    match PgStore::open_with(existing.clone()).await {
+        Err(StoreError::NotADatabase(why)) => assert!(why.contains(schema.schema()), "{why}"),
+        other => panic!("a missing schema must be refused for reads, got {other:?}"),
+    }
+    assert!(tables_of(&schema).await.is_empty(), "nothing created");
+    psql(&schema, &format!("CREATE SCHEMA {}", schema.schema())).await;
+    psql(
+        &schema,
+        &format!("CREATE TABLE {}.items (x int)", schema.schema()),
+    )
+    .await;
+    match schema.open().await {
+        Err(StoreError::NotADatabase(why)) => assert!(why.contains("items"), "{why}"),
+        other => panic!("someone else's items table must be refused, got {other:?}"),
+    }
+    assert_eq!(tables_of(&schema).await, vec!["items"], "nothing added");
+}
+
+#[tokio::test]
+async fn text_postgres_cannot_store_is_refused_as_bad_input() {
+    let Some((store, _schema)) = store_or_skip("nul text", "lh_pg").await else {
+        return;
+    };
+    let refused = store
+        .item_enqueue(NewItem::new("a\0b", json!({})), T0)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::InvalidInput(_))),
+        "{refused:?}"
+    );
+    // JSON keeps a NUL inside a string, as SQLite does.
+    let id = store
+        .item_enqueue(NewItem::new("k", json!({"s": "a\u{0}b"})), T0)
+        .await
+        .expect("enqueue");
+    let item = store.item_get(id).await.expect("get").expect("exists");
+    assert_eq!(item.input, json!({"s": "a\u{0}b"}));
+    assert_eq!(store.items_count().await.expect("count").pending, 1);
+}
+
+#[tokio::test]
+async fn enqueue_and_requeue_notify_subscribers_and_delayed_items_do_not() {
+    let Some((store, schema)) = store_or_skip("notify", "lh_pg").await else {
+        return;
+    };
+    let mut wakeups = store.subscribe().await.expect("subscribe");
+    // Another process (its own pool) enqueues: this one hears of it.
+    let other = schema.open().await.expect("second store");
+    other
+        .items_enqueue(
+            vec![
+                NewItem::new("k", json!(1)),
+                NewItem::new("k", json!(2)),
+                NewItem::new("k", json!(3)).delay(Duration::from_secs(60)),
+            ],
+            T0,
+        )
+        .await
+        .expect("enqueue");
+    let got = tokio::time::timeout(Duration::from_secs(5), wakeups.recv())
+        .await
+        .expect("a notification within 5 s")
+        .expect("recv");
+    assert_eq!(got, 2, "two of the three items are ready now");
+    // Delayed only: no notification.
+    other
+        .item_enqueue(
+            NewItem::new("k", json!(4)).delay(Duration::from_secs(60)),
+            T0,
+        )
+        .await
+        .expect("enqueue delayed");
+    // A requeue by recover_mine wakes workers again.
+    let leased = other
+        .item_acquire(&req("w"), at_s(1))
+        .await
+        .expect("acquire")
+        .expect("item");
+    let recovered = other
+        .items_recover_owner("w", at_s(2))
+        .await
+        .expect("recover");
+    assert_eq!(recovered.len(), 1);
+    let next = tokio::time::timeout(Duration::from_secs(5), wakeups.recv())
+        .await
+        .expect("a notification for the requeue")
+        .expect("recv");
+    assert_eq!(
+        next, 1,
+        "the delayed enqueue sent nothing; the requeue of {:?} sent 1",
+        leased.item.id
+    );
+    assert_ne!(next, WAKE_ALL);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquirers_on_separate_pools_never_lease_an_item_twice() {
+    let Some((store, schema)) = store_or_skip("separate pools", "lh_pg").await else {
+        return;
+    };
+    let ids = enqueue_n(&store, "bulk", 300, T0).await;
+    let mut hosts: Vec<Arc<dyn Store>> = vec![Arc::new(store)];
+    for _ in 0..2 {
+        hosts.push(Arc::new(schema.open().await.expect("another host's pool")));
+    }
+    let tasks = (0..12).map(|w| {
+        let host = hosts[w % hosts.len()].clone();
+        tokio::spawn(async move {
+            let request = req(&format!("w{w}")).limit(7);
+            let mut got = Vec::new();
+            loop {
+                let batch = host
+                    .items_acquire(&request, at_s(1))
+                    .await
+                    .expect("acquire");
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.into_iter().map(|l| l.item.id));
+            }
+        })
+    });
+    let mut seen = BTreeSet::new();
+    for t in futures::future::join_all(tasks).await {
+        for id in t.expect("task") {
+            assert!(seen.insert(id), "item {id} leased twice");
+        }
+    }
+    assert_eq!(seen, ids.into_iter().collect(), "every item leased once");
+}
