@@ -15,7 +15,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 
-use leasehold_core::{RecoveredItem, Timestamp, WorkerState};
+use leasehold_core::{ItemFilter, ItemStatus, RecoveredItem, Timestamp, WorkerState};
 
 use crate::events::NodeEvent;
 use crate::node::{Metrics, NodeCtx};
@@ -134,6 +134,13 @@ pub(crate) async fn check_once(
         Ok(n) => n,
         Err(e) => return stand_down(ctx, format!("cannot read the registry: {e}")),
     };
+    // One read of the leased items (bounded by the fleet's worker count) tells which
+    // incarnations hold anything, so a check writes only where there is something to take
+    // back, however many old rows the registry keeps.
+    let holders = match holding_incarnations(ctx).await {
+        Ok(h) => h,
+        Err(e) => return stand_down(ctx, format!("cannot read the leased items: {e}")),
+    };
     let now = ctx.clock.now();
     let mut report = MonitorReport::default();
     for node in nodes {
@@ -145,18 +152,23 @@ pub(crate) async fn check_once(
         if state == WorkerState::Alive {
             continue;
         }
-        let recovered = match ctx
-            .store
-            .items_recover_node(&node.node_id, node.incarnation, now)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) if e.is_backend_failure() => {
-                return stand_down(ctx, format!("taking back items failed: {e}"));
-            }
-            Err(e) => {
-                tracing::error!(node = %node.node_id, error = %e, "monitor could not take back a dead node's items");
-                Vec::new()
+        let holds = holders.contains(&(node.node_id.clone(), node.incarnation));
+        let recovered = if !holds {
+            Vec::new()
+        } else {
+            match ctx
+                .store
+                .items_recover_node(&node.node_id, node.incarnation, now)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) if e.is_backend_failure() => {
+                    return stand_down(ctx, format!("taking back items failed: {e}"));
+                }
+                Err(e) => {
+                    tracing::error!(node = %node.node_id, error = %e, "monitor could not take back a dead node's items");
+                    Vec::new()
+                }
             }
         };
         let first_seen =
@@ -191,6 +203,32 @@ pub(crate) async fn check_once(
         ctx.wake(usize::try_from(report.requeued).unwrap_or(usize::MAX));
     }
     MonitorOutcome::Checked(report)
+}
+
+/// The (node, incarnation) pairs that hold an in-progress item now.
+async fn holding_incarnations(
+    ctx: &NodeCtx,
+) -> leasehold_core::StoreResult<HashSet<(String, i64)>> {
+    const PAGE: u32 = 1000;
+    let mut held = HashSet::new();
+    let mut filter = ItemFilter {
+        status: Some(ItemStatus::InProgress),
+        limit: PAGE,
+        ..ItemFilter::default()
+    };
+    loop {
+        let page = ctx.store.items_list(&filter).await?;
+        filter.after = page.last().map(|i| i.id);
+        let full = page.len() == PAGE as usize;
+        for item in page {
+            if let (Some(node), Some(inc)) = (item.owner_node, item.owner_incarnation) {
+                held.insert((node, inc));
+            }
+        }
+        if !full {
+            return Ok(held);
+        }
+    }
 }
 
 /// The three alerts, once per dead incarnation.
