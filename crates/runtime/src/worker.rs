@@ -1,6 +1,11 @@
 //! The worker actor: recover_mine on (re)start, acquire without busy polling, run the handler as
-//! a task beside a heartbeat child, settle the result with fencing, answer the reaper's pings,
+//! a task beside its heartbeat child, settle the result with fencing, answer the reaper's pings,
 //! drain on graceful stop.
+//!
+//! The heartbeat child lives as long as the worker (it is told which lease to keep), so taking
+//! an item costs messages, not an actor spawn. Acquisitions, completions and failures go
+//! through the store as single calls; the SQLite store group-commits the ones that arrive
+//! together from many workers, and answers each only after its transaction commits.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -13,7 +18,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use leasehold_core::{
-    AcquireRequest, FailDisposition, FailOutcome, ItemId, Leased, StoreError, Timestamp,
+    AcquireRequest, FailDisposition, FailOutcome, ItemId, LeaseRef, Leased, StoreError, Timestamp,
 };
 
 use crate::events::NodeEvent;
@@ -101,6 +106,8 @@ pub(crate) struct WorkerState {
     ctx: Arc<NodeCtx>,
     index: usize,
     request: AcquireRequest,
+    /// The heartbeat child; `None` after it died, until the next poll starts a new one.
+    heartbeat: Option<ActorRef<HeartbeatMsg>>,
     current: Option<Current>,
     poll_timer: Option<JoinHandle<Result<(), ractor::MessagingErr<WorkerMsg>>>>,
     idle_backoff: Duration,
@@ -111,6 +118,7 @@ pub(crate) struct WorkerState {
 /// The item in hand.
 struct Current {
     leased: Leased,
+    /// The heartbeat keeping this lease (`None` once it died).
     heartbeat: Option<ActorRef<HeartbeatMsg>>,
     /// Whether a heartbeat is still keeping the lease.
     kept: bool,
@@ -181,6 +189,7 @@ impl Actor for Worker {
             ctx,
             index: args.index,
             request,
+            heartbeat: None,
             current: None,
             poll_timer: None,
             idle_backoff: MIN_IDLE_BACKOFF,
@@ -196,22 +205,18 @@ impl Actor for Worker {
         myself: ActorRef<WorkerMsg>,
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
-        let ctx = &state.ctx;
+        let ctx = state.ctx.clone();
         let owner = &state.request.owner;
         let mut delay = Duration::from_millis(10);
         let mut tries = 0;
-        loop {
+        let recovered = loop {
             match ctx.store.items_recover_owner(owner, ctx.clock.now()).await {
                 Ok(recovered) => {
                     if !recovered.is_empty() {
                         tracing::info!(owner = %owner, count = recovered.len(), "recover_mine took back items left by a previous incarnation");
                     }
                     Metrics::add(&ctx.metrics.recovered_on_start, recovered.len() as u64);
-                    ctx.emit(NodeEvent::WorkerStarted {
-                        worker: state.index,
-                        recovered: recovered.len(),
-                    });
-                    break;
+                    break recovered.len();
                 }
                 Err(e) if tries + 1 < RECOVER_TRIES && e.is_backend_failure() => {
                     tries += 1;
@@ -221,7 +226,13 @@ impl Actor for Worker {
                 }
                 Err(e) => return Err(format!("recover_mine for {owner} failed: {e}").into()),
             }
-        }
+        };
+        // Started now, so an idle worker already has it; a failure here is retried by `poll`.
+        state.ensure_heartbeat(&myself).await;
+        ctx.emit(NodeEvent::WorkerStarted {
+            worker: state.index,
+            recovered,
+        });
         myself.cast(WorkerMsg::Poll { woken: false })?;
         Ok(())
     }
@@ -335,6 +346,11 @@ impl Actor for Worker {
             }
             _ => return Ok(()),
         };
+        if state.heartbeat.as_ref().map(|h| h.get_id()) != Some(cell.get_id()) {
+            return Ok(());
+        }
+        // A new one starts before the next acquisition (see `poll`).
+        state.heartbeat = None;
         let Some(cur) = state.current.as_mut() else {
             return Ok(());
         };
@@ -376,6 +392,15 @@ impl WorkerState {
             return;
         }
         let ctx = self.ctx.clone();
+        if !self.ensure_heartbeat(myself).await {
+            ctx.set_idle(self.index, true);
+            self.schedule_poll(myself, ctx.cfg.poll_interval);
+            return;
+        }
+        // Listed as idle before the store is asked: an enqueue that lands while the answer is
+        // on its way (and finds nothing) then still wakes this worker instead of leaving the
+        // item to the next timed poll.
+        ctx.set_idle(self.index, true);
         match ctx.store.item_acquire(&self.request, ctx.clock.now()).await {
             Ok(Some(leased)) => {
                 ctx.set_idle(self.index, false);
@@ -399,6 +424,35 @@ impl WorkerState {
         }
     }
 
+    /// Starts the heartbeat child if there is none (first poll, or after it died); returns
+    /// whether there is one. A worker without a heartbeat takes no item: it could not keep the
+    /// lease.
+    async fn ensure_heartbeat(&mut self, myself: &ActorRef<WorkerMsg>) -> bool {
+        if self.heartbeat.is_some() {
+            return true;
+        }
+        match Actor::spawn_linked(
+            None,
+            Heartbeat,
+            HeartbeatArgs {
+                ctx: self.ctx.clone(),
+                worker: myself.clone(),
+            },
+            myself.get_cell(),
+        )
+        .await
+        {
+            Ok((hb, _)) => {
+                self.heartbeat = Some(hb);
+                true
+            }
+            Err(e) => {
+                tracing::error!(owner = %self.request.owner, error = %e, "could not start a heartbeat; taking no work until one starts");
+                false
+            }
+        }
+    }
+
     /// One pending poll timer at a time, so wake-ups never multiply timers.
     fn schedule_poll(&mut self, myself: &ActorRef<WorkerMsg>, after: Duration) {
         if let Some(t) = self.poll_timer.take() {
@@ -416,24 +470,11 @@ impl WorkerState {
             epoch: leased.lease.epoch,
         });
         ctx.set_busy(self.index, Some(leased.lease.item));
-        let heartbeat = match Actor::spawn_linked(
-            None,
-            Heartbeat,
-            HeartbeatArgs {
-                ctx: ctx.clone(),
-                lease: leased.lease.clone(),
-                worker: myself.clone(),
-            },
-            myself.get_cell(),
-        )
-        .await
-        {
-            Ok((hb, _)) => Some(hb),
-            Err(e) => {
-                tracing::error!(item = %leased.lease.item, error = %e, "could not start a heartbeat; the lease will lapse");
-                None
-            }
-        };
+        // A heartbeat that cannot take the lease (it died since the poll) leaves it to lapse.
+        let heartbeat = self
+            .heartbeat
+            .clone()
+            .filter(|hb| hb.cast(HeartbeatMsg::Keep(leased.lease.clone())).is_ok());
         let cancel = CancellationToken::new();
         let job = JobContext {
             item: Arc::new(leased.item.clone()),
@@ -617,9 +658,6 @@ impl WorkerState {
     async fn release(&mut self, cur: Current) -> DrainOutcome {
         let ctx = self.ctx.clone();
         let lease = cur.leased.lease.clone();
-        if let Some(hb) = &cur.heartbeat {
-            hb.stop(None);
-        }
         drop(cur);
         ctx.set_busy(self.index, None);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -651,9 +689,11 @@ impl WorkerState {
 }
 
 impl Drop for Current {
+    /// The heartbeat stops renewing this lease (it stays alive for the worker's next one).
     fn drop(&mut self) {
         if let Some(hb) = self.heartbeat.take() {
-            hb.stop(None);
+            let LeaseRef { item, epoch, .. } = self.leased.lease;
+            let _ = hb.cast(HeartbeatMsg::Forget { item, epoch });
         }
     }
 }

@@ -9,7 +9,9 @@
 //! # Layout
 //! - [`SqliteStore`] (this file): the handle and its [`Store`] impl, which only moves arguments
 //!   to the operation that does the work.
-//! - `db`: the connection handle and the `BEGIN IMMEDIATE` write-transaction helper.
+//! - `db`: the connection handle, the `BEGIN IMMEDIATE` write-transaction helper, and the group
+//!   commit that lets the hot path's fenced writes (acquire, renew, complete, fail) arriving
+//!   together share one transaction, each answered only after it commits.
 //! - `schema`: the tables and indexes, the versioned migrations (`PRAGMA user_version`) and the
 //!   order in which a file is checked, configured and migrated.
 //! - `ops`: one module per operation, each holding its own SQL (`acquire`, `renew`,
@@ -47,6 +49,10 @@ use crate::ops::{
     recover, registry, release, renew,
 };
 
+/// What [`SqliteStore::set_group_commit_hook`] calls before each group commit: the names of the
+/// group's operations, in order.
+pub type GroupCommitHook = Arc<dyn Fn(&[&'static str]) + Send + Sync>;
+
 /// The SQLite store. Clones share one connection.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -75,6 +81,15 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Fault injection for tests: `hook` is called on the connection thread right before each
+    /// group commit (the one transaction that the acquisitions, renewals, completions and
+    /// failures arriving together share), with the names of its operations in order
+    /// (`"acquire"`, `"renew"`, `"renew_owner"`, `"complete"`, `"fail"`). Nothing of the group
+    /// has committed, and no caller has been answered, while it runs. `None` removes it.
+    pub fn set_group_commit_hook(&self, hook: Option<GroupCommitHook>) {
+        self.db.set_commit_hook(hook);
+    }
+
     /// The schema version this build creates and reads.
     pub fn schema_version() -> i64 {
         schema::SCHEMA_VERSION
@@ -92,8 +107,11 @@ impl Store for SqliteStore {
         req: &AcquireRequest,
         now: Timestamp,
     ) -> StoreResult<Vec<Leased>> {
+        acquire::validate(req)?;
         let req = req.clone();
-        self.db.call(move |c| acquire::run(c, &req, now)).await
+        self.db
+            .grouped("acquire", move |tx| acquire::run(tx, &req, now))
+            .await
     }
 
     async fn lease_renew(
@@ -104,7 +122,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Timestamp> {
         let lease = lease.clone();
         self.db
-            .call(move |c| renew::one(c, &lease, duration, now))
+            .grouped("renew", move |tx| renew::one(tx, &lease, duration, now))
             .await
     }
 
@@ -116,7 +134,9 @@ impl Store for SqliteStore {
     ) -> StoreResult<u64> {
         let owner = owner.to_owned();
         self.db
-            .call(move |c| renew::owner(c, &owner, duration, now))
+            .grouped("renew_owner", move |tx| {
+                renew::owner(tx, &owner, duration, now)
+            })
             .await
     }
 
@@ -127,8 +147,11 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<()> {
         let lease = lease.clone();
+        let output = row::json_text(&output)?;
         self.db
-            .call(move |c| complete::run(c, &lease, &output, now))
+            .grouped("complete", move |tx| {
+                complete::run(tx, &lease, &output, now)
+            })
             .await
     }
 
@@ -142,7 +165,9 @@ impl Store for SqliteStore {
         let lease = lease.clone();
         let error = error.to_owned();
         self.db
-            .call(move |c| fail::run(c, &lease, &error, disposition, now))
+            .grouped("fail", move |tx| {
+                fail::run(tx, &lease, &error, disposition, now)
+            })
             .await
     }
 

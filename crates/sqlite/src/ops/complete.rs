@@ -1,12 +1,9 @@
 //! `item_complete`: the one place output is committed.
 
 use leasehold_core::{LeaseRef, Timestamp};
-use rusqlite::{params, Connection};
-use serde_json::Value;
+use rusqlite::{params, Transaction};
 
-use crate::db::write;
 use crate::error::{lease_lost, OpResult};
-use crate::row::json_text;
 
 /// Fenced, so output is committed once, by the current holder only. The owner columns stay as
 /// a record of who finished the item; the lease expiry goes.
@@ -14,25 +11,24 @@ const COMPLETE: &str = "UPDATE items SET status = 'completed', output = ?4, fini
          updated_at = ?5, lease_expires_at = NULL \
      WHERE id = ?1 AND status = 'in_progress' AND owner = ?2 AND epoch = ?3";
 
-/// Completes the item with `output`.
+/// Completes the item with `output` (already JSON text: it is serialised before the write is
+/// queued, off the connection thread) inside `tx`; one statement, so it may share a group
+/// commit.
 pub(crate) fn run(
-    c: &mut Connection,
+    tx: &Transaction<'_>,
     lease: &LeaseRef,
-    output: &Value,
+    output: &str,
     now: Timestamp,
 ) -> OpResult<()> {
-    let output = json_text(output)?;
-    write(c, |tx| {
-        let changed = tx.prepare_cached(COMPLETE)?.execute(params![
-            lease.item.0,
-            lease.owner,
-            lease.epoch,
-            output,
-            now.0
-        ])?;
-        if changed == 0 {
-            return Err(lease_lost(lease));
-        }
-        Ok(())
-    })
+    let changed = tx.prepare_cached(COMPLETE)?.execute(params![
+        lease.item.0,
+        lease.owner,
+        lease.epoch,
+        output,
+        now.0
+    ])?;
+    if changed == 0 {
+        return Err(lease_lost(lease));
+    }
+    Ok(())
 }

@@ -1,9 +1,8 @@
 //! `item_fail`: retry later or dead-letter.
 
 use leasehold_core::{FailDisposition, FailOutcome, LeaseRef, Timestamp};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension, Transaction};
 
-use crate::db::write;
 use crate::error::{lease_lost, OpResult};
 
 const ATTEMPTS: &str = "SELECT attempts, max_attempts FROM items \
@@ -21,16 +20,17 @@ const DEAD_LETTER: &str = "UPDATE items SET status = 'failed', error = ?4, finis
          updated_at = ?5, lease_expires_at = NULL \
      WHERE id = ?1 AND status = 'in_progress' AND owner = ?2 AND epoch = ?3";
 
-/// Records a failed attempt. The read and the write share one write transaction, so the
-/// budget is judged on the row the write changes.
+/// Records a failed attempt inside `tx`. The read and the write share the transaction, so the
+/// budget is judged on the row the write changes; the one write comes after the read (or not at
+/// all when the lease is lost), so it may share a group commit.
 pub(crate) fn run(
-    c: &mut Connection,
+    tx: &Transaction<'_>,
     lease: &LeaseRef,
     error: &str,
     disposition: FailDisposition,
     now: Timestamp,
 ) -> OpResult<FailOutcome> {
-    write(c, |tx| {
+    {
         let budget: Option<(u32, u32)> = tx
             .prepare_cached(ATTEMPTS)?
             .query_row(params![lease.item.0, lease.owner, lease.epoch], |r| {
@@ -64,5 +64,5 @@ pub(crate) fn run(
                 Ok(FailOutcome::DeadLettered)
             }
         }
-    })
+    }
 }

@@ -3,9 +3,8 @@
 use std::time::Duration;
 
 use leasehold_core::{LeaseRef, Timestamp};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Transaction};
 
-use crate::db::write;
 use crate::error::{lease_lost, OpResult};
 
 /// Fenced: an expired lease that nobody has taken back yet is still its holder's to renew.
@@ -17,41 +16,38 @@ const RENEW_OWNER: &str =
     "UPDATE items SET lease_expires_at = ?2, last_heartbeat_at = ?3, updated_at = ?3 \
      WHERE status = 'in_progress' AND owner = ?1";
 
-/// Extends one lease to `now + duration`.
+/// Extends one lease to `now + duration` inside `tx`; one statement, so many heartbeats'
+/// renewals share a group commit.
 pub(crate) fn one(
-    c: &mut Connection,
+    tx: &Transaction<'_>,
     lease: &LeaseRef,
     duration: Duration,
     now: Timestamp,
 ) -> OpResult<Timestamp> {
     let expires_at = now.plus(duration);
-    write(c, |tx| {
-        let changed = tx.prepare_cached(RENEW)?.execute(params![
-            lease.item.0,
-            lease.owner,
-            lease.epoch,
-            expires_at.0,
-            now.0
-        ])?;
-        if changed == 0 {
-            return Err(lease_lost(lease));
-        }
-        Ok(expires_at)
-    })
+    let changed = tx.prepare_cached(RENEW)?.execute(params![
+        lease.item.0,
+        lease.owner,
+        lease.epoch,
+        expires_at.0,
+        now.0
+    ])?;
+    if changed == 0 {
+        return Err(lease_lost(lease));
+    }
+    Ok(expires_at)
 }
 
-/// Extends every lease `owner` holds, in one statement.
+/// Extends every lease `owner` holds, in one statement inside `tx`.
 pub(crate) fn owner(
-    c: &mut Connection,
+    tx: &Transaction<'_>,
     owner: &str,
     duration: Duration,
     now: Timestamp,
 ) -> OpResult<u64> {
     let expires_at = now.plus(duration);
-    write(c, |tx| {
-        let changed =
-            tx.prepare_cached(RENEW_OWNER)?
-                .execute(params![owner, expires_at.0, now.0])?;
-        Ok(changed as u64)
-    })
+    let changed = tx
+        .prepare_cached(RENEW_OWNER)?
+        .execute(params![owner, expires_at.0, now.0])?;
+    Ok(changed as u64)
 }

@@ -1,0 +1,389 @@
+//! Throughput against the raw SQLite floor, in one process and one run.
+//!
+//! 1. Enqueues `--jobs` no-op items in batches (timed: `enqueue_per_s`).
+//! 2. Runs the full tree on them (heartbeat children on, fencing on, default durability) with
+//!    `--workers` workers until every item is completed (timed from `start()`:
+//!    `process_per_s`).
+//! 3. Measures pickup: single items enqueued through the handle into the idle tree, timed from
+//!    the enqueue call to the worker's acquisition (`p50_pickup_ms`, `p99_pickup_ms`).
+//! 4. The floor: a raw rusqlite loop over a minimal table on its own file, WAL and
+//!    `synchronous=NORMAL` like the store, leasing 64 pending rows with one `UPDATE … RETURNING`
+//!    per transaction and completing them in one transaction (`floor_per_s`).
+//!
+//! With `--idle-workers N` it instead starts a tree of N workers (each with its heartbeat child),
+//! waits until every worker is idle and reports the process's resident memory.
+//!
+//! Run with `cargo run --release --example throughput -- --jobs 20000 --workers 16 --json`
+//! (the last line is then one JSON object), or
+//! `cargo run --release --example throughput -- --idle-workers 1000 --json`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rusqlite::{params, Connection};
+use serde_json::json;
+use tokio::sync::broadcast::{error::RecvError, Receiver};
+
+use leasehold::runtime::chaos::percentile_ms;
+use leasehold::runtime::{JobContext, JobError, Leasehold, NodeEvent, NodeHandle};
+use leasehold::{Clock, NewItem, SqliteStore, Store, SystemClock};
+
+/// Items per enqueue transaction.
+const ENQUEUE_BATCH: usize = 1000;
+/// Rows the floor leases per transaction (written into its SQL: a bound `LIMIT ?` would make
+/// SQLite recompile the statement on every run, and the floor must not pay for that).
+const FLOOR_LEASE: &str = "UPDATE jobs SET status = 1, owner = ?1, lease_expires_at = ?2 \
+     WHERE id IN (SELECT id FROM jobs WHERE status = 0 ORDER BY id LIMIT 64) \
+     RETURNING id, payload";
+/// Single-item pickups measured after the bulk run.
+const PICKUP_SAMPLES: usize = 200;
+/// The longest the bulk run may take before the example gives up.
+const DEADLINE: Duration = Duration::from_secs(1800);
+
+#[derive(Parser, Debug)]
+#[command(about = "leasehold's throughput against the raw SQLite floor.")]
+struct Args {
+    /// Items to enqueue and process.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// Workers in the tree.
+    #[arg(long, default_value_t = 16)]
+    workers: usize,
+    /// Database file for the tree (must not exist yet; default: a fresh temporary file). The
+    /// floor uses a file beside it with `.floor` appended.
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Instead of the throughput run: start this many idle workers and report memory.
+    #[arg(long)]
+    idle_workers: Option<usize>,
+    /// Skip the raw SQLite floor (its fields are then 0).
+    #[arg(long)]
+    no_floor: bool,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let path = match &args.db {
+        Some(p) if p.exists() => {
+            return Err(format!(
+                "--db {}: the file already exists; give a new path so the counts start at zero",
+                p.display()
+            )
+            .into())
+        }
+        Some(p) => p.clone(),
+        None => dir.path().join("throughput.db"),
+    };
+    match args.idle_workers {
+        Some(0) => Err("--idle-workers must be at least 1".into()),
+        Some(n) => idle(&path, n, args.json).await,
+        None => {
+            if args.jobs == 0 || args.workers == 0 {
+                return Err("--jobs and --workers must be at least 1".into());
+            }
+            throughput(&args, &path).await
+        }
+    }
+}
+
+async fn throughput(args: &Args, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path).await?);
+    let clock = SystemClock;
+
+    // 1. Enqueue.
+    let items: Vec<NewItem> = (0..args.jobs)
+        .map(|i| NewItem::new("noop", json!({ "n": i })))
+        .collect();
+    let t0 = Instant::now();
+    for chunk in items.chunks(ENQUEUE_BATCH) {
+        store.items_enqueue(chunk.to_vec(), clock.now()).await?;
+    }
+    let enqueue_s = t0.elapsed().as_secs_f64();
+
+    // 2. Process with the full tree.
+    let builder = Leasehold::builder(store.clone())
+        .node_id("throughput")
+        .workers(args.workers)
+        .handler("noop", |_ctx: JobContext| async move {
+            Ok::<_, JobError>(json!(null))
+        });
+    let mut events = builder.subscribe();
+    let t1 = Instant::now();
+    let node = builder.start().await?;
+    wait_completed(&node, &mut events, args.jobs as u64).await?;
+    let process_s = t1.elapsed().as_secs_f64();
+    let counts = store.items_count().await?;
+    if counts.completed != args.jobs as u64 {
+        return Err(format!("expected {} completed items, found {counts:?}", args.jobs).into());
+    }
+
+    // 3. Pickup latency into the idle tree.
+    let mut pickups = Vec::with_capacity(PICKUP_SAMPLES);
+    for i in 0..PICKUP_SAMPLES {
+        let t = Instant::now();
+        let id = node
+            .enqueue(NewItem::new("noop", json!({ "pickup": i })))
+            .await?;
+        let acquired = next_event(
+            &mut events,
+            |e| matches!(e, NodeEvent::Acquired { item, .. } if *item == id),
+        )
+        .await?;
+        pickups.push(acquired.duration_since(t));
+        next_event(
+            &mut events,
+            |e| matches!(e, NodeEvent::Completed { item, .. } if *item == id),
+        )
+        .await?;
+    }
+    node.shutdown(Duration::from_secs(10)).await?;
+
+    // 4. The floor.
+    let floor_per_s = if args.no_floor {
+        0.0
+    } else {
+        let mut floor_path = path.as_os_str().to_owned();
+        floor_path.push(".floor");
+        let floor_path = PathBuf::from(floor_path);
+        let jobs = args.jobs;
+        tokio::task::spawn_blocking(move || floor(&floor_path, jobs)).await??
+    };
+
+    let enqueue_per_s = args.jobs as f64 / enqueue_s;
+    let process_per_s = args.jobs as f64 / process_s;
+    let ratio = if floor_per_s > 0.0 {
+        process_per_s / floor_per_s
+    } else {
+        0.0
+    };
+    let p50 = percentile_ms(&mut pickups, 0.50);
+    let p99 = percentile_ms(&mut pickups, 0.99);
+    let rss = peak_rss_mb();
+    println!(
+        "{} jobs, {} workers: enqueue {:.0}/s, process {:.0}/s, floor {:.0}/s (ratio {:.3}); \
+         pickup p50 {:.3} ms, p99 {:.3} ms; peak RSS {:.1} MB",
+        args.jobs, args.workers, enqueue_per_s, process_per_s, floor_per_s, ratio, p50, p99, rss
+    );
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "jobs": args.jobs,
+                "workers": args.workers,
+                "enqueue_per_s": enqueue_per_s.round(),
+                "process_per_s": process_per_s.round(),
+                "floor_per_s": floor_per_s.round(),
+                "ratio_to_floor": (ratio * 1000.0).round() / 1000.0,
+                "p50_pickup_ms": (p50 * 1000.0).round() / 1000.0,
+                "p99_pickup_ms": (p99 * 1000.0).round() / 1000.0,
+                "peak_rss_mb": (rss * 10.0).round() / 10.0,
+            })
+        );
+    }
+    Ok(())
+}
+
+/// Starts `workers` idle workers, waits until every one has started (and so has its heartbeat
+/// child), and reports resident memory.
+async fn idle(
+    path: &Path,
+    workers: usize,
+    as_json: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path).await?);
+    let rss_before = current_rss_mb();
+    let builder = Leasehold::builder(store)
+        .node_id("idle")
+        .workers(workers)
+        .handler("noop", |_ctx: JobContext| async move {
+            Ok::<_, JobError>(json!(null))
+        });
+    let mut events = builder.subscribe();
+    let t = Instant::now();
+    let node = builder.start().await?;
+    let mut started = 0;
+    while started < workers {
+        next_event(&mut events, |e| {
+            matches!(e, NodeEvent::WorkerStarted { .. })
+        })
+        .await?;
+        started += 1;
+    }
+    let start_s = t.elapsed().as_secs_f64();
+    let heartbeats = heartbeat_children(&node, workers);
+    let rss = current_rss_mb();
+    let peak = peak_rss_mb();
+    node.shutdown(Duration::from_secs(10)).await?;
+    println!(
+        "{workers} idle workers with {heartbeats} heartbeat children started in {start_s:.2} s: \
+         RSS {rss:.1} MB (before the tree {rss_before:.1} MB), peak {peak:.1} MB"
+    );
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "idle_workers": workers,
+                "heartbeat_children": heartbeats,
+                "start_s": (start_s * 100.0).round() / 100.0,
+                "rss_mb": (rss * 10.0).round() / 10.0,
+                "rss_before_tree_mb": (rss_before * 10.0).round() / 10.0,
+                "peak_rss_mb": (peak * 10.0).round() / 10.0,
+            })
+        );
+    }
+    Ok(())
+}
+
+/// Counts the children of every worker actor (each worker supervises only its heartbeat), found
+/// by the name the tree registers workers under.
+fn heartbeat_children(node: &NodeHandle, workers: usize) -> usize {
+    (0..workers)
+        .filter_map(|i| {
+            let name = format!(
+                "leasehold:{}:{}:worker:{i}",
+                node.node_id(),
+                node.incarnation()
+            );
+            ractor::registry::where_is(name)
+        })
+        .map(|cell| cell.get_children().len())
+        .sum()
+}
+
+/// Waits until the node has acknowledged `total` completions. Completions are counted before
+/// their event goes out, and a lagging receiver still gets the newest events, so checking the
+/// counter on every event (or lag) sees the last one.
+async fn wait_completed(
+    node: &NodeHandle,
+    events: &mut Receiver<NodeEvent>,
+    total: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let run = async {
+        while node.stats().completed < total {
+            match events.recv().await {
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return Err("the event stream closed".to_string()),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(DEADLINE, run)
+        .await
+        .map_err(|_| format!("not every item completed within {DEADLINE:?}"))??;
+    Ok(())
+}
+
+/// The instant the first event matching `pick` arrived.
+async fn next_event(
+    events: &mut Receiver<NodeEvent>,
+    pick: impl Fn(&NodeEvent) -> bool,
+) -> Result<Instant, Box<dyn std::error::Error>> {
+    let run = async {
+        loop {
+            match events.recv().await {
+                Ok(e) if pick(&e) => return Ok(Instant::now()),
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return Err("the event stream closed".to_string()),
+            }
+        }
+    };
+    Ok(tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .map_err(|_| "no matching event within 30 s".to_string())??)
+}
+
+/// The raw SQLite floor: `jobs` rows leased 64 per `UPDATE … RETURNING` transaction and
+/// completed in one transaction per lease batch. Returns rows processed per second (the insert
+/// is not timed).
+fn floor(path: &Path, jobs: usize) -> Result<f64, rusqlite::Error> {
+    let mut c = Connection::open(path)?;
+    c.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.execute_batch(
+        "CREATE TABLE jobs (
+             id INTEGER PRIMARY KEY,
+             status INTEGER NOT NULL DEFAULT 0,
+             owner TEXT,
+             lease_expires_at INTEGER,
+             payload TEXT NOT NULL
+         );
+         CREATE INDEX jobs_pending ON jobs (id) WHERE status = 0;",
+    )?;
+    {
+        let tx = c.transaction()?;
+        {
+            let mut insert = tx.prepare("INSERT INTO jobs (payload) VALUES (?1)")?;
+            for i in 0..jobs {
+                insert.execute([format!("{{\"n\":{i}}}")])?;
+            }
+        }
+        tx.commit()?;
+    }
+    let started = Instant::now();
+    let mut done = 0usize;
+    loop {
+        let now = SystemClock.now().0;
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let leased: Vec<(i64, String)> = {
+            let mut lease = tx.prepare_cached(FLOOR_LEASE)?;
+            let rows = lease.query_map(params!["floor", now + 300_000], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        tx.commit()?;
+        if leased.is_empty() {
+            break;
+        }
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut complete = tx.prepare_cached(
+                "UPDATE jobs SET status = 2, lease_expires_at = NULL \
+                 WHERE id = ?1 AND status = 1 AND owner = ?2",
+            )?;
+            for (id, _payload) in &leased {
+                complete.execute(params![id, "floor"])?;
+            }
+        }
+        tx.commit()?;
+        done += leased.len();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(done, jobs, "the floor processed every row");
+    Ok(jobs as f64 / secs)
+}
+
+/// A field of /proc/self/status in MB (`VmHWM`: peak resident set; `VmRSS`: current).
+fn proc_status_mb(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn peak_rss_mb() -> f64 {
+    proc_status_mb("VmHWM:")
+}
+
+fn current_rss_mb() -> f64 {
+    proc_status_mb("VmRSS:")
+}
