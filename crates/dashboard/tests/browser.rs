@@ -162,6 +162,10 @@ async fn page_in_headless_chromium_shows_what_the_store_holds() {
     let url = format!("http://{addr}/#token={TOKEN}");
     let profile = tempfile::tempdir().unwrap();
     let dom = run_chromium(profile.path(), &url, &["--dump-dom"]).await;
+    // Kept beside the screenshot, to see what the page showed when an assertion fails.
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-test");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::write(out_dir.join("dashboard.html"), &dom).unwrap();
 
     // What the store holds now (nothing moves: the workers are blocked, the rest finished).
     let counts = store.items_count().await.unwrap();
@@ -219,8 +223,6 @@ async fn page_in_headless_chromium_shows_what_the_store_holds() {
     assert_eq!(number(&dom, "recovery-held"), 1);
 
     // A screenshot for people, kept in the test's output directory.
-    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-test");
-    std::fs::create_dir_all(&out_dir).unwrap();
     let shot = out_dir.join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
     run_chromium(

@@ -107,16 +107,18 @@ pub async fn populate(store: &dyn Store, now: Timestamp) -> Expected {
         .kinds(["report"]);
     let g = store.item_acquire(&ghost, ago(60)).await.unwrap().unwrap();
 
-    store
-        .node_heartbeat(&row(
+    // Alpha heartbeats every 10 minutes: alive for half an hour, however slow the test runs.
+    let alpha_row = NodeRecord {
+        heartbeat_interval_ms: 600_000,
+        ..row(
             "alpha",
             1,
             ago(1),
             NodeStatus::Processing,
             json!({ "recovered_on_start": 2, "reaper_recovered": 3, "monitor_recovered": 1 }),
-        ))
-        .await
-        .unwrap();
+        )
+    };
+    store.node_heartbeat(&alpha_row).await.unwrap();
     store
         .node_heartbeat(&row("ghost", 3, ago(60), NodeStatus::Processing, json!({})))
         .await
