@@ -6,11 +6,12 @@
 //!   most once at a time, and callers that arrive while it runs wait for it and get its
 //!   output as a hit. An in-memory map holds one async lock per key in flight.
 //! - **Across processes** sharing a store: the first asker *claims* the key in the store for
-//!   `claim_ttl` (one write transaction, so two claimants cannot both win); other askers wait
-//!   and poll the store (there is no cross-process event to wait on) until the output is
-//!   stored, then get it as a hit. If the claimant dies, its claim lapses after `claim_ttl`
-//!   and the next asker generates: a second generation is possible only after a claimant
-//!   has been silent for a whole `claim_ttl`.
+//!   `claim_ttl` (one write transaction, so two claimants cannot both win) and renews the
+//!   claim every third of `claim_ttl` while its generator runs, like a lease; other askers
+//!   wait and poll the store (there is no cross-process event to wait on) until the output is
+//!   stored, then get it as a hit. If the claimant dies, its claim lapses within `claim_ttl`
+//!   and the next asker generates: a second generation happens only when a claimant has
+//!   failed to renew for a whole `claim_ttl` (it died, or its process or store stalled).
 //! - A generator that fails releases its claim; the next asker generates afresh. Failures are
 //!   never cached.
 
@@ -31,8 +32,9 @@ use crate::evidence::sha256_hex;
 /// How long a cached output lives by default (seed 003): 7 days.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// How long a claim on a key lasts by default before another process may take over.
-pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(300);
+/// How long a claim on a key lasts unless renewed, by default, before another process may
+/// take over (the generator's process renews it every third of this while it runs).
+pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(15);
 
 /// The cache key of (operation, prompt, model, task): a SHA-256 of the four, unambiguous
 /// whatever characters they contain.
@@ -189,7 +191,17 @@ impl LlmCache {
                     tokio::time::sleep(wait).await;
                 }
                 CacheClaim::Claimed { .. } => {
-                    return match generate().await {
+                    let generated = {
+                        let generation = generate();
+                        tokio::pin!(generation);
+                        let renewals = self.renew_claim(key);
+                        tokio::pin!(renewals);
+                        tokio::select! {
+                            out = &mut generation => out,
+                            never = &mut renewals => match never {},
+                        }
+                    };
+                    return match generated {
                         Ok(output) => {
                             let now = self.clock.now();
                             let entry = NewCacheEntry {
@@ -213,6 +225,21 @@ impl LlmCache {
                         }
                     };
                 }
+            }
+        }
+    }
+
+    /// Renews this process's claim on `key` every third of the claim ttl; never returns.
+    async fn renew_claim(&self, key: &str) -> std::convert::Infallible {
+        loop {
+            tokio::time::sleep(self.claim_ttl / 3).await;
+            let now = self.clock.now();
+            if let Err(e) = self
+                .store
+                .cache_claim(key, &self.claimant, self.claim_ttl, now)
+                .await
+            {
+                tracing::warn!(key, error = %e, "could not renew an LLM cache claim");
             }
         }
     }

@@ -1,0 +1,194 @@
+//! The LLM output cache on a real SQLite file: single-flight under concurrency (in one process
+//! and across two connections, as two processes would have), expiry, invalidation and stats.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Env, NowTs};
+use leasehold_core::durable::{CacheClaim, DurableStore};
+use leasehold_core::SystemClock;
+use leasehold_durable::{cache_key, DurableError, LlmCache, DEFAULT_CACHE_TTL};
+use leasehold_sqlite::SqliteStore;
+use serde_json::{json, Value};
+
+async fn slow_generate(calls: Arc<AtomicUsize>) -> Result<Value, DurableError> {
+    let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+    // Long enough that every other asker arrives while it runs.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    Ok(json!({"plan": "step 1, step 2", "generation": n}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_askers_run_the_generator_once() {
+    let env = Env::new().await;
+    // A second connection on the same file: what another process sharing the store sees.
+    let other_store: Arc<dyn DurableStore> = Arc::new(
+        SqliteStore::open(env.dir.path().join("durable.db"))
+            .await
+            .expect("second connection"),
+    );
+    let here = LlmCache::new(env.durable(), Arc::new(SystemClock))
+        .with_claim(Duration::from_secs(30), Duration::from_millis(5))
+        .expect("claim settings");
+    let there = LlmCache::new(other_store, Arc::new(SystemClock))
+        .with_claim(Duration::from_secs(30), Duration::from_millis(5))
+        .expect("claim settings");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(tokio::sync::Barrier::new(24));
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let cache = if i % 3 == 0 {
+            there.clone()
+        } else {
+            here.clone()
+        };
+        let (calls, barrier) = (calls.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            cache
+                .get_or_generate(
+                    "plan",
+                    "Generate a plan for task X",
+                    "gpt-4",
+                    "task-123",
+                    || slow_generate(calls),
+                )
+                .await
+        }));
+    }
+    let mut hits = 0;
+    let mut outputs = Vec::new();
+    for t in tasks {
+        let c = t.await.expect("join").expect("cached");
+        hits += usize::from(c.hit);
+        outputs.push(c.output);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the generator ran more than once"
+    );
+    assert_eq!(hits, 23);
+    assert!(outputs.iter().all(|o| o == &outputs[0]), "{outputs:?}");
+    let (a, b) = (here.stats(), there.stats());
+    assert_eq!(a.hits + b.hits, 23);
+    assert_eq!(a.misses + b.misses, 1);
+}
+
+#[tokio::test]
+async fn entries_expire_after_seven_days_and_can_be_invalidated() {
+    let env = Env::new().await;
+    let cache = LlmCache::new(env.durable(), env.clock());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let ask = |cache: LlmCache, calls: Arc<AtomicUsize>| async move {
+        cache
+            .get_or_generate("research", "acme.com", "model-a", "7", || async move {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                Ok(json!({ "n": n }))
+            })
+            .await
+            .expect("cached")
+    };
+    let first = ask(cache.clone(), calls.clone()).await;
+    assert!(!first.hit);
+    assert!(ask(cache.clone(), calls.clone()).await.hit);
+    // Another model, prompt or task is another key.
+    let other = cache
+        .get_or_generate("research", "acme.com", "model-b", "7", || async {
+            Ok(json!(0))
+        })
+        .await
+        .expect("other key");
+    assert!(!other.hit);
+    assert_ne!(
+        cache_key("research", "acme.com", "model-a", "7"),
+        cache_key("research", "acme.com", "model-a", "8")
+    );
+
+    env.clock
+        .advance(DEFAULT_CACHE_TTL - Duration::from_millis(1));
+    assert!(ask(cache.clone(), calls.clone()).await.hit, "still live");
+    env.clock.advance(Duration::from_millis(1));
+    let expired = ask(cache.clone(), calls.clone()).await;
+    assert!(!expired.hit, "expired after 7 days");
+    assert_eq!(expired.output, json!({"n": 2}));
+
+    assert!(cache
+        .invalidate("research", "acme.com", "model-a", "7")
+        .await
+        .expect("invalidate"));
+    assert!(!ask(cache.clone(), calls.clone()).await.hit);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    let s = cache.stats();
+    assert_eq!((s.hits, s.misses), (2, 4));
+    assert!((s.hit_rate - 2.0 / 6.0).abs() < 1e-9, "{s:?}");
+    cache.reset_stats();
+    assert_eq!(cache.stats().hits, 0);
+    env.clock.advance(DEFAULT_CACHE_TTL * 2);
+    assert_eq!(cache.purge_expired().await.expect("purge"), 2);
+}
+
+#[tokio::test]
+async fn a_failed_generation_is_not_cached_and_releases_the_claim() {
+    let env = Env::new().await;
+    let cache = LlmCache::new(env.durable(), env.clock());
+    let err = cache
+        .get_or_generate("plan", "p", "m", "t", || async {
+            Err(DurableError::transient("429 rate limited"))
+        })
+        .await
+        .expect_err("generator failed");
+    assert!(err.is_transient());
+    // Another process would be free to generate at once: no claim lingers.
+    let claim = env
+        .store
+        .cache_claim(
+            &cache_key("plan", "p", "m", "t"),
+            "someone-else",
+            Duration::from_secs(60),
+            env.clock.now_ts(),
+        )
+        .await
+        .expect("claim");
+    assert!(matches!(claim, CacheClaim::Claimed { .. }), "{claim:?}");
+    assert_eq!(cache.stats().errors, 1);
+    let bad = cache
+        .get_or_generate("", "p", "m", "t", || async { Ok(json!(1)) })
+        .await
+        .expect_err("no operation");
+    assert!(bad.to_string().contains("operation"), "{bad}");
+    assert!(LlmCache::new(env.durable(), env.clock())
+        .with_ttl(Duration::ZERO)
+        .is_err());
+}
+
+#[tokio::test]
+async fn a_dead_claimants_claim_lapses_and_the_next_asker_generates() {
+    let env = Env::new().await;
+    let key = cache_key("plan", "p", "m", "t");
+    let now = env.clock.now_ts();
+    let dead = env
+        .store
+        .cache_claim(&key, "crashed-process", Duration::from_secs(10), now)
+        .await
+        .expect("claim");
+    assert!(matches!(dead, CacheClaim::Claimed { .. }));
+    let busy = env
+        .store
+        .cache_claim(&key, "me", Duration::from_secs(10), now)
+        .await
+        .expect("claim");
+    assert!(matches!(busy, CacheClaim::Busy { ref claimant, .. } if claimant == "crashed-process"));
+    env.clock.advance(Duration::from_secs(11));
+    let cache = LlmCache::new(env.durable(), env.clock());
+    let got = cache
+        .get_or_generate("plan", "p", "m", "t", || async { Ok(json!("fresh")) })
+        .await
+        .expect("generate after the lapse");
+    assert!(!got.hit);
+    assert_eq!(got.output, json!("fresh"));
+}
