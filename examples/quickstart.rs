@@ -2,7 +2,8 @@
 //! every item is done, and print the counts. Leases, heartbeats, the reaper and recover_mine are
 //! all running underneath.
 //!
-//! Run with `cargo run --example quickstart` (optionally `-- --db PATH --items N --workers W`).
+//! Run with `cargo run --example quickstart` (optionally `-- --db URL --items N --workers W`;
+//! the URL is a SQLite path or `postgres://…`, as `leasehold --db` takes).
 //! Run it twice: the second run adds N more items to the same database.
 
 use std::sync::Arc;
@@ -12,14 +13,14 @@ use clap::Parser;
 use serde_json::json;
 
 use leasehold::runtime::{JobContext, JobError, Leasehold};
-use leasehold::{NodeEvent, SqliteStore, Store};
+use leasehold::{NodeEvent, Store};
 
 #[derive(Parser, Debug)]
 #[command(about = "Enqueue work, run a leasehold tree over it, print the counts.")]
 struct Args {
     /// SQLite database file.
     #[arg(long, default_value = "leasehold.db")]
-    db: std::path::PathBuf,
+    db: String,
     /// Items to enqueue.
     #[arg(long, default_value_t = 100)]
     items: usize,
@@ -40,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.items == 0 || args.workers == 0 {
         return Err("--items and --workers must be at least 1".into());
     }
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&args.db).await?);
+    let store: Arc<dyn Store> = leasehold::open_store(&args.db).await?;
 
     let node = Leasehold::builder(store.clone())
         .workers(args.workers)
@@ -58,7 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|n| node.item("square", json!({ "n": n })))
         .collect();
     let ids = node.enqueue_many(items).await?;
-    println!("enqueued {} items into {}", ids.len(), args.db.display());
+    println!("enqueued {} items into {}", ids.len(), args.db);
 
     // Wait until everything this run enqueued has finished.
     let mut left: std::collections::HashSet<_> = ids.iter().copied().collect();

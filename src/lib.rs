@@ -3,6 +3,7 @@
 //! This facade re-exports the member crates:
 //! - [`core`]: items, leases, the [`Store`] trait, configuration, clock, errors;
 //! - [`sqlite`]: the embedded SQLite store;
+//! - [`postgres`]: the PostgreSQL store, for several processes or hosts on one queue;
 //! - [`runtime`]: the supervised actor tree and the fault-injection harness;
 //! - [`durable`]: durable execution — retry, checkpoints with evidence, the LLM output cache,
 //!   the tool ledger and `run_with_recovery`.
@@ -11,10 +12,12 @@
 
 pub use leasehold_core as core;
 pub use leasehold_durable as durable;
+pub use leasehold_postgres as postgres;
 pub use leasehold_runtime as runtime;
 pub use leasehold_sqlite as sqlite;
 
 pub use leasehold_core::*;
+pub use leasehold_postgres::PgStore;
 pub use leasehold_runtime::{
     JobContext, JobError, Leasehold, LeaseholdBuilder, NodeEvent, NodeHandle, RuntimeConfig,
     RuntimeError,
@@ -24,7 +27,9 @@ pub use leasehold_sqlite::SqliteStore;
 use std::sync::Arc;
 
 /// Opens the store a `--db` URL names: a SQLite path, or `sqlite://PATH`
-/// (`sqlite:///abs/path` for an absolute path). Other schemes are refused with
+/// (`sqlite:///abs/path` for an absolute path), or `postgres://…` / `postgresql://…`
+/// (PostgreSQL, in the schema `leasehold` unless `?schema=NAME` names another; created and
+/// migrated if missing). Other schemes are refused with
 /// [`StoreError::InvalidInput`].
 ///
 /// ```no_run
@@ -38,6 +43,9 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.is_empty() {
         return Err(StoreError::InvalidInput("--db must not be empty".into()));
     }
+    if leasehold_postgres::is_postgres_url(url) {
+        return Ok(Arc::new(PgStore::open(url).await?));
+    }
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
             return Err(StoreError::InvalidInput(format!("{url:?} names no file")));
@@ -46,7 +54,7 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(StoreError::InvalidInput(format!(
-            "unsupported database URL scheme {scheme:?} in {url:?}; use a SQLite path or sqlite://PATH"
+            "unsupported database URL scheme {scheme:?} in {url:?}; use a SQLite path, sqlite://PATH or postgres://…"
         )));
     }
     Ok(Arc::new(SqliteStore::open(url).await?))

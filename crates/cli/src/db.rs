@@ -1,7 +1,10 @@
 //! Turning `--db` into a store.
 //!
 //! Read-only commands must not create a database as a side effect of a typo, so they check that
-//! the file exists before `open_store` (which creates SQLite files) ever sees the path.
+//! the file exists before `open_store` (which creates SQLite files) ever sees the path. A
+//! `postgres://…` URL (every subcommand takes one) is opened the same way: commands that may
+//! create open it through `open_store`, which creates and migrates the schema; read-only ones
+//! refuse a database without the leasehold schema instead of creating it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -49,6 +52,15 @@ pub(crate) async fn open(url: &str, access: Access) -> Result<Arc<dyn Store>, Cl
         }
     }
     tracing::debug!(db = url, ?access, "opening store");
+    if access == Access::Existing && leasehold::postgres::is_postgres_url(url) {
+        let opts = leasehold::postgres::PgOptions::from_url(url)
+            .map_err(|e| CliError::store(url, e))?
+            .existing_only();
+        let store = leasehold::PgStore::open_with(opts)
+            .await
+            .map_err(|e| CliError::store(url, e))?;
+        return Ok(Arc::new(store));
+    }
     leasehold::open_store(url)
         .await
         .map_err(|e| CliError::store(url, e))
