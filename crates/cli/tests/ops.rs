@@ -148,6 +148,10 @@ async fn workers_shows_each_node_alive_dead_or_stopped() {
             .any(|l| l.starts_with("dead-node") && l.contains(" dead ")),
         "{text}"
     );
+    assert!(
+        text.ends_with("by type: *: 1 alive, 1 dead, 1 stopped\n"),
+        "{text}"
+    );
 
     refused(
         &run(&db.path, &["workers", "--dead-after", "0"]),

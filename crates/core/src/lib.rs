@@ -45,7 +45,7 @@ pub use item::{
 };
 pub use registry::{
     cleanup_candidates, CleanupReport, CleanupRequest, NodeKey, NodeRecord, NodeStatus,
-    WorkerCounts, WorkerState, WorkerView, DEFAULT_MISSED_INTERVALS,
+    WorkerCounts, WorkerState, WorkerTypeCounts, WorkerView, DEFAULT_MISSED_INTERVALS,
 };
 pub use retry::Backoff;
 pub use store::{

@@ -310,6 +310,37 @@ impl WorkerCounts {
     }
 }
 
+/// Registry rows of one worker type counted by state (seed 002's statistics by type).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerTypeCounts {
+    /// The worker type (the kinds a node serves, `*` for any).
+    pub worker_type: String,
+    /// Its rows by state.
+    #[serde(flatten)]
+    pub counts: WorkerCounts,
+}
+
+impl WorkerTypeCounts {
+    /// `nodes` counted by worker type and state at `now`, by worker type.
+    pub fn of(nodes: &[NodeRecord], now: Timestamp, missed_intervals: u32) -> Vec<Self> {
+        let mut by_type: std::collections::BTreeMap<&str, Vec<NodeRecord>> =
+            std::collections::BTreeMap::new();
+        for n in nodes {
+            by_type
+                .entry(n.worker_type.as_str())
+                .or_default()
+                .push(n.clone());
+        }
+        by_type
+            .into_iter()
+            .map(|(t, rows)| WorkerTypeCounts {
+                worker_type: t.to_string(),
+                counts: WorkerCounts::of(&rows, now, missed_intervals),
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,5 +407,20 @@ mod tests {
         );
         let counts = WorkerCounts::of(&rows, Timestamp(1_000_000), 3);
         assert_eq!((counts.alive, counts.dead, counts.stopped), (1, 1, 2));
+        let mut typed = rows.clone();
+        typed[0].worker_type = "email".into();
+        let by_type = WorkerTypeCounts::of(&typed, Timestamp(1_000_000), 3);
+        let got: Vec<(&str, u64, u64, u64)> = by_type
+            .iter()
+            .map(|t| {
+                (
+                    t.worker_type.as_str(),
+                    t.counts.alive,
+                    t.counts.dead,
+                    t.counts.stopped,
+                )
+            })
+            .collect();
+        assert_eq!(got, [("*", 0, 1, 2), ("email", 1, 0, 0)]);
     }
 }

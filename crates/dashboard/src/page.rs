@@ -83,7 +83,8 @@ const PAGE: &str = r##"<!doctype html>
     <div class="tile"><span class="n failed" id="workers-dead">–</span><span class="l">dead</span></div>
     <div class="tile"><span class="n cancelled" id="workers-stopped">–</span><span class="l">stopped</span></div>
   </div>
-  <table><thead><tr><th>node</th><th>state</th><th>status</th><th>current item</th><th>since heartbeat</th><th>task</th></tr></thead><tbody id="workers"></tbody></table>
+  <table><thead><tr><th>worker type</th><th>alive</th><th>dead</th><th>stopped</th></tr></thead><tbody id="worker-types"></tbody></table>
+  <table style="margin-top:8px"><thead><tr><th>node</th><th>state</th><th>status</th><th>current item</th><th>since heartbeat</th><th>task</th></tr></thead><tbody id="workers"></tbody></table>
 </section>
 <section>
   <h2>Recovery</h2>
@@ -175,6 +176,7 @@ async function refresh() {
     set("count-total", s.total);
     fill("kinds", s.by_kind.map(k => row([k.kind, { text: k.pending, cls: "pending" }, { text: k.in_progress, cls: "in_progress" }], { "data-kind": k.kind })));
     for (const k of ["alive", "dead", "stopped"]) set("workers-" + k, s.workers[k]);
+    fill("worker-types", s.workers_by_type.map(t => row([t.worker_type, t.alive, t.dead, t.stopped], { "data-type": t.worker_type })));
     fill("workers", workers.map(w => row([
       w.node_id, w.state, w.status, w.current_item == null ? "–" : w.current_item,
       { text: w.seconds_since_heartbeat.toFixed(1) + " s", cls: "silent" }, w.task_text || ""

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use leasehold_core::{
     FinishedBucket, Item, ItemFilter, ItemStatus, KindDepth, NodeRecord, StatusCounts, Store,
-    StoreResult, Timestamp, WorkerCounts, WorkerState, WorkerView,
+    StoreResult, Timestamp, WorkerCounts, WorkerState, WorkerTypeCounts, WorkerView,
 };
 
 /// Minutes of finished items the chart shows.
@@ -36,6 +36,8 @@ pub struct Status {
     pub by_kind: Vec<KindDepth>,
     /// Registry rows by state.
     pub workers: WorkerCounts,
+    /// Registry rows by worker type and state.
+    pub workers_by_type: Vec<WorkerTypeCounts>,
     /// Finished items per minute over the last [`THROUGHPUT_MINUTES`].
     pub throughput: Throughput,
     /// The latest dead-lettered items, newest first.
@@ -133,6 +135,7 @@ pub(crate) async fn status(store: &dyn Store, now: Timestamp, missed: u32) -> St
         items,
         by_kind,
         workers: WorkerCounts::of(&nodes, now, missed),
+        workers_by_type: WorkerTypeCounts::of(&nodes, now, missed),
         throughput,
         recent_failures,
         recovery,

@@ -78,6 +78,10 @@ async fn status_reports_what_the_store_holds() {
         s["workers"],
         serde_json::json!({ "alive": 1, "dead": 1, "stopped": 1 })
     );
+    assert_eq!(
+        s["workers_by_type"],
+        serde_json::json!([{ "worker_type": "email,report", "alive": 1, "dead": 1, "stopped": 1 }])
+    );
 
     // 15 one-minute buckets ending with the current minute; the finished items in theirs.
     let buckets = s["throughput"]["buckets"].as_array().unwrap();

@@ -1,7 +1,9 @@
 //! `leasehold workers`: the worker registry — every node's row, judged alive, dead or stopped
 //! by the same rule the reaper and the monitor use.
 
-use leasehold_core::{Clock, SystemClock, Timestamp, WorkerView, DEFAULT_MISSED_INTERVALS};
+use leasehold_core::{
+    Clock, SystemClock, Timestamp, WorkerTypeCounts, WorkerView, DEFAULT_MISSED_INTERVALS,
+};
 
 use crate::args;
 use crate::commands::Ctx;
@@ -37,7 +39,16 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
         return ctx.out.text("no workers registered");
     }
     let rows: Vec<Vec<String>> = views.iter().map(|v| row(v, now)).collect();
-    ctx.out.text(&table(
+    let by_type: Vec<String> = WorkerTypeCounts::of(&nodes, now, args.dead_after)
+        .iter()
+        .map(|t| {
+            format!(
+                "{}: {} alive, {} dead, {} stopped",
+                t.worker_type, t.counts.alive, t.counts.dead, t.counts.stopped
+            )
+        })
+        .collect();
+    let mut text = table(
         &[
             "NODE",
             "INCARNATION",
@@ -50,7 +61,9 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
             "TASK",
         ],
         &rows,
-    ))
+    );
+    text.push_str(&format!("by type: {}\n", by_type.join("; ")));
+    ctx.out.text(&text)
 }
 
 fn row(v: &WorkerView, now: Timestamp) -> Vec<String> {
