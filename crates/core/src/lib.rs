@@ -44,8 +44,8 @@ pub use item::{
     LeaseRef, LeaseStatus, Leased, NewItem, RecoveredItem, StatusCounts,
 };
 pub use registry::{
-    cleanup_candidates, CleanupReport, CleanupRequest, NodeKey, NodeRecord, NodeStatus,
-    WorkerCounts, WorkerState, WorkerTypeCounts, WorkerView, DEFAULT_MISSED_INTERVALS,
+    cleanup_candidates, leased_items, CleanupReport, CleanupRequest, NodeKey, NodeRecord,
+    NodeStatus, WorkerCounts, WorkerState, WorkerTypeCounts, WorkerView, DEFAULT_MISSED_INTERVALS,
 };
 pub use retry::Backoff;
 pub use store::{

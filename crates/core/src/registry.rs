@@ -251,6 +251,10 @@ pub struct WorkerView {
     pub started_at: Timestamp,
     /// What it reported besides (pid, workers, busy items, running totals).
     pub metadata: Value,
+    /// When the lease on `current_item` runs out, if the node holds it now (filled by
+    /// [`WorkerView::with_leases`]).
+    #[serde(default)]
+    pub lease_expires_at: Option<Timestamp>,
 }
 
 impl WorkerView {
@@ -271,6 +275,49 @@ impl WorkerView {
             heartbeat_interval_ms: node.heartbeat_interval_ms,
             started_at: node.started_at,
             metadata: node.metadata.clone(),
+            lease_expires_at: None,
+        }
+    }
+
+    /// Fills [`lease_expires_at`](Self::lease_expires_at) from `in_progress` (the leased items,
+    /// e.g. `items_list` with status `in_progress`): the expiry of `current_item` when this
+    /// node's incarnation holds it.
+    pub fn with_leases(mut self, in_progress: &[crate::item::Item]) -> Self {
+        self.lease_expires_at = self.current_item.and_then(|id| {
+            in_progress
+                .iter()
+                .find(|i| {
+                    i.id == id
+                        && i.status == crate::item::ItemStatus::InProgress
+                        && i.owner_node.as_deref() == Some(self.node_id.as_str())
+                        && i.owner_incarnation == Some(self.incarnation)
+                })
+                .and_then(|i| i.lease_expires_at)
+        });
+        self
+    }
+}
+
+/// Every in-progress item, read by keyset pages of 1000. Leased items are bounded by the
+/// fleet's worker count, so this is a few pages at most: what the monitor, `leasehold workers`
+/// and the dashboard read to see who holds what.
+pub async fn leased_items(
+    store: &dyn crate::store::Store,
+) -> crate::error::StoreResult<Vec<crate::item::Item>> {
+    const PAGE: u32 = 1000;
+    let mut all = Vec::new();
+    let mut filter = crate::item::ItemFilter {
+        status: Some(crate::item::ItemStatus::InProgress),
+        limit: PAGE,
+        ..crate::item::ItemFilter::default()
+    };
+    loop {
+        let page = store.items_list(&filter).await?;
+        let full = page.len() == PAGE as usize;
+        filter.after = page.last().map(|i| i.id);
+        all.extend(page);
+        if !full {
+            return Ok(all);
         }
     }
 }

@@ -108,10 +108,12 @@ pub(crate) async fn workers(
     };
     let nodes = app.store.nodes_list().await?;
     let now = app.cfg.clock.now();
-    let views: Vec<_> = snapshot::worker_views(&nodes, now, app.cfg.dead_after_missed)
-        .into_iter()
-        .filter(|v| state.is_none_or(|s| v.state == s))
-        .collect();
+    let views: Vec<_> =
+        snapshot::worker_views(app.store.as_ref(), &nodes, now, app.cfg.dead_after_missed)
+            .await?
+            .into_iter()
+            .filter(|v| state.is_none_or(|s| v.state == s))
+            .collect();
     Ok(Json(views).into_response())
 }
 

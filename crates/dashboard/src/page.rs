@@ -84,7 +84,7 @@ const PAGE: &str = r##"<!doctype html>
     <div class="tile"><span class="n cancelled" id="workers-stopped">–</span><span class="l">stopped</span></div>
   </div>
   <table><thead><tr><th>worker type</th><th>alive</th><th>dead</th><th>stopped</th></tr></thead><tbody id="worker-types"></tbody></table>
-  <table style="margin-top:8px"><thead><tr><th>node</th><th>state</th><th>status</th><th>current item</th><th>since heartbeat</th><th>task</th></tr></thead><tbody id="workers"></tbody></table>
+  <table style="margin-top:8px"><thead><tr><th>node</th><th>state</th><th>status</th><th>current item</th><th>lease left</th><th>since heartbeat</th><th>task</th></tr></thead><tbody id="workers"></tbody></table>
 </section>
 <section>
   <h2>Recovery</h2>
@@ -179,6 +179,7 @@ async function refresh() {
     fill("worker-types", s.workers_by_type.map(t => row([t.worker_type, t.alive, t.dead, t.stopped], { "data-type": t.worker_type })));
     fill("workers", workers.map(w => row([
       w.node_id, w.state, w.status, w.current_item == null ? "–" : w.current_item,
+      w.lease_expires_at == null ? "–" : Math.round((w.lease_expires_at - s.now) / 1000) + " s",
       { text: w.seconds_since_heartbeat.toFixed(1) + " s", cls: "silent" }, w.task_text || ""
     ], { "data-node": w.node_id, "data-state": w.state })));
     chart(s.throughput.buckets);

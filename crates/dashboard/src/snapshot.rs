@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use leasehold_core::{
-    FinishedBucket, Item, ItemFilter, ItemStatus, KindDepth, NodeRecord, StatusCounts, Store,
+    leased_items, FinishedBucket, ItemStatus, KindDepth, NodeRecord, StatusCounts, Store,
     StoreResult, Timestamp, WorkerCounts, WorkerState, WorkerTypeCounts, WorkerView,
 };
 
@@ -18,10 +18,6 @@ pub const THROUGHPUT_MINUTES: u32 = 15;
 
 /// Failures the page lists.
 pub const RECENT_FAILURES: u32 = 10;
-
-/// In-progress items read per page when counting expired leases (they are bounded by the
-/// number of workers, so a few pages at most).
-const IN_PROGRESS_PAGE: u32 = 1000;
 
 /// Everything `/api/status` serves and the page shows.
 #[derive(Clone, Debug, Serialize)]
@@ -100,12 +96,18 @@ pub struct RecoveryView {
     pub dead_nodes_alerted: u64,
 }
 
-/// The registry rows as views at `now`.
-pub(crate) fn worker_views(nodes: &[NodeRecord], now: Timestamp, missed: u32) -> Vec<WorkerView> {
-    nodes
+/// The registry rows as views at `now`, with the lease expiry of each node's current item.
+pub(crate) async fn worker_views(
+    store: &dyn Store,
+    nodes: &[NodeRecord],
+    now: Timestamp,
+    missed: u32,
+) -> StoreResult<Vec<WorkerView>> {
+    let leased = leased_items(store).await?;
+    Ok(nodes
         .iter()
-        .map(|n| WorkerView::of(n, now, missed))
-        .collect()
+        .map(|n| WorkerView::of(n, now, missed).with_leases(&leased))
+        .collect())
 }
 
 /// Reads a [`Status`] at `now`.
@@ -184,7 +186,7 @@ async fn recovery(
         .map(|n| (n.node_id.as_str(), n.incarnation))
         .collect();
     let mut view = RecoveryView::default();
-    for item in in_progress(store).await? {
+    for item in leased_items(store).await? {
         if item.lease_expires_at.is_some_and(|t| t <= now) {
             view.expired_leases += 1;
         }
@@ -204,23 +206,4 @@ async fn recovery(
     }
     view.recovered_total = view.recovered_on_start + view.reaper_recovered + view.monitor_recovered;
     Ok(view)
-}
-
-/// Every in-progress item, by keyset pages.
-async fn in_progress(store: &dyn Store) -> StoreResult<Vec<Item>> {
-    let mut all = Vec::new();
-    let mut filter = ItemFilter {
-        status: Some(ItemStatus::InProgress),
-        limit: IN_PROGRESS_PAGE,
-        ..ItemFilter::default()
-    };
-    loop {
-        let page = store.items_list(&filter).await?;
-        let full = page.len() == IN_PROGRESS_PAGE as usize;
-        filter.after = page.last().map(|i| i.id);
-        all.extend(page);
-        if !full {
-            return Ok(all);
-        }
-    }
 }

@@ -153,6 +153,15 @@ async fn workers_lists_every_row_with_its_state_and_silence() {
             ("ghost".into(), "dead".into(), 60.0)
         ]
     );
+    assert_eq!(rows[0]["current_item"], f.expected.in_flight_ids[0]);
+    assert_eq!(
+        rows[0]["lease_expires_at"], f.expected.alpha_lease_expires_at.0,
+        "alpha's current item's lease"
+    );
+    assert!(
+        rows[2]["lease_expires_at"].is_null(),
+        "ghost reports no current item"
+    );
     let dead = get(f.addr, "/api/workers?state=dead", None).await.json();
     assert_eq!(dead.as_array().unwrap().len(), 1);
     assert_eq!(dead[0]["node_id"], "ghost");

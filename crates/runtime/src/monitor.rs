@@ -15,7 +15,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 
-use leasehold_core::{ItemFilter, ItemStatus, RecoveredItem, Timestamp, WorkerState};
+use leasehold_core::{leased_items, RecoveredItem, Timestamp, WorkerState};
 
 use crate::events::NodeEvent;
 use crate::node::{Metrics, NodeCtx};
@@ -209,26 +209,11 @@ pub(crate) async fn check_once(
 async fn holding_incarnations(
     ctx: &NodeCtx,
 ) -> leasehold_core::StoreResult<HashSet<(String, i64)>> {
-    const PAGE: u32 = 1000;
-    let mut held = HashSet::new();
-    let mut filter = ItemFilter {
-        status: Some(ItemStatus::InProgress),
-        limit: PAGE,
-        ..ItemFilter::default()
-    };
-    loop {
-        let page = ctx.store.items_list(&filter).await?;
-        filter.after = page.last().map(|i| i.id);
-        let full = page.len() == PAGE as usize;
-        for item in page {
-            if let (Some(node), Some(inc)) = (item.owner_node, item.owner_incarnation) {
-                held.insert((node, inc));
-            }
-        }
-        if !full {
-            return Ok(held);
-        }
-    }
+    Ok(leased_items(ctx.store.as_ref())
+        .await?
+        .into_iter()
+        .filter_map(|i| i.owner_node.zip(i.owner_incarnation))
+        .collect())
 }
 
 /// The three alerts, once per dead incarnation.

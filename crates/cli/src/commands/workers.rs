@@ -2,7 +2,8 @@
 //! by the same rule the reaper and the monitor use.
 
 use leasehold_core::{
-    Clock, SystemClock, Timestamp, WorkerTypeCounts, WorkerView, DEFAULT_MISSED_INTERVALS,
+    leased_items, Clock, SystemClock, Timestamp, WorkerTypeCounts, WorkerView,
+    DEFAULT_MISSED_INTERVALS,
 };
 
 use crate::args;
@@ -27,10 +28,13 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
         .nodes_list()
         .await
         .map_err(|e| CliError::store(&ctx.db, e))?;
+    let leased = leased_items(store.as_ref())
+        .await
+        .map_err(|e| CliError::store(&ctx.db, e))?;
     let now = SystemClock.now();
     let views: Vec<WorkerView> = nodes
         .iter()
-        .map(|n| WorkerView::of(n, now, args.dead_after))
+        .map(|n| WorkerView::of(n, now, args.dead_after).with_leases(&leased))
         .collect();
     if ctx.out.is_json() {
         return ctx.out.json(&views);
@@ -56,6 +60,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
             "STATUS",
             "STATE",
             "ITEM",
+            "LEASE",
             "LAST HEARTBEAT",
             "INTERVAL",
             "TASK",
@@ -75,6 +80,9 @@ fn row(v: &WorkerView, now: Timestamp) -> Vec<String> {
         v.state.to_string(),
         v.current_item
             .map(|i| i.to_string())
+            .unwrap_or_else(|| "-".into()),
+        v.lease_expires_at
+            .map(|t| relative(t, now))
             .unwrap_or_else(|| "-".into()),
         relative(v.last_heartbeat_at, now),
         duration(std::time::Duration::from_millis(

@@ -22,6 +22,7 @@ pub const FAILURE_ERROR: &str = "boom: <script>document.title='pwned'</script>";
 /// What [`populate`] wrote, to compare the views with.
 #[derive(Debug, Clone)]
 pub struct Expected {
+    pub alpha_lease_expires_at: Timestamp,
     pub failed_id: i64,
     pub in_flight_ids: Vec<i64>,
 }
@@ -110,6 +111,7 @@ pub async fn populate(store: &dyn Store, now: Timestamp) -> Expected {
     // Alpha heartbeats every 10 minutes: alive for half an hour, however slow the test runs.
     let alpha_row = NodeRecord {
         heartbeat_interval_ms: 600_000,
+        current_item: Some(a.item.id),
         ..row(
             "alpha",
             1,
@@ -129,6 +131,7 @@ pub async fn populate(store: &dyn Store, now: Timestamp) -> Expected {
         .unwrap();
     store.node_stop("charlie", 2, ago(49)).await.unwrap();
     Expected {
+        alpha_lease_expires_at: a.expires_at,
         failed_id,
         in_flight_ids: vec![a.item.id.0, g.item.id.0],
     }
