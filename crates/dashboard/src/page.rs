@@ -35,7 +35,7 @@ const PAGE: &str = r##"<!doctype html>
   header h1 { font-size: 18px; margin: 0; }
   header .meta { color: #aab; font-size: 12px; }
   main { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 16px; padding: 16px 20px; }
-  section { background: #fff; border-radius: 6px; padding: 12px 16px; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+  section { overflow-x: auto; background: #fff; border-radius: 6px; padding: 12px 16px; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
   section h2 { font-size: 14px; margin: 0 0 8px; text-transform: uppercase; letter-spacing: .04em; color: #556; }
   .tiles { display: flex; gap: 10px; flex-wrap: wrap; }
   .tile { min-width: 80px; padding: 6px 10px; border-radius: 4px; background: #eef1f5; }
@@ -77,16 +77,6 @@ const PAGE: &str = r##"<!doctype html>
   <div class="legend"><span><i class="sw" style="background:#1b7f3b"></i>completed <b id="chart-completed">0</b></span><span><i class="sw" style="background:#b3261e"></i>failed <b id="chart-failed">0</b></span></div>
 </section>
 <section>
-  <h2>Workers</h2>
-  <div class="tiles">
-    <div class="tile"><span class="n completed" id="workers-alive">–</span><span class="l">alive</span></div>
-    <div class="tile"><span class="n failed" id="workers-dead">–</span><span class="l">dead</span></div>
-    <div class="tile"><span class="n cancelled" id="workers-stopped">–</span><span class="l">stopped</span></div>
-  </div>
-  <table><thead><tr><th>worker type</th><th>alive</th><th>dead</th><th>stopped</th></tr></thead><tbody id="worker-types"></tbody></table>
-  <table style="margin-top:8px"><thead><tr><th>node</th><th>state</th><th>status</th><th>current item</th><th>lease left</th><th>since heartbeat</th><th>task</th></tr></thead><tbody id="workers"></tbody></table>
-</section>
-<section>
   <h2>Recovery</h2>
   <div class="tiles">
     <div class="tile"><span class="n" id="recovery-recovered">–</span><span class="l">recovered (all)</span></div>
@@ -96,6 +86,16 @@ const PAGE: &str = r##"<!doctype html>
     <div class="tile"><span class="n failed" id="recovery-expired">–</span><span class="l">expired leases now</span></div>
     <div class="tile"><span class="n failed" id="recovery-held">–</span><span class="l">held by dead nodes</span></div>
   </div>
+</section>
+<section style="grid-column: 1 / -1">
+  <h2>Workers</h2>
+  <div class="tiles">
+    <div class="tile"><span class="n completed" id="workers-alive">–</span><span class="l">alive</span></div>
+    <div class="tile"><span class="n failed" id="workers-dead">–</span><span class="l">dead</span></div>
+    <div class="tile"><span class="n cancelled" id="workers-stopped">–</span><span class="l">stopped</span></div>
+  </div>
+  <table><thead><tr><th>worker type</th><th>alive</th><th>dead</th><th>stopped</th></tr></thead><tbody id="worker-types"></tbody></table>
+  <table style="margin-top:8px"><thead><tr><th>node</th><th>state</th><th>status</th><th>current item</th><th>lease left</th><th>since heartbeat</th><th>task</th></tr></thead><tbody id="workers"></tbody></table>
 </section>
 <section style="grid-column: 1 / -1">
   <h2>Recent failures</h2>

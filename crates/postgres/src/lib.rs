@@ -14,15 +14,16 @@
 //! keeps the runtime's reasoning about leases the same. What keeps hosts from disagreeing is
 //! that a lease's expiry and the reaper's judgement of it are both computed from timestamps
 //! the callers supply, so the nodes' clocks must agree to well within a lease (NTP does
-//! this; leases are seconds to minutes). [`PgStore::database_time`] reads the server's clock
-//! so that a deployment can check or correct its skew against the one clock every node
-//! shares; docs/scale-out.md says more.
+//! this; leases are seconds to minutes). To take host clocks out of it altogether, give every
+//! node a [`DatabaseClock`]: the server's clock, as measured from this host, so all lease times
+//! come from the one clock every node shares; docs/scale-out.md says more.
 //!
 //! # Layout
 //! - [`PgStore`] (this file): the handle and its [`Store`] impl, which only moves arguments
 //!   to the operation that does the work.
 //! - [`options`]: the URL, the schema name, the pool size.
 //! - `schema`: the tables and indexes, the versioned migrations and the open sequence.
+//! - [`DatabaseClock`]: a `Clock` anchored to the server's clock, for every node to share.
 //! - `db`: the pool and the helpers every operation runs statements with.
 //! - `ops`: one module per operation, each holding its own SQL.
 //! - `notify`: LISTEN/NOTIFY wake-ups for idle workers ([`PgStore::subscribe`]).
@@ -30,6 +31,7 @@
 //! - `error`: how PostgreSQL's errors become [`StoreError`]s.
 //! - [`testing`]: a fresh schema per test from `LEASEHOLD_PG_URL`, or the reason to skip.
 
+mod clock;
 mod db;
 mod error;
 mod notify;
@@ -54,6 +56,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, OnceCell};
 use tokio_postgres::NoTls;
 
+pub use clock::DatabaseClock;
 pub use notify::WAKE_ALL;
 pub use options::{is_postgres_url, PgOptions};
 

@@ -257,3 +257,25 @@ async fn acquirers_on_separate_pools_never_lease_an_item_twice() {
     }
     assert_eq!(seen, ids.into_iter().collect(), "every item leased once");
 }
+
+#[tokio::test]
+async fn the_database_clock_follows_the_server_within_a_round_trip() {
+    let Some((store, _schema)) = store_or_skip("database clock", "lh_pg").await else {
+        return;
+    };
+    let clock = leasehold_postgres::DatabaseClock::sync(&store)
+        .await
+        .expect("sync");
+    // On one host the offset is near zero (its arithmetic is unit-tested in src/clock.rs);
+    // what this checks is that the clock reads the live server: its time lies in the window.
+    let before = leasehold_core::Clock::now(&clock);
+    let server = store.database_time().await.expect("server time");
+    let after = leasehold_core::Clock::now(&clock);
+    assert!(
+        before.0 - 50 <= server.0 && server.0 <= after.0 + 50,
+        "server {server} outside [{before}, {after}] (offset {} ms)",
+        clock.offset_ms()
+    );
+    let rtt = clock.resync().await.expect("resync");
+    assert!(rtt < Duration::from_secs(1), "local round trip {rtt:?}");
+}
