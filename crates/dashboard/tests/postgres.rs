@@ -1,0 +1,51 @@
+//! The dashboard over PostgreSQL: the same known mix of work as `api.rs`, in a fresh schema
+//! of the server `LEASEHOLD_PG_URL` names; `/api/status` and `/metrics` must agree with the
+//! store. Skipped (with a line saying why) when no server is configured.
+
+mod common;
+
+use std::sync::Arc;
+
+use leasehold_core::{Clock, ItemStatus, ManualClock, Store, SystemClock};
+use leasehold_dashboard::DashboardConfig;
+use leasehold_postgres::testing::store_or_skip;
+
+use common::{get, loopback, populate, serve};
+
+#[tokio::test]
+async fn status_and_metrics_match_a_postgres_store() {
+    let Some((pg, _schema)) = store_or_skip("dashboard status", "dash").await else {
+        return;
+    };
+    let store: Arc<dyn Store> = Arc::new(pg);
+    let now = SystemClock.now();
+    populate(store.as_ref(), now).await;
+    let mut cfg = DashboardConfig::new(loopback());
+    cfg.clock = Arc::new(ManualClock::new(now));
+    let (addr, _stop) = serve(store.clone(), cfg).await;
+
+    let s = get(addr, "/api/status", None).await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    let s = s.json();
+    let counts = store.items_count().await.unwrap();
+    for st in ItemStatus::ALL {
+        assert_eq!(s["items"][st.as_str()], counts.get(st), "{st}");
+    }
+    assert_eq!(
+        s["workers"],
+        serde_json::json!({ "alive": 1, "dead": 1, "stopped": 1 })
+    );
+    assert_eq!(s["recovery"]["expired_leases"], 1);
+    assert_eq!(s["recent_failures"][0]["error"], common::FAILURE_ERROR);
+
+    let m = get(addr, "/metrics", None).await;
+    assert_eq!(m.status, 200);
+    assert!(
+        m.body
+            .lines()
+            .any(|l| l == format!("leasehold_items{{status=\"pending\"}} {}", counts.pending)),
+        "{}",
+        m.body
+    );
+    assert_eq!(get(addr, "/api/items?status=bogus", None).await.status, 400);
+}
