@@ -42,7 +42,7 @@ use leasehold::{
 
 #[derive(Parser, Debug)]
 #[command(about = "Run the three-stage lead pipeline on a leasehold tree with durable execution.")]
-struct Args {
+pub(crate) struct Args {
     /// SQLite database file (created if missing; rerun on it to resume).
     #[arg(long, default_value = "pipeline.db")]
     db: PathBuf,
@@ -592,7 +592,8 @@ async fn main() {
     }
 }
 
-async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+/// The whole run; `tests/pipeline.rs` calls it in child processes of its own.
+pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     args.validate()?;
     let started = Instant::now();
     let sqlite = Arc::new(SqliteStore::open(&args.db).await?);

@@ -1,40 +1,50 @@
 //! The pipeline example's crash-and-rerun scenario, on a real database file with real child
-//! processes: a clean run; a run that aborts itself after some tool executions
-//! (`--crash-after`, a real `std::process::abort`); a rerun on the crashed run's database,
-//! which must resume from checkpoints, replay the tool calls that had completed, and end
-//! with the clean run's counts.
+//! processes (this test binary re-run as the example): a clean run; a run that aborts itself
+//! after some tool executions (`--crash-after`, a real `std::process::abort`); a rerun on the
+//! crashed run's database, which must resume from checkpoints, replay the tool calls that had
+//! completed, and end with the clean run's counts.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
+use clap::Parser;
 use serde_json::Value;
 
-/// The example's binary, built by this test's own cargo (a no-op when it is up to date), so
-/// `cargo test --test pipeline` never runs a stale build.
-fn pipeline_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "--quiet", "--example", "pipeline"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
+// The example itself, compiled into this test: the child processes below run its `run` (the
+// same code `cargo run --example pipeline` runs), so the test never depends on a separately
+// built, possibly stale, example binary.
+#[allow(dead_code)]
+#[path = "../examples/pipeline.rs"]
+mod pipeline;
+
+/// The environment variable that carries a child process's pipeline arguments (JSON).
+const CHILD_ARGS: &str = "LEASEHOLD_PIPELINE_CHILD_ARGS";
+
+/// The body of the child processes the scenario starts: this test binary, re-run with only
+/// this (ignored) entry selected. Exits 1 with the error on stderr, like the example.
+#[test]
+#[ignore = "the child-process entry of a_crashed_pipeline_resumes_replays_and_ends_like_a_clean_run"]
+fn pipeline_child_process() {
+    let raw = std::env::var(CHILD_ARGS).expect("run only as a child process");
+    let args: Vec<String> = serde_json::from_str(&raw).expect("child arguments");
+    let args =
+        match pipeline::Args::try_parse_from(std::iter::once("pipeline".to_string()).chain(args)) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    if let Err(e) = rt.block_on(pipeline::run(args)) {
+        eprintln!("pipeline: {e}");
+        std::process::exit(1);
     }
-    let status = build.status().expect("run cargo build");
-    assert!(status.success(), "building the pipeline example failed");
-    profile_dir
-        .join("examples")
-        .join(format!("pipeline{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// Small and fast, but with injected failures: 16 leads in batches of 4, one worker so that
 /// the crash point is the same on every run.
-fn run(bin: &Path, db: &Path, extra: &[&str]) -> Output {
+fn run(db: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "--db",
         db.to_str().expect("utf-8 path"),
@@ -53,9 +63,16 @@ fn run(bin: &Path, db: &Path, extra: &[&str]) -> Output {
         "--json",
     ];
     args.extend_from_slice(extra);
-    Command::new(bin)
-        .args(&args)
-        .env("RUST_LOG", "error")
+    let args = serde_json::to_string(&args).expect("json");
+    Command::new(std::env::current_exe().expect("test executable"))
+        .args([
+            "pipeline_child_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ARGS, args)
         .output()
         .expect("run the pipeline")
 }
@@ -68,7 +85,12 @@ fn summary(out: &Output) -> Value {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let last = stdout.lines().last().expect("some output");
+    // The test harness prints its own lines after the pipeline's: take the pipeline's last.
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .expect("a JSON summary line");
     serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}"))
 }
 
@@ -80,10 +102,9 @@ fn n(v: &Value, key: &str) -> u64 {
 
 #[test]
 fn a_crashed_pipeline_resumes_replays_and_ends_like_a_clean_run() {
-    let bin = pipeline_bin();
     let dir = tempfile::tempdir().expect("tempdir");
 
-    let clean = summary(&run(&bin, &dir.path().join("clean.db"), &[]));
+    let clean = summary(&run(&dir.path().join("clean.db"), &[]));
     for key in [
         "completed",
         "failed",
@@ -109,7 +130,7 @@ fn a_crashed_pipeline_resumes_replays_and_ends_like_a_clean_run() {
     // Tool execution 6 is the second lead of the second batch: the first lead's step has
     // committed, the second's tool result has committed, its step has not.
     let crashed_db = dir.path().join("crashed.db");
-    let crashed = run(&bin, &crashed_db, &["--crash-after", "6"]);
+    let crashed = run(&crashed_db, &["--crash-after", "6"]);
     assert!(
         !crashed.status.success(),
         "--crash-after did not crash: {}",
@@ -117,7 +138,7 @@ fn a_crashed_pipeline_resumes_replays_and_ends_like_a_clean_run() {
     );
     assert!(String::from_utf8_lossy(&crashed.stderr).contains("aborting after tool execution 6"));
 
-    let rerun = summary(&run(&bin, &crashed_db, &[]));
+    let rerun = summary(&run(&crashed_db, &[]));
     assert!(n(&rerun, "resumed_from_checkpoint") > 0, "{rerun}");
     assert!(n(&rerun, "tool_replays") > 0, "{rerun}");
     assert_eq!(
@@ -138,12 +159,12 @@ fn a_crashed_pipeline_resumes_replays_and_ends_like_a_clean_run() {
     );
 
     // A third run on the finished database does nothing and reports the same totals.
-    let again = summary(&run(&bin, &crashed_db, &[]));
+    let again = summary(&run(&crashed_db, &[]));
     assert_eq!(n(&again, "completed"), n(&clean, "completed"));
     assert_eq!(n(&again, "tool_executions"), 0, "{again}");
 
     // Bad input is refused with a message and leaves the database alone.
-    let bad = run(&bin, &crashed_db, &["--leads", "0"]);
+    let bad = run(&crashed_db, &["--leads", "0"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--leads"));
 }
