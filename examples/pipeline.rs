@@ -32,7 +32,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use leasehold::durable::{
-    retry_with, CheckpointManager, DurableError, LlmCache, Task, TaskRunner, ToolLedger, ToolOutput,
+    evidence, retry_with, CheckpointManager, DurableError, LlmCache, RetryPolicies, RetryPolicy,
+    Task, TaskRunner, ToolLedger, ToolOutput,
 };
 use leasehold::runtime::{JobContext, JobError, Leasehold};
 use leasehold::{
@@ -257,7 +258,9 @@ struct Counters {
 struct Ctx {
     runner: TaskRunner,
     sim: Sim,
-    retry: leasehold::durable::RetryPolicy,
+    /// Retry policies: the default, and contact research's own (one more attempt); an item may
+    /// override its kind's with `input.retry`.
+    retry: RetryPolicies,
     counters: Counters,
     crash_after: Option<u64>,
 }
@@ -266,6 +269,10 @@ type Shared = Arc<Ctx>;
 
 async fn handle_batch(ctx: JobContext, shared: Shared) -> Result<Value, JobError> {
     let input: BatchInput = ctx.input_as()?;
+    let policy = shared
+        .retry
+        .for_item(ctx.item())
+        .map_err(DurableError::into_job_error)?;
     let job = ctx.clone();
     let done = shared
         .runner
@@ -276,11 +283,11 @@ async fn handle_batch(ctx: JobContext, shared: Shared) -> Result<Value, JobError
             }
             let mut results = Vec::with_capacity(input.leads.len());
             for (done, lead) in input.leads.iter().enumerate() {
-                let (s, l) = (shared.clone(), lead.clone());
+                let (s, l, p) = (shared.clone(), lead.clone(), policy.clone());
                 let stage = input.stage;
                 let out = task
                     .step(&format!("lead-{}", lead.id), move |t| {
-                        process_lead(t, s, stage, l)
+                        process_lead(t, s, p, stage, l)
                     })
                     .await?;
                 results.push(out);
@@ -300,6 +307,7 @@ async fn handle_batch(ctx: JobContext, shared: Shared) -> Result<Value, JobError
 async fn process_lead(
     task: Task,
     shared: Shared,
+    policy: RetryPolicy,
     stage: Stage,
     lead: Lead,
 ) -> Result<Value, DurableError> {
@@ -314,7 +322,7 @@ async fn process_lead(
     let observe = |_: &leasehold::durable::FailedAttempt<'_, DurableError>| {
         shared.counters.retries.fetch_add(1, Ordering::Relaxed);
     };
-    let llm = retry_with(&shared.retry, DurableError::is_transient, observe, || {
+    let llm = retry_with(&policy, DurableError::is_transient, observe, || {
         let attempt = attempts.fetch_add(1, Ordering::Relaxed) + 1;
         let (task, sim, prompt) = (task.clone(), sim.clone(), prompt.clone());
         let id = lead.id;
@@ -336,10 +344,11 @@ async fn process_lead(
 
     let command = format!("{} {subject}", stage.tool());
     let attempts = AtomicU32::new(0);
-    let tool = retry_with(&shared.retry, DurableError::is_transient, observe, || {
+    let tool = retry_with(&policy, DurableError::is_transient, observe, || {
         let attempt = attempts.fetch_add(1, Ordering::Relaxed) + 1;
         let (task, sim, command) = (task.clone(), sim.clone(), command.clone());
         let lead = lead.clone();
+        let ran = command.clone();
         async move {
             task.tool(stage.tool(), &command, || async move {
                 sim.call(stage, lead.id, 2, attempt).await?;
@@ -357,7 +366,11 @@ async fn process_lead(
                     Stage::Company => json!({ "units": 50 + lead.id * 7 % 400, "pms": "Buildium" }),
                     Stage::Contact => json!({ "contact": format!("owner@{}", lead.domain.clone().unwrap_or_default()), "verified": true }),
                 };
-                Ok::<_, DurableError>(ToolOutput::from(result))
+                // The simulated command "exited 0": evidence on its tool_executed checkpoint.
+                Ok::<_, DurableError>(ToolOutput {
+                    result,
+                    evidence: vec![evidence::command_exit(ran, 0, 0)],
+                })
             })
             .await
         }
@@ -602,6 +615,16 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     check_same_run(&*store, &args).await?;
 
     let base = Duration::from_millis(args.retry_base_ms);
+    let default_retry = RetryPolicy::new(
+        Backoff {
+            initial: base,
+            factor: 2.0,
+            max: base * 20,
+            jitter: 0.1,
+        },
+        3,
+    )
+    .seeded(args.seed);
     let shared = Arc::new(Ctx {
         // Short cache claims: after a crash, a claim the dead process held on a model call
         // lapses within 2 s instead of the default 15 s.
@@ -616,16 +639,13 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             latency_ms: args.latency_ms,
             failure_rate: args.failure_rate,
         },
-        retry: leasehold::durable::RetryPolicy::new(
-            Backoff {
-                initial: base,
-                factor: 2.0,
-                max: base * 20,
-                jitter: 0.1,
+        retry: RetryPolicies::new(default_retry.clone())?.kind(
+            Stage::Contact.kind(),
+            RetryPolicy {
+                max_attempts: 4,
+                ..default_retry
             },
-            3,
-        )
-        .seeded(args.seed),
+        )?,
         counters: Counters::default(),
         crash_after: args.crash_after,
     });
