@@ -396,6 +396,14 @@ async fn rollback_sets_newer_checkpoints_aside() {
             .count(),
         2
     );
+    // A holder whose lease was taken over cannot roll anything back.
+    let current = env.crash_and_reacquire("w1").await;
+    let err = m
+        .rollback_to_checkpoint(&lease, ids[0])
+        .await
+        .expect_err("stale rollback");
+    assert!(err.is_lease_lost(), "{err:?}");
+    let lease = current;
     // Rolling back to a set-aside checkpoint is refused.
     let err = m
         .rollback_to_checkpoint(&lease, ids[2])
