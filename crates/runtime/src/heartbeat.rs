@@ -11,7 +11,8 @@
 
 use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 
 use leasehold_core::{ItemId, LeaseRef};
 
@@ -44,6 +45,9 @@ pub(crate) struct HeartbeatState {
     lease: Option<LeaseRef>,
     /// Bumped by every `Keep` and `Forget`; a tick of another generation is stale.
     generation: u64,
+    /// The pending tick, aborted when its lease is forgotten: a worker that finishes items
+    /// quickly must not leave one sleeping timer task per item behind.
+    timer: Option<JoinHandle<Result<(), MessagingErr<HeartbeatMsg>>>>,
     failures: u32,
 }
 
@@ -62,6 +66,7 @@ impl Actor for Heartbeat {
             worker: args.worker,
             lease: None,
             generation: 0,
+            timer: None,
             failures: 0,
         })
     }
@@ -86,8 +91,7 @@ impl Actor for Heartbeat {
                     .as_ref()
                     .is_some_and(|l| l.item == item && l.epoch == epoch)
                 {
-                    state.generation += 1;
-                    state.lease = None;
+                    state.stop_keeping();
                 }
             }
             HeartbeatMsg::Tick { generation } => {
@@ -101,11 +105,25 @@ impl Actor for Heartbeat {
 }
 
 impl HeartbeatState {
-    fn schedule(&self, myself: &ActorRef<HeartbeatMsg>) {
+    fn schedule(&mut self, myself: &ActorRef<HeartbeatMsg>) {
         let generation = self.generation;
-        myself.send_after(self.ctx.cfg.base.heartbeat, move || HeartbeatMsg::Tick {
-            generation,
-        });
+        if let Some(t) = self.timer.take() {
+            t.abort();
+        }
+        self.timer =
+            Some(
+                myself.send_after(self.ctx.cfg.base.heartbeat, move || HeartbeatMsg::Tick {
+                    generation,
+                }),
+            );
+    }
+
+    fn stop_keeping(&mut self) {
+        self.generation += 1;
+        self.lease = None;
+        if let Some(t) = self.timer.take() {
+            t.abort();
+        }
     }
 
     async fn renew(&mut self, myself: &ActorRef<HeartbeatMsg>) {
@@ -145,8 +163,7 @@ impl HeartbeatState {
 
     /// Stops keeping `lease` and tells the worker it is lost.
     fn give_up(&mut self, lease: &LeaseRef, reason: String) {
-        self.generation += 1;
-        self.lease = None;
+        self.stop_keeping();
         let _ = self.worker.cast(WorkerMsg::LeaseLost {
             item: lease.item,
             epoch: lease.epoch,

@@ -115,9 +115,11 @@ pub(crate) struct WorkerState {
     drain_reply: Option<RpcReplyPort<DrainOutcome>>,
 }
 
-/// The item in hand.
+/// The item in hand (the item itself went to the handler).
 struct Current {
-    leased: Leased,
+    lease: LeaseRef,
+    /// The item's attempt count with this acquisition included.
+    attempts: u32,
     /// The heartbeat keeping this lease (`None` once it died).
     heartbeat: Option<ActorRef<HeartbeatMsg>>,
     /// Whether a heartbeat is still keeping the lease.
@@ -130,7 +132,7 @@ struct Current {
 
 impl Current {
     fn is(&self, item: ItemId, epoch: i64) -> bool {
-        self.leased.lease.item == item && self.leased.lease.epoch == epoch
+        self.lease.item == item && self.lease.epoch == epoch
     }
 }
 
@@ -254,8 +256,12 @@ impl Actor for Worker {
                     tracing::debug!(item = %item, epoch, "dropping the result of a lease this worker no longer holds");
                     return Ok(());
                 };
-                state.settle(cur, outcome).await;
-                state.after_item(&myself);
+                // Only a worker that can keep a lease takes its next item alongside.
+                let take_next = !state.draining && state.heartbeat.is_some();
+                match state.settle(cur, outcome, take_next).await {
+                    Some(next) => state.start(&myself, next).await,
+                    None => state.after_item(&myself),
+                }
             }
             WorkerMsg::Renewed {
                 item,
@@ -363,8 +369,8 @@ impl Actor for Worker {
         cur.heartbeat = None;
         cur.kept = false;
         Metrics::bump(&state.ctx.metrics.heartbeat_deaths);
-        tracing::warn!(item = %cur.leased.lease.item, owner = %state.request.owner, reason = %why, "heartbeat child died; its lease will lapse");
-        let (item, epoch) = (cur.leased.lease.item, cur.leased.lease.epoch);
+        tracing::warn!(item = %cur.lease.item, owner = %state.request.owner, reason = %why, "heartbeat child died; its lease will lapse");
+        let (item, epoch) = (cur.lease.item, cur.lease.epoch);
         // The deadline is read before the event goes out, so whoever reacts to the event (and
         // moves the clock) cannot shorten the time this lease is given.
         let left = cur.expires_at.since(state.ctx.clock.now());
@@ -463,33 +469,41 @@ impl WorkerState {
 
     async fn start(&mut self, myself: &ActorRef<WorkerMsg>, leased: Leased) {
         let ctx = self.ctx.clone();
+        self.idle_backoff = MIN_IDLE_BACKOFF;
+        let Leased {
+            lease,
+            item,
+            expires_at,
+        } = leased;
+        let (id, epoch) = (lease.item, lease.epoch);
         Metrics::bump(&ctx.metrics.acquired);
         ctx.emit(NodeEvent::Acquired {
             worker: self.index,
-            item: leased.lease.item,
-            epoch: leased.lease.epoch,
+            item: id,
+            epoch,
         });
-        ctx.set_busy(self.index, Some(leased.lease.item));
+        ctx.set_busy(self.index, Some(id));
         // A heartbeat that cannot take the lease (it died since the poll) leaves it to lapse.
         let heartbeat = self
             .heartbeat
             .clone()
-            .filter(|hb| hb.cast(HeartbeatMsg::Keep(leased.lease.clone())).is_ok());
+            .filter(|hb| hb.cast(HeartbeatMsg::Keep(lease.clone())).is_ok());
+        let handler = ctx
+            .handlers
+            .get(&item.kind)
+            .or(ctx.fallback.as_ref())
+            .cloned();
+        let attempts = item.attempts;
         let cancel = CancellationToken::new();
+        // The item moves to the handler; the worker keeps only what settling needs.
         let job = JobContext {
-            item: Arc::new(leased.item.clone()),
-            lease: leased.lease.clone(),
+            item: Arc::new(item),
+            lease: lease.clone(),
             cancel: cancel.clone(),
             store: ctx.store.clone(),
             clock: ctx.clock.clone(),
             faults: ctx.faults.clone(),
         };
-        let handler = ctx
-            .handlers
-            .get(&leased.item.kind)
-            .or(ctx.fallback.as_ref())
-            .cloned();
-        let (item, epoch) = (leased.lease.item, leased.lease.epoch);
         let me = myself.clone();
         let join = tokio::spawn(async move {
             let run = async move {
@@ -505,15 +519,15 @@ impl WorkerState {
                 Err(panic) => HandlerOutcome::Panicked(panic_message(panic.as_ref())),
             };
             let _ = me.cast(WorkerMsg::HandlerDone {
-                item,
+                item: id,
                 epoch,
                 outcome,
             });
         });
         let kept = heartbeat.is_some();
-        let expires_at = leased.expires_at;
         self.current = Some(Current {
-            leased,
+            lease,
+            attempts,
             heartbeat,
             kept,
             expires_at,
@@ -525,25 +539,64 @@ impl WorkerState {
         });
         if !kept {
             myself.send_after(expires_at.since(ctx.clock.now()), move || {
-                WorkerMsg::LeaseLapsed { item, epoch }
+                WorkerMsg::LeaseLapsed { item: id, epoch }
             });
         }
     }
 
     /// Writes the handler's result, fenced. The heartbeat keeps the lease alive until the write
     /// has committed (or is refused), so a slow commit never lets the lease lapse under it.
-    async fn settle(&mut self, cur: Current, outcome: HandlerOutcome) {
+    ///
+    /// With `take_next`, an output's completion and this worker's next acquisition go to the
+    /// store together, so the SQLite store commits both in one group: one round trip per item
+    /// instead of two. The acquisition is ordered after the completion, and returned only if the
+    /// completion did not fail on the store (a refused completion still moves on).
+    async fn settle(
+        &mut self,
+        cur: Current,
+        outcome: HandlerOutcome,
+        take_next: bool,
+    ) -> Option<Leased> {
         let ctx = self.ctx.clone();
-        let lease = cur.leased.lease.clone();
-        let attempt = cur.leased.item.attempts;
+        let lease = cur.lease.clone();
+        let attempt = cur.attempts;
         let deadline = tokio::time::Instant::now() + ctx.cfg.base.lease;
+        let mut next = None;
         let result = match outcome {
             HandlerOutcome::Output(output) => {
-                let r = retry_store(deadline, || {
+                let first = if take_next {
+                    let now = ctx.clock.now();
+                    let (done, acquired) = tokio::join!(
+                        ctx.store.item_complete(&lease, output.clone(), now),
+                        ctx.store.item_acquire(&self.request, now),
+                    );
+                    match acquired {
+                        Ok(leased) => next = leased,
+                        Err(e) => {
+                            tracing::debug!(owner = %self.request.owner, error = %e, "acquiring alongside a completion failed; polling instead");
+                        }
+                    }
+                    done
+                } else {
                     ctx.store
                         .item_complete(&lease, output.clone(), ctx.clock.now())
-                })
-                .await;
+                        .await
+                };
+                let r = match first {
+                    Err(e) if e.is_backend_failure() => {
+                        tracing::warn!(item = %lease.item, error = %e, "completion failed; retrying");
+                        // Nothing may wait unkept while the completion is retried.
+                        if let Some(unstarted) = next.take() {
+                            self.give_back(unstarted).await;
+                        }
+                        retry_store(deadline, || {
+                            ctx.store
+                                .item_complete(&lease, output.clone(), ctx.clock.now())
+                        })
+                        .await
+                    }
+                    other => other,
+                };
                 if r.is_ok() {
                     Metrics::bump(&ctx.metrics.completed);
                     ctx.emit(NodeEvent::Completed {
@@ -590,6 +643,16 @@ impl WorkerState {
             }
         }
         drop(cur);
+        next
+    }
+
+    /// Releases an item acquired alongside a completion that then had to be retried: back to
+    /// pending, its attempt not counted. If even that fails, recovery takes it back.
+    async fn give_back(&self, leased: Leased) {
+        let ctx = &self.ctx;
+        if let Err(e) = ctx.store.item_release(&leased.lease, ctx.clock.now()).await {
+            tracing::warn!(item = %leased.lease.item, error = %e, "could not give back an unstarted item; recovery will requeue it");
+        }
     }
 
     async fn fail(
@@ -630,12 +693,12 @@ impl WorkerState {
     async fn give_up_unkept(&mut self, cur: Current, write: bool) {
         Metrics::bump(&self.ctx.metrics.lease_lost);
         self.ctx.emit(NodeEvent::LeaseLost {
-            item: cur.leased.lease.item,
-            epoch: cur.leased.lease.epoch,
+            item: cur.lease.item,
+            epoch: cur.lease.epoch,
         });
-        tracing::warn!(item = %cur.leased.lease.item, owner = %self.request.owner, "lease lapsed without a heartbeat: cancelling the handler");
-        let lease = cur.leased.lease.clone();
-        let attempt = cur.leased.item.attempts;
+        tracing::warn!(item = %cur.lease.item, owner = %self.request.owner, "lease lapsed without a heartbeat: cancelling the handler");
+        let lease = cur.lease.clone();
+        let attempt = cur.attempts;
         drop(cur);
         if write {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
@@ -657,7 +720,7 @@ impl WorkerState {
     /// Graceful-stop release: back to pending without counting the attempt (invariant 7).
     async fn release(&mut self, cur: Current) -> DrainOutcome {
         let ctx = self.ctx.clone();
-        let lease = cur.leased.lease.clone();
+        let lease = cur.lease.clone();
         drop(cur);
         ctx.set_busy(self.index, None);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -692,7 +755,7 @@ impl Drop for Current {
     /// The heartbeat stops renewing this lease (it stays alive for the worker's next one).
     fn drop(&mut self) {
         if let Some(hb) = self.heartbeat.take() {
-            let LeaseRef { item, epoch, .. } = self.leased.lease;
+            let LeaseRef { item, epoch, .. } = self.lease;
             let _ = hb.cast(HeartbeatMsg::Forget { item, epoch });
         }
     }

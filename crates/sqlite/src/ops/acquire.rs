@@ -6,27 +6,64 @@ use rusqlite::{params, Transaction};
 use crate::error::OpResult;
 use crate::row::{self, item_columns};
 
-/// Picks the first `?6` ready pending items in acquisition order and leases them. The partial
-/// index `items_pending_ready` holds pending items in exactly that order, so the subquery reads
-/// the first ready entries and stops, whatever the queue depth. `INDEXED BY` pins that plan:
-/// without table statistics SQLite prefers the equality on `items_status` plus a sort of every
-/// pending item (and if the index were ever missing, the statement fails loudly).
-/// The kind filter is a JSON array (`?7`, NULL for any kind) so that one cached statement
-/// serves every request. The limit is `CAST(?6 AS INTEGER)`, not a bare `?6`: SQLite plans a
-/// bare parameter in `LIMIT` with its bound value and marks the statement to be recompiled
-/// whenever that parameter is bound again, which made every acquisition re-parse and re-plan
-/// this statement.
+/// The lease every acquisition writes: `?1` owner, `?2` node, `?3` incarnation, `?4` lease
+/// expiry, `?5` now.
+macro_rules! lease_set {
+    () => {
+        "UPDATE items SET status = 'in_progress', owner = ?1, owner_node = ?2, \
+             owner_incarnation = ?3, epoch = epoch + 1, attempts = attempts + 1, \
+             lease_expires_at = ?4, last_heartbeat_at = ?5, updated_at = ?5 "
+    };
+}
+
+/// The ready pending items in acquisition order. The partial index `items_pending_ready` holds
+/// pending items in exactly that order, so a scan reads the first ready entries and stops,
+/// whatever the queue depth. `INDEXED BY` pins that plan: without table statistics SQLite
+/// prefers the equality on `items_status` plus a sort of every pending item (and if the index
+/// were ever missing, the statement fails loudly).
+macro_rules! ready {
+    () => {
+        "SELECT id FROM items INDEXED BY items_pending_ready \
+         WHERE status = 'pending' AND run_at <= ?5 "
+    };
+}
+
+/// Leases the first `?6` ready items, of the kinds in the JSON array `?7` (NULL: any kind) and
+/// of group `?8` (NULL: any group): one cached statement serves every request. The limit is
+/// `CAST(?6 AS INTEGER)`, not a bare `?6`: SQLite plans a bare parameter in `LIMIT` with its
+/// bound value and marks the statement to be recompiled whenever that parameter is bound again,
+/// which made every acquisition re-parse and re-plan this statement.
 pub(crate) const ACQUIRE: &str = concat!(
-    "UPDATE items SET status = 'in_progress', owner = ?1, owner_node = ?2, \
-         owner_incarnation = ?3, epoch = epoch + 1, attempts = attempts + 1, \
-         lease_expires_at = ?4, last_heartbeat_at = ?5, updated_at = ?5 \
-     WHERE id IN ( \
-         SELECT id FROM items INDEXED BY items_pending_ready \
-         WHERE status = 'pending' AND run_at <= ?5 \
-           AND (?7 IS NULL OR kind IN (SELECT value FROM json_each(?7))) \
-           AND (?8 IS NULL OR group_id = ?8) \
-         ORDER BY priority DESC, run_at, id \
-         LIMIT CAST(?6 AS INTEGER)) \
+    lease_set!(),
+    "WHERE id IN (",
+    ready!(),
+    "AND (?7 IS NULL OR kind IN (SELECT value FROM json_each(?7))) \
+       AND (?8 IS NULL OR group_id = ?8) \
+     ORDER BY priority DESC, run_at, id \
+     LIMIT CAST(?6 AS INTEGER)) \
+     RETURNING ",
+    item_columns!()
+);
+
+/// The hot path's shape of [`ACQUIRE`]: one item of any kind (`?6` group or NULL). A scalar
+/// subquery instead of `IN` and no kind list, so SQLite builds no temporary tables for them.
+const ACQUIRE_ONE: &str = concat!(
+    lease_set!(),
+    "WHERE id = (",
+    ready!(),
+    "AND (?6 IS NULL OR group_id = ?6) \
+     ORDER BY priority DESC, run_at, id LIMIT 1) \
+     RETURNING ",
+    item_columns!()
+);
+
+/// [`ACQUIRE_ONE`] for one kind, `?7`: a node with a single handler.
+const ACQUIRE_ONE_OF_KIND: &str = concat!(
+    lease_set!(),
+    "WHERE id = (",
+    ready!(),
+    "AND kind = ?7 AND (?6 IS NULL OR group_id = ?6) \
+     ORDER BY priority DESC, run_at, id LIMIT 1) \
      RETURNING ",
     item_columns!()
 );
@@ -45,28 +82,29 @@ pub(crate) fn run(
     now: Timestamp,
 ) -> OpResult<Vec<Leased>> {
     validate(req)?;
-    let kinds = if req.kinds.is_empty() {
-        None
-    } else {
-        Some(serde_json::Value::from(req.kinds.clone()).to_string())
-    };
     let expires_at = now.plus(req.lease);
-    let mut items = {
-        let mut stmt = tx.prepare_cached(ACQUIRE)?;
-        let rows = stmt.query_map(
-            params![
-                req.owner,
-                req.node_id,
-                req.incarnation,
-                expires_at.0,
-                now.0,
-                req.limit,
-                kinds,
-                req.group_id,
-            ],
-            row::item,
-        )?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    let lease = params![req.owner, req.node_id, req.incarnation, expires_at.0, now.0];
+    let mut items = match (req.limit, req.kinds.as_slice()) {
+        (1, []) => {
+            let mut stmt = tx.prepare_cached(ACQUIRE_ONE)?;
+            let params = [lease, params![req.group_id]].concat();
+            let rows = stmt.query_map(params.as_slice(), row::item)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        }
+        (1, [kind]) => {
+            let mut stmt = tx.prepare_cached(ACQUIRE_ONE_OF_KIND)?;
+            let params = [lease, params![req.group_id, kind]].concat();
+            let rows = stmt.query_map(params.as_slice(), row::item)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        }
+        (limit, kinds) => {
+            let kinds =
+                (!kinds.is_empty()).then(|| serde_json::Value::from(kinds.to_vec()).to_string());
+            let mut stmt = tx.prepare_cached(ACQUIRE)?;
+            let params = [lease, params![limit, kinds, req.group_id]].concat();
+            let rows = stmt.query_map(params.as_slice(), row::item)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        }
     };
     // RETURNING yields rows in no promised order.
     items.sort_by(|a, b| {
@@ -94,40 +132,115 @@ mod tests {
     use std::time::Duration;
 
     use leasehold_core::{AcquireRequest, NewItem, Timestamp};
-    use rusqlite::{Connection, StatementStatus};
+    use rusqlite::{params, Connection, StatementStatus};
 
-    use super::{run, ACQUIRE};
+    use super::{run, ACQUIRE, ACQUIRE_ONE, ACQUIRE_ONE_OF_KIND};
     use crate::ops::enqueue;
     use crate::schema::migrate;
 
-    #[test]
-    fn acquiring_again_reuses_the_compiled_statement() {
+    fn queue() -> Connection {
         let mut c = Connection::open_in_memory().expect("in-memory database");
         migrate(&mut c).expect("migrate");
-        let items = (0..40)
-            .map(|i| NewItem::new(if i % 2 == 0 { "a" } else { "b" }, serde_json::json!(i)))
+        let items = (0..60)
+            .map(|i| NewItem::new(["a", "b", "c"][i % 3], serde_json::json!(i)))
             .collect();
         enqueue::run(&mut c, items, Timestamp(1_000)).expect("enqueue");
-        let mut taken = 0;
+        c
+    }
+
+    fn acquire(c: &mut Connection, req: &AcquireRequest, now: i64) -> Vec<(i64, String)> {
+        let tx = c.transaction().expect("transaction");
+        let got = run(&tx, req, Timestamp(now)).expect("acquire");
+        tx.commit().expect("commit");
+        got.into_iter()
+            .map(|l| (l.item.id.0, l.item.kind))
+            .collect()
+    }
+
+    #[test]
+    fn every_statement_shape_takes_the_first_ready_items_of_the_asked_kinds() {
+        let mut c = queue();
+        let mut req = AcquireRequest::new("w", Duration::from_secs(30));
+        // One item, any kind: the oldest.
+        assert_eq!(acquire(&mut c, &req, 2_000), vec![(1, "a".to_string())]);
+        // One item of one kind: the oldest of that kind.
+        req.kinds = vec!["c".into()];
+        assert_eq!(acquire(&mut c, &req, 2_000), vec![(3, "c".to_string())]);
+        // Several items of two kinds, in order.
+        req.kinds = vec!["a".into(), "b".into()];
+        req.limit = 3;
+        let ids: Vec<i64> = acquire(&mut c, &req, 2_000)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(ids, vec![2, 4, 5]);
+        // Nothing of a kind nobody enqueued.
+        req.kinds = vec!["z".into()];
+        req.limit = 1;
+        assert!(acquire(&mut c, &req, 2_000).is_empty());
+    }
+
+    #[test]
+    fn acquiring_again_reuses_the_compiled_statements() {
+        let mut c = queue();
         for i in 0..12u32 {
             let mut req = AcquireRequest::new(format!("w{i}"), Duration::from_secs(30));
             req.limit = 1 + i % 3;
-            if i % 4 == 0 {
+            if i % 2 == 0 {
                 req.kinds = vec!["a".into()];
             }
-            let tx = c.transaction().expect("transaction");
-            taken += run(&tx, &req, Timestamp(2_000 + i64::from(i)))
-                .expect("acquire")
-                .len();
-            tx.commit().expect("commit");
+            assert!(!acquire(&mut c, &req, 2_000 + i64::from(i)).is_empty());
         }
-        assert!(taken >= 12, "the acquisitions took items ({taken})");
-        let stmt = c.prepare_cached(ACQUIRE).expect("cached statement");
-        assert_eq!(stmt.get_status(StatementStatus::Run), 12);
-        assert_eq!(
-            stmt.get_status(StatementStatus::RePrepare),
-            0,
-            "binding new values must not make SQLite recompile the statement"
-        );
+        let mut runs = 0;
+        for sql in [ACQUIRE, ACQUIRE_ONE, ACQUIRE_ONE_OF_KIND] {
+            let stmt = c.prepare_cached(sql).expect("cached statement");
+            runs += stmt.get_status(StatementStatus::Run);
+            assert_eq!(
+                stmt.get_status(StatementStatus::RePrepare),
+                0,
+                "binding new values must not make SQLite recompile {sql}"
+            );
+        }
+        assert_eq!(runs, 12, "each acquisition ran one cached statement");
+    }
+
+    #[test]
+    fn the_single_item_shapes_read_the_pending_index_in_order_without_temporary_tables() {
+        let c = queue();
+        for (sql, args) in [
+            (
+                ACQUIRE_ONE,
+                params!["w", "n", 1, 2_000, 1_000, None::<String>].to_vec(),
+            ),
+            (
+                ACQUIRE_ONE,
+                params!["w", "n", 1, 2_000, 1_000, "g"].to_vec(),
+            ),
+            (
+                ACQUIRE_ONE_OF_KIND,
+                params!["w", "n", 1, 2_000, 1_000, None::<String>, "a"].to_vec(),
+            ),
+        ] {
+            let mut stmt = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("explain");
+            let plan: Vec<String> = stmt
+                .query_map(args.as_slice(), |r| r.get::<_, String>(3))
+                .expect("plan rows")
+                .collect::<rusqlite::Result<_>>()
+                .expect("plan");
+            assert!(
+                plan.iter()
+                    .any(|s| s.contains("USING INDEX items_pending_ready")),
+                "{plan:#?}"
+            );
+            for step in &plan {
+                assert!(!step.contains("TEMP B-TREE"), "a sort in {plan:#?}");
+                assert!(
+                    !step.starts_with("LIST SUBQUERY"),
+                    "a temporary list in {plan:#?}"
+                );
+            }
+        }
     }
 }
