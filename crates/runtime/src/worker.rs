@@ -598,16 +598,18 @@ impl WorkerState {
                     other => other,
                 };
                 if r.is_ok() {
+                    // Recorded before the event goes out, so whoever reacts to the event
+                    // finds the completion counted.
                     Metrics::bump(&ctx.metrics.completed);
-                    ctx.emit(NodeEvent::Completed {
-                        item: lease.item,
-                        epoch: lease.epoch,
-                    });
                     if let Some(log) = &ctx.metrics.completions {
                         log.lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .push((lease.item, lease.epoch));
                     }
+                    ctx.emit(NodeEvent::Completed {
+                        item: lease.item,
+                        epoch: lease.epoch,
+                    });
                 }
                 r.map(|_| ())
             }
