@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! Supervisor (one per node; restart intensity: at most R restarts in T, then escalate)
-//! ├── Worker 0 ──┬── Heartbeat   (one per lease: renews it every heartbeat interval)
+//! ├── Worker 0 ──┬── Heartbeat   (one per worker: renews the worker's lease every heartbeat interval)
 //! │              └── handler task (the user's async fn; cancelled when the lease is lost)
 //! ├── Worker 1 …
 //! ├── Reaper      (sweeps expired leases in batches, pings owners, requeues or dead-letters)
