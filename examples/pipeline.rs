@@ -1,10 +1,10 @@
 //! The lead-list pipeline (seeds 002 and 004), leasehold's main job: three stages — lead list,
 //! company research, contact research — over simulated model and tool calls with random
 //! latency, injected timeouts and rate-limit errors (all from `--seed`). Each stage runs as
-//! batch items on a supervised tree; inside a batch every lead is one step of
-//! `run_with_recovery`, checkpointed when it finishes, its tool calls recorded in the tool
-//! ledger and its model calls in the LLM output cache. Transient errors are retried with
-//! backoff; permanent ones mark the lead failed.
+//! batch items on a supervised tree; inside a batch a `batch-start` step checkpoints first, then
+//! every lead is one step of `run_with_recovery`, checkpointed when it finishes, its tool calls
+//! recorded in the tool ledger and its model calls in the LLM output cache. Transient errors
+//! are retried with backoff; permanent ones mark the lead failed.
 //!
 //! Run with `cargo run --release --example pipeline` (flags: `--db PATH --leads N --workers W
 //! --seed S --crash-after N --json`). To see recovery, crash it and run it again on the same
@@ -281,6 +281,14 @@ async fn handle_batch(ctx: JobContext, shared: Shared) -> Result<Value, JobError
             if task.resumed_from().is_some() {
                 shared.counters.resumed.fetch_add(1, Ordering::Relaxed);
             }
+            // The batch's first checkpoint, committed before any lead's tool runs (seed 004's
+            // checkpoint between batches): a crash after any tool execution leaves the batch at
+            // least this checkpoint to resume from.
+            let (stage, batch, count) = (input.stage, input.batch, input.leads.len());
+            task.step("batch-start", move |_| async move {
+                Ok::<_, DurableError>(json!({ "stage": stage, "batch": batch, "leads": count }))
+            })
+            .await?;
             let mut results = Vec::with_capacity(input.leads.len());
             for (done, lead) in input.leads.iter().enumerate() {
                 let (s, l, p) = (shared.clone(), lead.clone(), policy.clone());
@@ -319,8 +327,11 @@ async fn process_lead(
     let prompt = format!("{} for {subject}", stage.title());
 
     let attempts = AtomicU32::new(0);
-    let observe = |_: &leasehold::durable::FailedAttempt<'_, DurableError>| {
-        shared.counters.retries.fetch_add(1, Ordering::Relaxed);
+    // Counts retries: failed attempts followed by another one (not permanent or final failures).
+    let observe = |f: &leasehold::durable::FailedAttempt<'_, DurableError>| {
+        if f.next_delay.is_some() {
+            shared.counters.retries.fetch_add(1, Ordering::Relaxed);
+        }
     };
     let llm = retry_with(&policy, DurableError::is_transient, observe, || {
         let attempt = attempts.fetch_add(1, Ordering::Relaxed) + 1;

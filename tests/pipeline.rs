@@ -43,25 +43,22 @@ fn pipeline_child_process() {
 }
 
 /// Small and fast, but with injected failures: 16 leads in batches of 4, one worker so that
-/// the crash point is the same on every run.
+/// the crash point is the same on every run. A flag in `extra` replaces its default here.
 fn run(db: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "--db",
-        db.to_str().expect("utf-8 path"),
-        "--leads",
-        "16",
-        "--batch",
-        "4",
-        "--workers",
-        "1",
-        "--seed",
-        "11",
-        "--latency-ms",
-        "2",
-        "--retry-base-ms",
-        "1",
-        "--json",
+    let defaults = [
+        ("--leads", "16"),
+        ("--batch", "4"),
+        ("--workers", "1"),
+        ("--seed", "11"),
+        ("--latency-ms", "2"),
+        ("--retry-base-ms", "1"),
     ];
+    let mut args = vec!["--db", db.to_str().expect("utf-8 path"), "--json"];
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
     args.extend_from_slice(extra);
     let args = serde_json::to_string(&args).expect("json");
     Command::new(std::env::current_exe().expect("test executable"))
@@ -75,6 +72,63 @@ fn run(db: &Path, extra: &[&str]) -> Output {
         .env(CHILD_ARGS, args)
         .output()
         .expect("run the pipeline")
+}
+
+/// Every item in the database, as JSON (to compare a database before and after a run).
+fn items(db: &Path) -> Vec<Value> {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let store = leasehold::SqliteStore::open(db).await.expect("open");
+        let filter = leasehold::ItemFilter {
+            limit: 1000,
+            ..leasehold::ItemFilter::default()
+        };
+        leasehold::Store::items_list(&store, &filter)
+            .await
+            .expect("list")
+            .iter()
+            .map(|i| serde_json::to_value(i).expect("item as JSON"))
+            .collect()
+    })
+}
+
+/// Crashes a run on a fresh database after `crash_after` tool executions, reruns it there,
+/// and checks the rerun against the clean run; returns the rerun's summary.
+fn crash_and_rerun(dir: &Path, clean: &Value, crash_after: u64) -> Value {
+    let db = dir.join(format!("crashed-{crash_after}.db"));
+    let crashed = run(&db, &["--crash-after", &crash_after.to_string()]);
+    assert!(
+        !crashed.status.success(),
+        "--crash-after {crash_after} did not crash: {}",
+        String::from_utf8_lossy(&crashed.stdout)
+    );
+    let needle = format!("aborting after tool execution {crash_after}");
+    assert!(
+        String::from_utf8_lossy(&crashed.stderr).contains(&needle),
+        "{}",
+        String::from_utf8_lossy(&crashed.stderr)
+    );
+
+    let rerun = summary(&run(&db, &[]));
+    assert!(n(&rerun, "resumed_from_checkpoint") > 0, "{rerun}");
+    assert!(n(&rerun, "tool_replays") > 0, "{rerun}");
+    assert_eq!(
+        n(&rerun, "completed"),
+        n(clean, "completed"),
+        "{rerun} vs {clean}"
+    );
+    assert_eq!(
+        n(&rerun, "failed"),
+        n(clean, "failed"),
+        "{rerun} vs {clean}"
+    );
+    // Nothing ran twice: the crashed run's executions plus the rerun's are the clean run's.
+    assert_eq!(
+        crash_after + n(&rerun, "tool_executions"),
+        n(clean, "tool_executions"),
+        "{rerun} vs {clean}"
+    );
+    rerun
 }
 
 fn summary(out: &Output) -> Value {
@@ -127,44 +181,38 @@ fn a_crashed_pipeline_resumes_replays_and_ends_like_a_clean_run() {
         "the seed injects failures: {clean}"
     );
 
+    // Tool execution 1 is the first lead of the first batch: only the batch's `batch-start`
+    // checkpoint and the tool's result have committed.
+    crash_and_rerun(dir.path(), &clean, 1);
     // Tool execution 6 is the second lead of the second batch: the first lead's step has
     // committed, the second's tool result has committed, its step has not.
-    let crashed_db = dir.path().join("crashed.db");
-    let crashed = run(&crashed_db, &["--crash-after", "6"]);
-    assert!(
-        !crashed.status.success(),
-        "--crash-after did not crash: {}",
-        String::from_utf8_lossy(&crashed.stdout)
-    );
-    assert!(String::from_utf8_lossy(&crashed.stderr).contains("aborting after tool execution 6"));
-
-    let rerun = summary(&run(&crashed_db, &[]));
-    assert!(n(&rerun, "resumed_from_checkpoint") > 0, "{rerun}");
-    assert!(n(&rerun, "tool_replays") > 0, "{rerun}");
-    assert_eq!(
-        n(&rerun, "completed"),
-        n(&clean, "completed"),
-        "{rerun} vs {clean}"
-    );
-    assert_eq!(
-        n(&rerun, "failed"),
-        n(&clean, "failed"),
-        "{rerun} vs {clean}"
-    );
-    // Nothing ran twice: the crashed run's 6 executions plus the rerun's are the clean run's.
-    assert_eq!(
-        6 + n(&rerun, "tool_executions"),
-        n(&clean, "tool_executions"),
-        "{rerun} vs {clean}"
-    );
+    crash_and_rerun(dir.path(), &clean, 6);
+    let crashed_db = dir.path().join("crashed-6.db");
 
     // A third run on the finished database does nothing and reports the same totals.
     let again = summary(&run(&crashed_db, &[]));
     assert_eq!(n(&again, "completed"), n(&clean, "completed"));
     assert_eq!(n(&again, "tool_executions"), 0, "{again}");
 
-    // Bad input is refused with a message and leaves the database alone.
+    // Bad input is refused with a message naming it and leaves the database alone.
+    let before = items(&crashed_db);
     let bad = run(&crashed_db, &["--leads", "0"]);
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--leads"));
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("--leads must be 1..=100000, got 0"),
+        "{stderr}"
+    );
+    let other_run = run(&crashed_db, &["--seed", "12"]);
+    assert_eq!(other_run.status.code(), Some(1), "{other_run:?}");
+    let stderr = String::from_utf8_lossy(&other_run.stderr);
+    assert!(
+        stderr.contains("holds a pipeline run with --leads 16 --seed 11"),
+        "{stderr}"
+    );
+    assert_eq!(
+        items(&crashed_db),
+        before,
+        "a refused run changed the database"
+    );
 }

@@ -86,7 +86,8 @@ pub struct LlmCache {
 }
 
 impl LlmCache {
-    /// A cache with the default expiry (7 days) and claim ttl (5 minutes).
+    /// A cache with the default expiry ([`DEFAULT_CACHE_TTL`], 7 days) and claim ttl
+    /// ([`DEFAULT_CLAIM_TTL`], 15 s).
     pub fn new(store: Arc<dyn DurableStore>, clock: Arc<dyn Clock>) -> Self {
         LlmCache {
             store,

@@ -122,6 +122,10 @@ pub struct FailedAttempt<'a, E> {
 /// Runs `op` until it succeeds, fails permanently, or the policy's attempts are spent; returns
 /// its last result. Sleeps on tokio's clock, so paused-time tests run instantly.
 ///
+/// Every attempt emits a tracing event: `attempt` (debug) as it starts, then `attempt failed;
+/// retrying` (warn), `attempt failed; retries spent` (error), `attempt failed permanently; not
+/// retrying` (warn) or, after earlier failures, `call succeeded after retrying` (info).
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// use leasehold_durable::{retry, DurableError, RetryPolicy};
@@ -166,6 +170,7 @@ where
     };
     let mut attempt = 1;
     loop {
+        tracing::debug!(attempt, max_attempts = max, "attempt");
         match op().await {
             Ok(v) => {
                 if attempt > 1 {

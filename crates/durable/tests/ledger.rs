@@ -208,3 +208,31 @@ async fn a_failed_tool_records_nothing_and_bad_input_is_refused() {
     }
     assert!(ledger.history(lease.item, 0).await.is_err());
 }
+
+#[tokio::test]
+async fn the_key_is_tool_command_and_task() {
+    let env = Env::new().await;
+    let ledger = ToolLedger::new(env.durable(), env.clock());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let a = env.leased("w1").await;
+    let b = env.leased("w2").await;
+    assert_ne!(a.item, b.item);
+    let mut replayed = Vec::new();
+    for (lease, tool, command) in [
+        (&a, "bash", "echo hello"),
+        (&a, "bash", "echo hello"), // same key: replayed
+        (&a, "bash", "echo bye"),   // another command
+        (&a, "sh", "echo hello"),   // another tool
+        (&b, "bash", "echo hello"), // another task
+    ] {
+        let r = ledger
+            .execute_or_replay(lease, tool, command, counting_tool(runs.clone()))
+            .await
+            .expect("execute or replay");
+        replayed.push(r.replayed);
+    }
+    assert_eq!(replayed, vec![false, true, false, false, false]);
+    assert_eq!(runs.load(Ordering::SeqCst), 4);
+    assert_eq!(ledger.history(a.item, 10).await.expect("history").len(), 3);
+    assert_eq!(ledger.history(b.item, 10).await.expect("history").len(), 1);
+}
