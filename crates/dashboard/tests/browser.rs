@@ -1,8 +1,11 @@
 //! The page in a real browser: the dashboard serves a real SQLite file with work in flight (a
 //! running tree whose workers hold items, plus a dead node, a stopped one, finished and
 //! dead-lettered items), headless Chromium loads the page with the token in its fragment and
-//! runs its script, and the numbers the page shows must match the store. A screenshot is kept
-//! in `<target>/tmp/dashboard-test/dashboard.png`.
+//! runs its script, and what the page shows must match the store: counts by status and by
+//! kind, the chart's per-minute counts, every worker's state, current item and seconds since
+//! its heartbeat, the recent failures with their errors, the recovery statistics; and it must
+//! have refreshed itself. A screenshot (and the DOM) is kept in
+//! `<target>/tmp/dashboard-test/dashboard.png`.
 //!
 //! Chromium is required: when it cannot be found the test fails (it does not skip), saying how
 //! to install it. `.ci/run` installs Debian's `chromium`; `LEASEHOLD_CHROMIUM` names another
@@ -17,8 +20,10 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::{broadcast, Notify};
 
-use leasehold_core::{Clock, ItemStatus, NewItem, SystemClock, WorkerCounts};
-use leasehold_dashboard::DashboardConfig;
+use leasehold_core::{
+    Clock, ItemFilter, ItemStatus, NewItem, SystemClock, WorkerCounts, WorkerState,
+};
+use leasehold_dashboard::{DashboardConfig, RECENT_FAILURES};
 use leasehold_runtime::{JobContext, JobError, Leasehold, NodeEvent};
 
 use common::{loopback, open, populate, serve};
@@ -101,6 +106,40 @@ fn sum_attr(dom: &str, attr: &str) -> u64 {
         .sum()
 }
 
+/// The texts of the cells of the first table row whose tag carries `attr="value"`, with
+/// the HTML entities the DOM dump uses turned back into characters.
+fn cells(dom: &str, attr: &str, value: &str) -> Vec<String> {
+    let at = dom
+        .find(&format!("<tr {attr}=\"{value}\""))
+        .unwrap_or_else(|| panic!("no table row with {attr}={value:?}"));
+    let row = &dom[at..at + dom[at..].find("</tr>").expect("row end")];
+    row.split("<td")
+        .skip(1)
+        .map(|td| {
+            let start = td.find('>').expect("cell tag end") + 1;
+            let end = td.find("</td>").expect("cell end");
+            unescape(&td[start..end])
+        })
+        .collect()
+}
+
+/// The few entities a DOM dump writes in text.
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&")
+}
+
+/// The seconds a "since heartbeat" cell shows (`"2.4 s"`).
+fn seconds(cell: &str) -> f64 {
+    cell.strip_suffix(" s")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{cell:?} is not a number of seconds"))
+}
+
 /// The `data-state` of the worker row of `node`.
 fn row_state(dom: &str, node: &str) -> String {
     let at = dom
@@ -161,7 +200,11 @@ async fn page_in_headless_chromium_shows_what_the_store_holds() {
     let (addr, _stop) = serve(store.clone(), cfg).await;
     let url = format!("http://{addr}/#token={TOKEN}");
     let profile = tempfile::tempdir().unwrap();
+    // The page reads the store at some time within [t0, t1].
+    let nodes_before = store.nodes_list().await.unwrap();
+    let t0 = SystemClock.now();
     let dom = run_chromium(profile.path(), &url, &["--dump-dom"]).await;
+    let t1 = SystemClock.now();
     // Kept beside the screenshot, to see what the page showed when an assertion fails.
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-test");
     std::fs::create_dir_all(&out_dir).unwrap();
@@ -181,6 +224,11 @@ async fn page_in_headless_chromium_shows_what_the_store_holds() {
         "the page never loaded its data (data-loaded={loaded:?}); its error banner says {:?}",
         text_of(&dom, "error")
     );
+    // Refreshing every 500 ms within a 4 s (virtual) budget: it must have refreshed itself.
+    assert!(
+        loaded.parse::<u32>().is_ok_and(|n| n >= 2),
+        "the page loaded its data once and never refreshed itself (data-loaded={loaded:?})"
+    );
     for st in ItemStatus::ALL {
         assert_eq!(
             number(&dom, &format!("count-{st}")),
@@ -193,6 +241,31 @@ async fn page_in_headless_chromium_shows_what_the_store_holds() {
         "2 held by the tree, 1 by alpha, 1 by the dead ghost"
     );
     assert_eq!(number(&dom, "count-total"), counts.total());
+
+    // Queue depth by kind: one row per kind with open work, as the store counts it.
+    let depth = store.items_depth_by_kind().await.unwrap();
+    assert_eq!(
+        dom.matches("<tr data-kind=\"").count(),
+        depth.len(),
+        "kinds shown"
+    );
+    for k in &depth {
+        assert_eq!(
+            cells(&dom, "data-kind", &k.kind),
+            [
+                k.kind.clone(),
+                k.pending.to_string(),
+                k.in_progress.to_string()
+            ],
+            "open work of kind {}",
+            k.kind
+        );
+    }
+    assert_eq!(
+        depth.len(),
+        3,
+        "email, report and the tree's video: {depth:?}"
+    );
     assert_eq!(number(&dom, "workers-alive"), workers.alive);
     assert_eq!(number(&dom, "workers-dead"), workers.dead);
     assert_eq!(number(&dom, "workers-stopped"), workers.stopped);
@@ -201,14 +274,78 @@ async fn page_in_headless_chromium_shows_what_the_store_holds() {
     assert_eq!(row_state(&dom, "ghost"), "dead");
     assert_eq!(row_state(&dom, "charlie"), "stopped");
 
+    // Every worker row: its state, current item and seconds since its heartbeat. Rows that
+    // did not change while the page loaded must show exactly what the store holds (seconds
+    // within the load window, shown to 0.1 s); the tree's own row heartbeats meanwhile, so
+    // it must show one of the items it holds and a silence within its alive window.
+    assert_eq!(dom.matches("<tr data-node=\"").count(), nodes.len());
+    let live_items: Vec<String> = store
+        .items_list(&ItemFilter {
+            status: Some(ItemStatus::InProgress),
+            limit: 100,
+            ..ItemFilter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.owner_node.as_deref() == Some("live"))
+        .map(|i| i.id.to_string())
+        .collect();
+    assert_eq!(live_items.len(), 2, "the tree holds both its items");
+    for n in &nodes {
+        let c = cells(&dom, "data-node", &n.node_id);
+        let state = n.state(t1, 3);
+        assert_eq!(
+            (c[0].as_str(), c[1].as_str()),
+            (n.node_id.as_str(), state.as_str())
+        );
+        let shown = seconds(&c[5]);
+        if nodes_before.contains(n) {
+            let item = n.current_item.map_or("–".to_string(), |i| i.to_string());
+            assert_eq!(c[3], item, "current item of {}", n.node_id);
+            let low = t0.since(n.last_heartbeat_at).as_secs_f64() - 0.06;
+            let high = t1.since(n.last_heartbeat_at).as_secs_f64() + 0.06;
+            assert!(
+                (low..=high).contains(&shown),
+                "{} shows {shown} s since its heartbeat, not within {low}..{high}",
+                n.node_id
+            );
+        } else {
+            assert_eq!(n.node_id, "live", "only the tree's row moves");
+            assert_eq!(state, WorkerState::Alive);
+            assert!(live_items.contains(&c[3]), "live shows item {:?}", c[3]);
+            let window = 3.0 * n.heartbeat_interval_ms as f64 / 1000.0;
+            assert!(shown <= window, "live silent {shown} s > {window} s");
+        }
+    }
+
     // The chart: one rect per minute and series, carrying its count.
     assert_eq!(sum_attr(&dom, "data-completed"), counts.completed);
     assert_eq!(sum_attr(&dom, "data-failed"), counts.failed);
     assert_eq!(number(&dom, "chart-completed"), 2);
     assert_eq!(number(&dom, "chart-failed"), 1);
 
-    // The failure, its error shown as text: the markup in it did not run.
-    assert!(dom.contains(&format!("data-id=\"{}\"", expected.failed_id)));
+    // The failures, newest first, each with its error shown as text: the markup in the
+    // error did not run.
+    let failed = store
+        .items_recently_finished(ItemStatus::Failed, RECENT_FAILURES)
+        .await
+        .unwrap();
+    assert_eq!(dom.matches("<tr data-id=\"").count(), failed.len());
+    assert_eq!(failed.first().map(|i| i.id.0), Some(expected.failed_id));
+    for f in &failed {
+        let c = cells(&dom, "data-id", &f.id.to_string());
+        assert_eq!(c[0], f.id.to_string());
+        assert_eq!(c[1], f.kind);
+        assert_eq!(c[2], format!("{}/{}", f.attempts, f.max_attempts));
+        assert_eq!(
+            Some(c[4].as_str()),
+            f.error.as_deref(),
+            "error of item {}",
+            f.id
+        );
+    }
+    assert_eq!(failed[0].error.as_deref(), Some(common::FAILURE_ERROR));
     assert!(
         dom.contains("boom: &lt;script&gt;"),
         "the error text is escaped"
@@ -219,6 +356,9 @@ async fn page_in_headless_chromium_shows_what_the_store_holds() {
     );
 
     assert_eq!(number(&dom, "recovery-recovered"), 6);
+    assert_eq!(number(&dom, "recovery-on-start"), 2);
+    assert_eq!(number(&dom, "recovery-reaper"), 3);
+    assert_eq!(number(&dom, "recovery-monitor"), 1);
     assert_eq!(number(&dom, "recovery-expired"), 1);
     assert_eq!(number(&dom, "recovery-held"), 1);
 
