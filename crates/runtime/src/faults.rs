@@ -368,6 +368,7 @@ pub async fn check_invariants(
 pub struct FaultyStore {
     inner: Arc<dyn Store>,
     mode: Mutex<Option<(Fault, tokio::time::Instant)>>,
+    renewals: tokio::sync::broadcast::Sender<(LeaseRef, Timestamp)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -382,7 +383,14 @@ impl FaultyStore {
         FaultyStore {
             inner,
             mode: Mutex::new(None),
+            renewals: tokio::sync::broadcast::channel(1024).0,
         }
+    }
+
+    /// Every lease renewal that succeeds from now on, with the expiry it wrote: lets a test
+    /// wait on heartbeats instead of sleeping.
+    pub fn renewals(&self) -> tokio::sync::broadcast::Receiver<(LeaseRef, Timestamp)> {
+        self.renewals.subscribe()
     }
 
     /// Every call fails with a backend error for `d` (tokio time).
@@ -447,7 +455,9 @@ impl Store for FaultyStore {
         now: Timestamp,
     ) -> StoreResult<Timestamp> {
         self.gate().await?;
-        self.inner.lease_renew(lease, d, now).await
+        let expires_at = self.inner.lease_renew(lease, d, now).await?;
+        let _ = self.renewals.send((lease.clone(), expires_at));
+        Ok(expires_at)
     }
     async fn leases_renew_owner(
         &self,

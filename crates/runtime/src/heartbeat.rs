@@ -3,9 +3,12 @@
 //! `on_lease_lost`).
 //!
 //! It lives as long as its worker rather than one per lease, so taking an item costs a message
-//! instead of an actor spawn, and an idle worker's heartbeat waits without a timer. Each lease
-//! it keeps gets a new generation: a tick scheduled for an earlier lease finds the generation
-//! moved on and does nothing, so a renewal never outlives the lease it was scheduled for.
+//! instead of an actor spawn, and an idle worker's heartbeat waits without a timer. Its one
+//! timer is not re-armed per lease: a lease is due for renewal one interval after it was taken
+//! (or last renewed), and a tick that comes early for the lease it finds re-arms for the rest of
+//! the wait. A worker that finishes many items within an interval therefore costs the timer
+//! nothing per item, and a renewal never outlives the lease it was scheduled for: a tick finds
+//! the lease kept *now*, or none.
 //! Renewals go through the store's group commit, so the heartbeats of many workers that tick
 //! together share one transaction.
 
@@ -13,6 +16,7 @@ use std::sync::Arc;
 
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
+use tokio::time::Instant;
 
 use leasehold_core::{ItemId, LeaseRef};
 
@@ -41,12 +45,12 @@ pub(crate) struct HeartbeatArgs {
 pub(crate) struct HeartbeatState {
     ctx: Arc<NodeCtx>,
     worker: ActorRef<WorkerMsg>,
-    /// The lease being kept, if any.
-    lease: Option<LeaseRef>,
-    /// Bumped by every `Keep` and `Forget`; a tick of another generation is stale.
+    /// The lease being kept, if any, and when it is due for renewal.
+    lease: Option<(LeaseRef, Instant)>,
+    /// Bumped by every timer armed; a tick of an older timer is stale.
     generation: u64,
-    /// The pending tick, aborted when its lease is forgotten: a worker that finishes items
-    /// quickly must not leave one sleeping timer task per item behind.
+    /// The one pending tick, if armed. Left running when a lease is settled (the next lease
+    /// reuses it), aborted only when the actor stops.
     timer: Option<JoinHandle<Result<(), MessagingErr<HeartbeatMsg>>>>,
     failures: u32,
 }
@@ -71,6 +75,19 @@ impl Actor for Heartbeat {
         })
     }
 
+    /// A stopped heartbeat leaves no sleeping timer behind. (A panic skips `post_stop`; its
+    /// timer then finds the actor gone and ends.)
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<HeartbeatMsg>,
+        state: &mut HeartbeatState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = state.timer.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+
     async fn handle(
         &self,
         myself: ActorRef<HeartbeatMsg>,
@@ -80,23 +97,30 @@ impl Actor for Heartbeat {
         match msg {
             HeartbeatMsg::Crash(why) => panic!("injected heartbeat fault: {why}"),
             HeartbeatMsg::Keep(lease) => {
-                state.generation += 1;
-                state.lease = Some(lease);
+                let due = Instant::now() + state.ctx.cfg.base.heartbeat;
+                state.lease = Some((lease, due));
                 state.failures = 0;
-                state.schedule(&myself);
+                if state.timer.is_none() {
+                    state.arm(&myself, due);
+                }
             }
             HeartbeatMsg::Forget { item, epoch } => {
                 if state
                     .lease
                     .as_ref()
-                    .is_some_and(|l| l.item == item && l.epoch == epoch)
+                    .is_some_and(|(l, _)| l.item == item && l.epoch == epoch)
                 {
-                    state.stop_keeping();
+                    state.lease = None;
                 }
             }
             HeartbeatMsg::Tick { generation } => {
                 if generation == state.generation {
-                    state.renew(&myself).await;
+                    state.timer = None;
+                    match state.lease.as_ref().map(|(_, due)| *due) {
+                        None => {}
+                        Some(due) if due > Instant::now() => state.arm(&myself, due),
+                        Some(_) => state.renew(&myself).await,
+                    }
                 }
             }
         }
@@ -105,29 +129,32 @@ impl Actor for Heartbeat {
 }
 
 impl HeartbeatState {
-    fn schedule(&mut self, myself: &ActorRef<HeartbeatMsg>) {
+    /// Arms the one timer for `due`, replacing any pending tick.
+    fn arm(&mut self, myself: &ActorRef<HeartbeatMsg>, due: Instant) {
+        self.generation += 1;
         let generation = self.generation;
         if let Some(t) = self.timer.take() {
             t.abort();
         }
-        self.timer =
-            Some(
-                myself.send_after(self.ctx.cfg.base.heartbeat, move || HeartbeatMsg::Tick {
-                    generation,
-                }),
-            );
+        let wait = due.saturating_duration_since(Instant::now());
+        self.timer = Some(myself.send_after(wait, move || HeartbeatMsg::Tick { generation }));
+    }
+
+    /// Renews again one interval from now.
+    fn schedule(&mut self, myself: &ActorRef<HeartbeatMsg>) {
+        let due = Instant::now() + self.ctx.cfg.base.heartbeat;
+        if let Some((_, at)) = self.lease.as_mut() {
+            *at = due;
+        }
+        self.arm(myself, due);
     }
 
     fn stop_keeping(&mut self) {
-        self.generation += 1;
         self.lease = None;
-        if let Some(t) = self.timer.take() {
-            t.abort();
-        }
     }
 
     async fn renew(&mut self, myself: &ActorRef<HeartbeatMsg>) {
-        let Some(lease) = self.lease.clone() else {
+        let Some(lease) = self.lease.as_ref().map(|(l, _)| l.clone()) else {
             return;
         };
         let ctx = &self.ctx;

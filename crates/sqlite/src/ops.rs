@@ -24,3 +24,19 @@ pub(crate) mod registry;
 pub(crate) mod release;
 pub(crate) mod renew;
 pub(crate) mod take_back;
+
+/// Every statement an item passes through on the hot path (enqueue, single-item acquisition,
+/// renewal, completion, failure, release): none may open an ephemeral table (schema tests).
+#[cfg(test)]
+pub(crate) const HOT_PATH: [&str; 10] = [
+    enqueue::INSERT,
+    acquire::HEAD,
+    acquire::HEAD_OF_KIND,
+    acquire::LEASE_ONE,
+    renew::RENEW,
+    complete::COMPLETE,
+    fail::ATTEMPTS,
+    fail::RETRY,
+    fail::DEAD_LETTER,
+    release::RELEASE,
+];

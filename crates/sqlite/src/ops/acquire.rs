@@ -1,7 +1,7 @@
 //! `items_acquire`: lease up to `limit` ready items in one statement.
 
-use leasehold_core::{AcquireRequest, LeaseRef, Leased, StoreError, Timestamp};
-use rusqlite::{params, Transaction};
+use leasehold_core::{AcquireRequest, Item, ItemStatus, LeaseRef, Leased, StoreError, Timestamp};
+use rusqlite::{params, OptionalExtension, Transaction};
 
 use crate::error::OpResult;
 use crate::row::{self, item_columns};
@@ -45,28 +45,30 @@ pub(crate) const ACQUIRE: &str = concat!(
     item_columns!()
 );
 
-/// The hot path's shape of [`ACQUIRE`]: one item of any kind (`?6` group or NULL). A scalar
-/// subquery instead of `IN` and no kind list, so SQLite builds no temporary tables for them.
-const ACQUIRE_ONE: &str = concat!(
-    lease_set!(),
-    "WHERE id = (",
-    ready!(),
-    "AND (?6 IS NULL OR group_id = ?6) \
-     ORDER BY priority DESC, run_at, id LIMIT 1) \
-     RETURNING ",
-    item_columns!()
+/// The hot path's shape: the first ready item of any kind (`?2` group or NULL), read, then
+/// leased by [`LEASE_ONE`]. A read and an update by id instead of one `UPDATE … RETURNING`:
+/// SQLite buffers `RETURNING` rows in an ephemeral B-tree opened per statement, which for a
+/// single row cost more than the update itself. Both run in the caller's write transaction,
+/// so nothing can take the row in between.
+pub(crate) const HEAD: &str = concat!(
+    "SELECT ",
+    item_columns!(),
+    " FROM items INDEXED BY items_pending_ready \
+     WHERE status = 'pending' AND run_at <= ?1 AND (?2 IS NULL OR group_id = ?2) \
+     ORDER BY priority DESC, run_at, id LIMIT 1"
 );
 
-/// [`ACQUIRE_ONE`] for one kind, `?7`: a node with a single handler.
-const ACQUIRE_ONE_OF_KIND: &str = concat!(
-    lease_set!(),
-    "WHERE id = (",
-    ready!(),
-    "AND kind = ?7 AND (?6 IS NULL OR group_id = ?6) \
-     ORDER BY priority DESC, run_at, id LIMIT 1) \
-     RETURNING ",
-    item_columns!()
+/// [`HEAD`] for one kind, `?3`: a node with a single handler.
+pub(crate) const HEAD_OF_KIND: &str = concat!(
+    "SELECT ",
+    item_columns!(),
+    " FROM items INDEXED BY items_pending_ready \
+     WHERE status = 'pending' AND run_at <= ?1 AND kind = ?3 AND (?2 IS NULL OR group_id = ?2) \
+     ORDER BY priority DESC, run_at, id LIMIT 1"
 );
+
+/// Leases the item `?6` read by [`HEAD`] or [`HEAD_OF_KIND`] (parameters as in `lease_set!`).
+pub(crate) const LEASE_ONE: &str = concat!(lease_set!(), "WHERE id = ?6 AND status = 'pending'");
 
 /// Checks the request before it is queued for a group commit, so bad input is refused without
 /// waiting for (or touching) the database.
@@ -85,18 +87,14 @@ pub(crate) fn run(
     let expires_at = now.plus(req.lease);
     let lease = params![req.owner, req.node_id, req.incarnation, expires_at.0, now.0];
     let mut items = match (req.limit, req.kinds.as_slice()) {
-        (1, []) => {
-            let mut stmt = tx.prepare_cached(ACQUIRE_ONE)?;
-            let params = [lease, params![req.group_id]].concat();
-            let rows = stmt.query_map(params.as_slice(), row::item)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()?
-        }
-        (1, [kind]) => {
-            let mut stmt = tx.prepare_cached(ACQUIRE_ONE_OF_KIND)?;
-            let params = [lease, params![req.group_id, kind]].concat();
-            let rows = stmt.query_map(params.as_slice(), row::item)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()?
-        }
+        (1, []) => lease_head(tx, req, now, HEAD, params![now.0, req.group_id])?,
+        (1, [kind]) => lease_head(
+            tx,
+            req,
+            now,
+            HEAD_OF_KIND,
+            params![now.0, req.group_id, kind],
+        )?,
         (limit, kinds) => {
             let kinds =
                 (!kinds.is_empty()).then(|| serde_json::Value::from(kinds.to_vec()).to_string());
@@ -127,6 +125,47 @@ pub(crate) fn run(
         .collect())
 }
 
+/// Reads the first ready item with `head` and leases it with [`LEASE_ONE`]; returns the item as
+/// the update left it (the same values the statement wrote, so nothing is read back).
+fn lease_head(
+    tx: &Transaction<'_>,
+    req: &AcquireRequest,
+    now: Timestamp,
+    head: &str,
+    filter: &[&dyn rusqlite::ToSql],
+) -> OpResult<Vec<Item>> {
+    let Some(mut item) = tx
+        .prepare_cached(head)?
+        .query_row(filter, row::item)
+        .optional()?
+    else {
+        return Ok(Vec::new());
+    };
+    let expires_at = now.plus(req.lease);
+    let changed = tx.prepare_cached(LEASE_ONE)?.execute(params![
+        req.owner,
+        req.node_id,
+        req.incarnation,
+        expires_at.0,
+        now.0,
+        item.id.0
+    ])?;
+    if changed == 0 {
+        // Unreachable inside one write transaction; never report a lease that was not written.
+        return Ok(Vec::new());
+    }
+    item.status = ItemStatus::InProgress;
+    item.owner = Some(req.owner.clone());
+    item.owner_node = Some(req.node_id.clone());
+    item.owner_incarnation = Some(req.incarnation);
+    item.epoch += 1;
+    item.attempts += 1;
+    item.lease_expires_at = Some(expires_at);
+    item.last_heartbeat_at = Some(now);
+    item.updated_at = now;
+    Ok(vec![item])
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -134,7 +173,7 @@ mod tests {
     use leasehold_core::{AcquireRequest, NewItem, Timestamp};
     use rusqlite::{params, Connection, StatementStatus};
 
-    use super::{run, ACQUIRE, ACQUIRE_ONE, ACQUIRE_ONE_OF_KIND};
+    use super::{run, ACQUIRE, HEAD, HEAD_OF_KIND, LEASE_ONE};
     use crate::ops::enqueue;
     use crate::schema::migrate;
 
@@ -191,35 +230,34 @@ mod tests {
             }
             assert!(!acquire(&mut c, &req, 2_000 + i64::from(i)).is_empty());
         }
-        let mut runs = 0;
-        for sql in [ACQUIRE, ACQUIRE_ONE, ACQUIRE_ONE_OF_KIND] {
+        let mut runs = Vec::new();
+        for sql in [ACQUIRE, HEAD, HEAD_OF_KIND, LEASE_ONE] {
             let stmt = c.prepare_cached(sql).expect("cached statement");
-            runs += stmt.get_status(StatementStatus::Run);
+            runs.push(stmt.get_status(StatementStatus::Run));
             assert_eq!(
                 stmt.get_status(StatementStatus::RePrepare),
                 0,
                 "binding new values must not make SQLite recompile {sql}"
             );
         }
-        assert_eq!(runs, 12, "each acquisition ran one cached statement");
+        assert_eq!(
+            runs[..3].iter().sum::<i32>(),
+            12,
+            "each acquisition ran one cached read or batch statement: {runs:?}"
+        );
+        assert_eq!(
+            runs[3], 4,
+            "each single-item acquisition leased by id: {runs:?}"
+        );
     }
 
     #[test]
     fn the_single_item_shapes_read_the_pending_index_in_order_without_temporary_tables() {
         let c = queue();
         for (sql, args) in [
-            (
-                ACQUIRE_ONE,
-                params!["w", "n", 1, 2_000, 1_000, None::<String>].to_vec(),
-            ),
-            (
-                ACQUIRE_ONE,
-                params!["w", "n", 1, 2_000, 1_000, "g"].to_vec(),
-            ),
-            (
-                ACQUIRE_ONE_OF_KIND,
-                params!["w", "n", 1, 2_000, 1_000, None::<String>, "a"].to_vec(),
-            ),
+            (HEAD, params![1_000, None::<String>].to_vec()),
+            (HEAD, params![1_000, "g"].to_vec()),
+            (HEAD_OF_KIND, params![1_000, None::<String>, "a"].to_vec()),
         ] {
             let mut stmt = c
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))

@@ -7,20 +7,21 @@ use rusqlite::{params, Connection};
 use crate::error::OpResult;
 use crate::row::{self, item_columns};
 
-/// Only open items: served by the index on `(status, id)`, so the cost follows the queue's
-/// depth, not the table's history.
-const DEPTH_BY_KIND: &str = "SELECT kind, \
-         sum(status = 'pending'), sum(status = 'in_progress') \
-     FROM items WHERE status IN ('pending', 'in_progress') GROUP BY kind ORDER BY kind";
+/// Only open items, each status from its partial index (`items_pending_ready`,
+/// `items_lease_expiry`), so the cost follows the queue's depth, not the table's history.
+pub(crate) const DEPTH_BY_KIND: &str = "SELECT kind, sum(pending), sum(leased) FROM ( \
+         SELECT kind, 1 AS pending, 0 AS leased FROM items WHERE status = 'pending' \
+         UNION ALL SELECT kind, 0, 1 FROM items WHERE status = 'in_progress') \
+     GROUP BY kind ORDER BY kind";
 
-/// Served by the partial index on `finished_at`.
-const FINISHED_SINCE: &str = "SELECT (finished_at - ?1) / ?2 AS bucket, \
+/// Served by the partial index `items_finished (status, finished_at)`.
+pub(crate) const FINISHED_SINCE: &str = "SELECT (finished_at - ?1) / ?2 AS bucket, \
          sum(status = 'completed'), sum(status = 'failed'), sum(status = 'cancelled') \
      FROM items WHERE finished_at >= ?1 \
        AND status IN ('completed', 'failed', 'cancelled') \
      GROUP BY bucket ORDER BY bucket";
 
-const RECENTLY_FINISHED: &str = concat!(
+pub(crate) const RECENTLY_FINISHED: &str = concat!(
     "SELECT ",
     item_columns!(),
     " FROM items WHERE finished_at IS NOT NULL AND status = ?1 \

@@ -7,17 +7,18 @@ use crate::error::OpResult;
 
 /// Only the row as it was read (same incarnation and last heartbeat), and only while that
 /// incarnation holds nothing: the monitor needs a dead node's row to take its items back.
-const REMOVE_NODE: &str = "DELETE FROM workers \
+pub(crate) const REMOVE_NODE: &str = "DELETE FROM workers \
      WHERE node_id = ?1 AND incarnation = ?2 AND last_heartbeat_at = ?3 \
-       AND NOT EXISTS (SELECT 1 FROM items WHERE status = 'in_progress' \
+       AND NOT EXISTS (SELECT 1 FROM items INDEXED BY items_lease_expiry \
+                       WHERE status = 'in_progress' \
                        AND owner_node = ?1 AND owner_incarnation = ?2)";
 
 /// Explicit rather than left to `ON DELETE CASCADE`, so the report can count them.
-const REMOVE_CHECKPOINTS: &str = "DELETE FROM checkpoints WHERE item_id IN \
+pub(crate) const REMOVE_CHECKPOINTS: &str = "DELETE FROM checkpoints WHERE item_id IN \
      (SELECT id FROM items WHERE finished_at <= ?1 \
         AND status IN ('completed', 'failed', 'cancelled'))";
 
-const REMOVE_ITEMS: &str = "DELETE FROM items WHERE finished_at <= ?1 \
+pub(crate) const REMOVE_ITEMS: &str = "DELETE FROM items WHERE finished_at <= ?1 \
        AND status IN ('completed', 'failed', 'cancelled')";
 
 /// Runs the deletes in one write transaction; a dry run rolls it back, so its report is

@@ -7,7 +7,8 @@ use crate::error::{lease_lost, OpResult};
 
 /// Fenced, so output is committed once, by the current holder only. The owner columns stay as
 /// a record of who finished the item; the lease expiry goes.
-const COMPLETE: &str = "UPDATE items SET status = 'completed', output = ?4, finished_at = ?5, \
+pub(crate) const COMPLETE: &str =
+    "UPDATE items SET status = 'completed', output = ?4, finished_at = ?5, \
          updated_at = ?5, lease_expires_at = NULL \
      WHERE id = ?1 AND status = 'in_progress' AND owner = ?2 AND epoch = ?3";
 

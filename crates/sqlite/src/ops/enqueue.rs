@@ -7,7 +7,7 @@ use crate::db::write;
 use crate::error::OpResult;
 use crate::row::json_text;
 
-const INSERT: &str = "INSERT INTO items \
+pub(crate) const INSERT: &str = "INSERT INTO items \
      (kind, input, status, attempts, max_attempts, priority, run_at, group_id, epoch, \
       created_at, updated_at) \
      VALUES (?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6, 0, ?7, ?7)";

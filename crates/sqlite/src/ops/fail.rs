@@ -5,18 +5,19 @@ use rusqlite::{params, OptionalExtension, Transaction};
 
 use crate::error::{lease_lost, OpResult};
 
-const ATTEMPTS: &str = "SELECT attempts, max_attempts FROM items \
+pub(crate) const ATTEMPTS: &str = "SELECT attempts, max_attempts FROM items \
      WHERE id = ?1 AND status = 'in_progress' AND owner = ?2 AND epoch = ?3";
 
 /// Back to pending without an owner; the failed attempt stays counted.
-const RETRY: &str =
+pub(crate) const RETRY: &str =
     "UPDATE items SET status = 'pending', run_at = ?4, error = ?5, updated_at = ?6, \
          owner = NULL, owner_node = NULL, owner_incarnation = NULL, \
          lease_expires_at = NULL, last_heartbeat_at = NULL \
      WHERE id = ?1 AND status = 'in_progress' AND owner = ?2 AND epoch = ?3";
 
 /// Dead-letter: the owner columns stay as a record of the last holder.
-const DEAD_LETTER: &str = "UPDATE items SET status = 'failed', error = ?4, finished_at = ?5, \
+pub(crate) const DEAD_LETTER: &str =
+    "UPDATE items SET status = 'failed', error = ?4, finished_at = ?5, \
          updated_at = ?5, lease_expires_at = NULL \
      WHERE id = ?1 AND status = 'in_progress' AND owner = ?2 AND epoch = ?3";
 

@@ -10,17 +10,19 @@ use crate::ops::take_back::{self, Verdict};
 use crate::row::{self, candidate_columns};
 
 /// Everything `owner` holds, whatever its lease says (the flag column is unused here).
-const HELD_BY_OWNER: &str = concat!(
+pub(crate) const HELD_BY_OWNER: &str = concat!(
     "SELECT ",
     candidate_columns!(),
-    ", 0 FROM items WHERE status = 'in_progress' AND owner = ?1 ORDER BY id"
+    ", 0 FROM items INDEXED BY items_lease_expiry \
+     WHERE status = 'in_progress' AND owner = ?1 ORDER BY id"
 );
 
 /// Everything one incarnation of a node holds, through any of its workers.
-const HELD_BY_NODE: &str = concat!(
+pub(crate) const HELD_BY_NODE: &str = concat!(
     "SELECT ",
     candidate_columns!(),
-    ", 0 FROM items WHERE status = 'in_progress' AND owner_node = ?1 \
+    ", 0 FROM items INDEXED BY items_lease_expiry \
+     WHERE status = 'in_progress' AND owner_node = ?1 \
      AND owner_incarnation = ?2 ORDER BY id"
 );
 

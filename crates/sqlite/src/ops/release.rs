@@ -8,7 +8,8 @@ use crate::error::{lease_lost, OpResult};
 
 /// Back to pending, ready now, and the attempt is given back: a graceful stop is not a failure
 /// of the item (invariant 4). The epoch stays; the next acquisition bumps it.
-const RELEASE: &str = "UPDATE items SET status = 'pending', attempts = max(attempts - 1, 0), \
+pub(crate) const RELEASE: &str =
+    "UPDATE items SET status = 'pending', attempts = max(attempts - 1, 0), \
          run_at = ?4, updated_at = ?4, owner = NULL, owner_node = NULL, owner_incarnation = NULL, \
          lease_expires_at = NULL, last_heartbeat_at = NULL \
      WHERE id = ?1 AND status = 'in_progress' AND owner = ?2 AND epoch = ?3";

@@ -8,12 +8,13 @@ use rusqlite::{params, Transaction};
 use crate::error::{lease_lost, OpResult};
 
 /// Fenced: an expired lease that nobody has taken back yet is still its holder's to renew.
-const RENEW: &str =
+pub(crate) const RENEW: &str =
     "UPDATE items SET lease_expires_at = ?4, last_heartbeat_at = ?5, updated_at = ?5 \
      WHERE id = ?1 AND status = 'in_progress' AND owner = ?2 AND epoch = ?3";
 
-const RENEW_OWNER: &str =
-    "UPDATE items SET lease_expires_at = ?2, last_heartbeat_at = ?3, updated_at = ?3 \
+/// A scan of `items_lease_expiry`, which holds only leased items.
+const RENEW_OWNER: &str = "UPDATE items INDEXED BY items_lease_expiry \
+     SET lease_expires_at = ?2, last_heartbeat_at = ?3, updated_at = ?3 \
      WHERE status = 'in_progress' AND owner = ?1";
 
 /// Extends one lease to `now + duration` inside `tx`; one statement, so many heartbeats'
