@@ -212,6 +212,28 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Checks that the store answers (a trivial read). The reaper stands down when this fails.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Wake-ups for idle workers, for a backend that can tell when items became ready through
+    /// *any* writer, this process or another (PostgreSQL's LISTEN/NOTIFY). Each message is how
+    /// many items became ready, or [`WAKE_ALL`] when notifications may have been missed. Once
+    /// this returns, nothing committed later is missed. `None` (the default) means the backend
+    /// has no such notifications: nodes learn of other writers' items by polling.
+    async fn wakeups(&self) -> StoreResult<Option<Box<dyn Wakeups>>> {
+        Ok(None)
+    }
+}
+
+/// The count a [`Wakeups`] source sends when notifications may have been missed: wake every
+/// idle worker.
+pub const WAKE_ALL: u64 = u64::MAX;
+
+/// A source of wake-ups (see [`Store::wakeups`]): a stream of counts of items that became
+/// ready. A trait of its own rather than a `Stream`, so that the core needs no stream library.
+#[async_trait]
+pub trait Wakeups: Send + fmt::Debug + 'static {
+    /// The next count ([`WAKE_ALL`] after missed notifications), or `None` once the source has
+    /// ended (its store was dropped). Cancel-safe: dropping the future loses no message.
+    async fn next(&mut self) -> Option<u64>;
 }
 
 /// A reaper sweep's parameters.

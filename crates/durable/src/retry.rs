@@ -5,8 +5,10 @@
 //! that say they are transient ([`Retryable`]) and logging a tracing event per attempt.
 //! [`RetryPolicies`] picks a policy per kind, with a per-item override from the item's input.
 //!
-//! Inside the queue, a handler's retryable error already returns the item to pending with a
-//! later `run_at` (the node's `backoff`); these policies are for calls inside a handler.
+//! Inside the queue, a handler's retryable error returns the item to pending with a later
+//! `run_at`: its kind's backoff, else the node's. These policies are for calls inside a
+//! handler; [`DurableError::into_job_error_with`] hands a policy's next delay to the queue as
+//! well, so an item's `input.retry` shapes its queue retries too.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -103,6 +105,47 @@ impl RetryPolicy {
     /// The delays this policy waits between its attempts, without jitter.
     pub fn schedule(&self) -> Vec<Duration> {
         (1..self.max_attempts).map(|n| self.delay(n, 0.0)).collect()
+    }
+}
+
+impl DurableError {
+    /// [`into_job_error`](DurableError::into_job_error), and a transient error asks the queue
+    /// to retry `item` after `policy`'s delay for the item's attempt
+    /// ([`JobError::retry_after`]) instead of the kind's or node's backoff. Use it with the
+    /// policy [`RetryPolicies::for_item`] gave, so the item's `input.retry` applies to its
+    /// queue retries as well. The jitter is reproducible when the policy is
+    /// [`seeded`](RetryPolicy::seeded) (from the seed, the item id and the attempt).
+    ///
+    /// Only the delay is passed on: how many times the queue retries is the item's own
+    /// `max_attempts`, not the policy's (which counts the calls inside one attempt).
+    ///
+    /// In a handler:
+    ///
+    /// ```no_run
+    /// use leasehold_durable::{retry, DurableError, RetryPolicies, RetryPolicy};
+    /// use leasehold_runtime::{JobContext, JobError};
+    /// # async fn call_model() -> Result<String, DurableError> { Ok(String::new()) }
+    /// async fn handle(ctx: JobContext, policies: RetryPolicies) -> Result<String, JobError> {
+    ///     let policy = policies
+    ///         .for_item(ctx.item())
+    ///         .map_err(DurableError::into_job_error)?;
+    ///     retry(&policy, call_model)
+    ///         .await
+    ///         // Spent or not, a transient failure comes back after the policy's next delay.
+    ///         .map_err(|e| e.into_job_error_with(&policy, ctx.item()))
+    /// }
+    /// ```
+    pub fn into_job_error_with(self, policy: &RetryPolicy, item: &Item) -> JobError {
+        if self.is_permanent() {
+            return JobError::permanent(self);
+        }
+        let attempt = item.attempts.max(1);
+        let sample = match policy.jitter_seed {
+            // `as u64` keeps every bit of the id: only the sample's spread matters.
+            Some(seed) => Backoff::seeded_sample(seed, item.id.0 as u64, attempt),
+            None => rand::random::<f64>(),
+        };
+        JobError::retryable(self).retry_after(policy.delay(attempt, sample))
     }
 }
 
@@ -279,5 +322,94 @@ impl RetryPolicies {
             DurableError::InvalidInput(format!("item {}: input.retry: {why}", item.id))
         })?;
         Ok(policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leasehold_core::{ItemId, ItemStatus, Timestamp};
+
+    fn item(id: i64, attempts: u32) -> Item {
+        Item {
+            id: ItemId(id),
+            kind: "llm".into(),
+            input: serde_json::json!({}),
+            status: ItemStatus::InProgress,
+            attempts,
+            max_attempts: 5,
+            priority: 0,
+            run_at: Timestamp(0),
+            group_id: None,
+            owner: None,
+            owner_node: None,
+            owner_incarnation: None,
+            epoch: 1,
+            lease_expires_at: None,
+            last_heartbeat_at: None,
+            output: None,
+            error: None,
+            progress: None,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            finished_at: None,
+        }
+    }
+
+    fn unjittered() -> RetryPolicy {
+        RetryPolicy::new(
+            Backoff {
+                initial: Duration::from_millis(200),
+                factor: 3.0,
+                max: Duration::from_secs(5),
+                jitter: 0.0,
+            },
+            4,
+        )
+    }
+
+    #[test]
+    fn a_transient_error_asks_the_queue_for_the_policys_delay_of_this_attempt() {
+        let p = unjittered();
+        let got: Vec<_> = (1..=4)
+            .map(|n| {
+                DurableError::transient("429")
+                    .into_job_error_with(&p, &item(7, n))
+                    .requested_delay()
+            })
+            .collect();
+        let want = [200, 600, 1800, 5000].map(|ms| Some(Duration::from_millis(ms)));
+        assert_eq!(got, want);
+        let e = DurableError::transient("429").into_job_error_with(&p, &item(7, 1));
+        assert!(!e.is_permanent());
+        assert!(e.to_string().contains("429"), "{e}");
+    }
+
+    #[test]
+    fn a_permanent_error_is_dead_lettered_and_asks_for_no_delay() {
+        let e =
+            DurableError::permanent("bad domain").into_job_error_with(&unjittered(), &item(7, 1));
+        assert!(e.is_permanent());
+        assert_eq!(e.requested_delay(), None);
+        let refused =
+            DurableError::InvalidInput("x".into()).into_job_error_with(&unjittered(), &item(7, 1));
+        assert!(refused.is_permanent());
+    }
+
+    #[test]
+    fn a_seeded_policys_queue_delay_is_reproducible_and_jittered_within_its_fraction() {
+        let mut p = unjittered().seeded(11);
+        p.backoff.jitter = 0.5;
+        let delay = |id| {
+            DurableError::transient("timeout")
+                .into_job_error_with(&p, &item(id, 2))
+                .requested_delay()
+                .expect("transient")
+        };
+        assert_eq!(delay(1), delay(1));
+        let want = p.delay(2, Backoff::seeded_sample(11, 1, 2));
+        assert_eq!(delay(1), want);
+        assert!(delay(1) <= Duration::from_millis(600) && delay(1) >= Duration::from_millis(300));
+        assert_ne!(delay(1), delay(2), "items scatter");
     }
 }

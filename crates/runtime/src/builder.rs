@@ -1,6 +1,6 @@
 //! Building a node: store, handlers, configuration.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::{Arc, Mutex};
@@ -69,8 +69,16 @@ pub struct RuntimeConfig {
     pub max_restarts: u32,
     /// … within this window, then the supervisor escalates.
     pub restart_window: Duration,
-    /// The retry schedule of retryable failures.
+    /// The retry schedule of retryable failures, for kinds without their own in
+    /// `kind_backoffs`.
     pub backoff: Backoff,
+    /// Per-kind retry schedules, overriding `backoff` for their kind. (A handler's
+    /// [`JobError::retry_after`] overrides both for one failure.)
+    pub kind_backoffs: BTreeMap<String, Backoff>,
+    /// Seeds the retry jitter: with `Some`, an item's jitter depends only on the seed, the item
+    /// id and the attempt ([`Backoff::seeded_sample`]), so a run's schedule is reproducible;
+    /// `None` (the default) draws it at random.
+    pub jitter_seed: Option<u64>,
     /// A remote node is dead after this many missed heartbeat intervals.
     pub dead_after_missed: u32,
     /// How long a cancelled handler may run on before its task is aborted.
@@ -96,6 +104,8 @@ impl RuntimeConfig {
             max_restarts: 10,
             restart_window: Duration::from_secs(60),
             backoff: Backoff::default(),
+            kind_backoffs: BTreeMap::new(),
+            jitter_seed: None,
             dead_after_missed: 3,
             cancel_grace: Duration::from_secs(5),
             reaper: true,
@@ -107,6 +117,11 @@ impl RuntimeConfig {
     /// How often the monitor checks: its own interval, else the heartbeat interval.
     pub fn monitor_every(&self) -> Duration {
         self.monitor_interval.unwrap_or(self.base.heartbeat)
+    }
+
+    /// The retry schedule of `kind`: its own if it has one, else the node's.
+    pub fn backoff_for(&self, kind: &str) -> &Backoff {
+        self.kind_backoffs.get(kind).unwrap_or(&self.backoff)
     }
 
     /// Refuses settings the tree cannot run with, naming the setting.
@@ -144,6 +159,14 @@ impl RuntimeConfig {
         }
         if let Err(reason) = self.backoff.validate() {
             return invalid("backoff", &reason);
+        }
+        for (kind, b) in &self.kind_backoffs {
+            if kind.trim().is_empty() {
+                return invalid("kind_backoff", &format!("kind {kind:?} is empty"));
+            }
+            if let Err(reason) = b.validate() {
+                return invalid("kind_backoff", &format!("kind {kind:?}: {reason}"));
+            }
         }
         Ok(())
     }
@@ -284,9 +307,25 @@ impl LeaseholdBuilder {
         self
     }
 
-    /// The retry schedule (default 1 s, 2 s, 4 s, … capped at 5 minutes).
+    /// The node's retry schedule (default 1 s, 2 s, 4 s, … capped at 5 minutes, up to 10 %
+    /// jitter), for kinds without their own [`kind_backoff`](Self::kind_backoff).
     pub fn backoff(mut self, b: Backoff) -> Self {
         self.cfg.backoff = b;
+        self
+    }
+
+    /// `kind`'s own retry schedule, instead of the node's [`backoff`](Self::backoff). Checked
+    /// at [`start`](Self::start) like the other settings: an invalid schedule, or one for a kind
+    /// this node has no handler for (without a fallback handler), is refused, naming
+    /// `kind_backoff`.
+    pub fn kind_backoff(mut self, kind: impl Into<String>, b: Backoff) -> Self {
+        self.cfg.kind_backoffs.insert(kind.into(), b);
+        self
+    }
+
+    /// Makes the retry jitter reproducible (see [`RuntimeConfig::jitter_seed`]).
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.cfg.jitter_seed = Some(seed);
         self
     }
 
@@ -378,6 +417,20 @@ impl LeaseholdBuilder {
         }
         if let Some(k) = self.handlers.keys().find(|k| k.trim().is_empty()) {
             return Err(RuntimeError::Setup(format!("handler kind {k:?} is empty")));
+        }
+        // A schedule for a kind nothing here runs is a typo that would silently do nothing.
+        if self.fallback.is_none() {
+            if let Some(k) = self
+                .cfg
+                .kind_backoffs
+                .keys()
+                .find(|k| !self.handlers.contains_key(*k))
+            {
+                return Err(RuntimeError::Config(ConfigError::Invalid {
+                    setting: "kind_backoff",
+                    reason: format!("no handler is registered for kind {k:?}"),
+                }));
+            }
         }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let node_id = self

@@ -610,4 +610,9 @@ impl Store for FaultyStore {
         self.gate().await?;
         self.inner.ping().await
     }
+    /// The wrapped store's wake-ups, ungated: they are asked for once, when a node starts, and
+    /// the injected faults are about the calls that follow.
+    async fn wakeups(&self) -> StoreResult<Option<Box<dyn leasehold_core::store::Wakeups>>> {
+        self.inner.wakeups().await
+    }
 }

@@ -20,6 +20,7 @@ use crate::monitor::{check_once, MonitorMsg, MonitorOutcome};
 use crate::node::NodeCtx;
 use crate::reaper::{sweep_once, ReaperMsg};
 use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::wakeups;
 
 /// Why a tree stopped.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -131,6 +132,9 @@ pub struct NodeHandle {
     pub(crate) ctx: Arc<NodeCtx>,
     supervisor: ActorRef<SupervisorMsg>,
     join: tokio::sync::Mutex<Option<ractor::concurrency::JoinHandle<()>>>,
+    /// The task waking idle workers on the store's wake-ups, when the store has them; it ends
+    /// by itself once the tree stops.
+    listener: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     exit: watch::Receiver<Option<TreeExit>>,
 }
 
@@ -146,6 +150,9 @@ impl std::fmt::Debug for NodeHandle {
 impl NodeHandle {
     pub(crate) async fn start(ctx: Arc<NodeCtx>) -> Result<NodeHandle, RuntimeError> {
         let (tx, rx) = watch::channel(None);
+        // Listening before the workers' first poll: what commits before it is found by that
+        // poll, what commits after it is announced.
+        let wakeups = wakeups::subscribe(&ctx).await;
         let (supervisor, join) = Actor::spawn(
             Some(ctx.actor_name("supervisor")),
             Supervisor,
@@ -159,11 +166,13 @@ impl NodeHandle {
             what: "supervisor".into(),
             reason: e.to_string(),
         })?;
-        tracing::info!(node = %ctx.node_id, incarnation = ctx.incarnation, workers = ctx.cfg.workers, kinds = ?ctx.kinds, "leasehold node started");
+        let listener = wakeups.map(|source| wakeups::spawn(ctx.clone(), source, rx.clone()));
+        tracing::info!(node = %ctx.node_id, incarnation = ctx.incarnation, workers = ctx.cfg.workers, kinds = ?ctx.kinds, listening = listener.is_some(), "leasehold node started");
         Ok(NodeHandle {
             ctx,
             supervisor,
             join: tokio::sync::Mutex::new(Some(join)),
+            listener: tokio::sync::Mutex::new(listener),
             exit: rx,
         })
     }
@@ -335,6 +344,11 @@ impl NodeHandle {
         };
         if let Some(join) = self.join.lock().await.take() {
             let _ = join.await;
+        }
+        // The exit is set by now, so the listener is ending: when shutdown returns, nothing of
+        // the node is left running.
+        if let Some(listener) = self.listener.lock().await.take() {
+            let _ = listener.await;
         }
         Ok(report)
     }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -41,15 +42,25 @@ where
 /// Any error converts into a retryable `JobError` with `?`; mark the ones that retrying cannot
 /// fix with [`JobError::permanent`].
 ///
+/// A retryable error's item waits its kind's backoff
+/// ([`LeaseholdBuilder::kind_backoff`](crate::LeaseholdBuilder::kind_backoff)), else the
+/// node's ([`LeaseholdBuilder::backoff`](crate::LeaseholdBuilder::backoff)), unless the error
+/// asks for its own delay with [`JobError::retry_after`] (a rate limit's `Retry-After`).
+///
 /// ```
 /// use leasehold_runtime::JobError;
+/// use std::time::Duration;
 /// fn parse(input: &str) -> Result<u32, JobError> {
 ///     input.parse::<u32>().map_err(JobError::permanent) // bad input never gets better
 /// }
 /// assert!(parse("x").unwrap_err().is_permanent());
+/// let limited = JobError::retryable("429 Too Many Requests").retry_after(Duration::from_secs(30));
+/// assert_eq!(limited.requested_delay(), Some(Duration::from_secs(30)));
 /// ```
 pub struct JobError {
     permanent: bool,
+    /// The delay the handler asked for; `None` leaves it to the backoff.
+    retry_after: Option<Duration>,
     source: Box<dyn std::error::Error + Send + Sync + 'static>,
 }
 
@@ -58,6 +69,7 @@ impl JobError {
     pub fn retryable(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         JobError {
             permanent: false,
+            retry_after: None,
             source: e.into(),
         }
     }
@@ -66,8 +78,24 @@ impl JobError {
     pub fn permanent(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         JobError {
             permanent: true,
+            retry_after: None,
             source: e.into(),
         }
+    }
+
+    /// Asks for the next attempt exactly `delay` from now, instead of the kind's or node's
+    /// backoff (no jitter, no cap: the handler knows best, e.g. from a `Retry-After` header).
+    /// The retry budget still applies: an item whose attempts are spent is dead-lettered, and
+    /// a permanent error ignores the delay.
+    pub fn retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
+    }
+
+    /// The delay asked for with [`retry_after`](JobError::retry_after), if any (`None` for a
+    /// permanent error, which is never retried).
+    pub fn requested_delay(&self) -> Option<Duration> {
+        self.retry_after.filter(|_| !self.permanent)
     }
 
     /// Whether the item should be dead-lettered without further attempts.
@@ -97,6 +125,7 @@ impl fmt::Debug for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JobError")
             .field("permanent", &self.permanent)
+            .field("retry_after", &self.retry_after)
             .field("source", &self.source)
             .finish()
     }

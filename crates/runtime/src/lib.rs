@@ -36,6 +36,8 @@
 //! - [`handle`]: [`NodeHandle`], statistics and shutdown reports.
 //! - `node`: the state every actor of one node shares.
 //! - `supervisor`, `worker`, `heartbeat`, `reaper`, `registry`: the actors.
+//! - `wakeups`: the task that wakes idle workers on the store's wake-ups
+//!   ([`Store::wakeups`](leasehold_core::Store::wakeups)), e.g. PostgreSQL's NOTIFY.
 //! - [`monitor`]: the optional monitor actor, [`DeadNode`] and its reports.
 //! - [`liveness`]: how the reaper judges an owner (local ping or the worker registry).
 //! - [`chaos`]: a seeded chaos run with random kills, checked by the invariant checker.
@@ -57,6 +59,7 @@ mod node;
 mod reaper;
 mod registry;
 mod supervisor;
+mod wakeups;
 mod worker;
 
 pub use builder::{Leasehold, LeaseholdBuilder, RuntimeConfig};

@@ -75,7 +75,8 @@ impl NodeCtx {
         ractor::registry::where_is(self.worker_name(i)).map(ActorRef::from)
     }
 
-    /// Wakes up to `n` idle workers (after an enqueue through the handle).
+    /// Wakes up to `n` idle workers (after an enqueue through the handle, a requeue by this
+    /// node's reaper or monitor, or a wake-up from the store).
     pub(crate) fn wake(&self, n: usize) {
         for _ in 0..n {
             let next = {

@@ -18,7 +18,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use leasehold_core::{
-    AcquireRequest, FailDisposition, FailOutcome, ItemId, LeaseRef, Leased, StoreError, Timestamp,
+    AcquireRequest, Backoff, FailDisposition, FailOutcome, ItemId, LeaseRef, Leased, StoreError,
+    Timestamp,
 };
 
 use crate::events::NodeEvent;
@@ -120,6 +121,8 @@ struct Current {
     lease: LeaseRef,
     /// The item's attempt count with this acquisition included.
     attempts: u32,
+    /// The item's kind's retry schedule (the item itself went to the handler).
+    backoff: Backoff,
     /// The heartbeat keeping this lease (`None` once it died).
     heartbeat: Option<ActorRef<HeartbeatMsg>>,
     /// Whether a heartbeat is still keeping the lease.
@@ -494,6 +497,7 @@ impl WorkerState {
             .or(ctx.fallback.as_ref())
             .cloned();
         let attempts = item.attempts;
+        let backoff = *ctx.cfg.backoff_for(&item.kind);
         let cancel = CancellationToken::new();
         // The item moves to the handler; the worker keeps only what settling needs.
         let job = JobContext {
@@ -528,6 +532,7 @@ impl WorkerState {
         self.current = Some(Current {
             lease,
             attempts,
+            backoff,
             heartbeat,
             kept,
             expires_at,
@@ -560,6 +565,7 @@ impl WorkerState {
         let ctx = self.ctx.clone();
         let lease = cur.lease.clone();
         let attempt = cur.attempts;
+        let backoff = cur.backoff;
         let deadline = tokio::time::Instant::now() + ctx.cfg.base.lease;
         let mut next = None;
         let result = match outcome {
@@ -614,7 +620,12 @@ impl WorkerState {
                 r.map(|_| ())
             }
             HandlerOutcome::Failed(e) => {
-                self.fail(&lease, attempt, &e.to_string(), e.is_permanent(), deadline)
+                let disposition = if e.is_permanent() {
+                    FailDisposition::Permanent
+                } else {
+                    self.retry_later(&lease, attempt, &backoff, e.requested_delay())
+                };
+                self.fail(&lease, attempt, &e.to_string(), disposition, deadline)
                     .await
             }
             HandlerOutcome::Panicked(msg) => {
@@ -624,7 +635,7 @@ impl WorkerState {
                     &lease,
                     attempt,
                     &format!("handler panicked: {msg}"),
-                    false,
+                    self.retry_later(&lease, attempt, &backoff, None),
                     deadline,
                 )
                 .await
@@ -657,22 +668,36 @@ impl WorkerState {
         }
     }
 
+    /// A retry after failed `attempt`, delayed by what the handler asked for, else by the
+    /// item's kind's `backoff` (the node's when the kind has none of its own), jittered from
+    /// the node's seed when it has one. The store dead-letters instead if the budget is spent.
+    fn retry_later(
+        &self,
+        lease: &LeaseRef,
+        attempt: u32,
+        backoff: &Backoff,
+        requested: Option<Duration>,
+    ) -> FailDisposition {
+        let delay = requested.unwrap_or_else(|| {
+            let sample = match self.ctx.cfg.jitter_seed {
+                // `as u64` keeps every bit of the id: only the sample's spread matters.
+                Some(seed) => Backoff::seeded_sample(seed, lease.item.0 as u64, attempt),
+                None => rand::random::<f64>(),
+            };
+            backoff.delay(attempt, sample)
+        });
+        FailDisposition::Retry { delay }
+    }
+
     async fn fail(
         &self,
         lease: &leasehold_core::LeaseRef,
         attempt: u32,
         error: &str,
-        permanent: bool,
+        disposition: FailDisposition,
         deadline: tokio::time::Instant,
     ) -> Result<(), StoreError> {
         let ctx = &self.ctx;
-        let disposition = if permanent {
-            FailDisposition::Permanent
-        } else {
-            FailDisposition::Retry {
-                delay: ctx.cfg.backoff.delay(attempt, rand::random::<f64>()),
-            }
-        };
         let r = retry_store(deadline, || {
             ctx.store
                 .item_fail(lease, error, disposition, ctx.clock.now())
@@ -701,6 +726,7 @@ impl WorkerState {
         tracing::warn!(item = %cur.lease.item, owner = %self.request.owner, "lease lapsed without a heartbeat: cancelling the handler");
         let lease = cur.lease.clone();
         let attempt = cur.attempts;
+        let backoff = cur.backoff;
         drop(cur);
         if write {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
@@ -709,7 +735,7 @@ impl WorkerState {
                     &lease,
                     attempt,
                     "lease lapsed: its heartbeat stopped",
-                    false,
+                    self.retry_later(&lease, attempt, &backoff, None),
                     deadline,
                 )
                 .await
