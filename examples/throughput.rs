@@ -1,21 +1,31 @@
-//! Throughput against the raw SQLite floor, in one process and one run.
+//! Throughput against the raw SQLite floor, in one process and one run; on SQLite or PostgreSQL,
+//! with one node or several sharing the queue.
 //!
 //! 1. Enqueues `--jobs` no-op items in batches (timed: `enqueue_per_s`).
-//! 2. Runs the full tree on them (heartbeat children on, fencing on, default durability) with
-//!    `--workers` workers until every item is completed (timed from `start()`:
-//!    `process_per_s`).
-//! 3. Measures pickup: single items enqueued through the handle into the idle tree, timed from
-//!    the enqueue call to the worker's acquisition (`p50_pickup_ms`, `p99_pickup_ms`).
-//! 4. The floor: a raw rusqlite loop over a minimal table on its own file, WAL and
-//!    `synchronous=NORMAL` like the store, leasing 64 pending rows with one `UPDATE … RETURNING`
-//!    per transaction and completing them in one transaction (`floor_per_s`).
+//! 2. Runs `--nodes` full trees on them (heartbeat children on, fencing on, default
+//!    durability), each its own node id and its own store (its own SQLite connection, or its
+//!    own PostgreSQL pool and listener), with `--workers` workers each, until every item is
+//!    completed (timed from the first `start()`: `process_per_s`).
+//! 3. Measures pickup: single items enqueued through the first node's handle into the idle
+//!    trees, timed from the enqueue call to the acquisition by whichever worker of any node
+//!    takes it (`p50_pickup_ms`, `p99_pickup_ms`).
+//! 4. The floor (SQLite only; 0 on PostgreSQL): a raw rusqlite loop over a minimal table on its
+//!    own file, WAL and `synchronous=NORMAL` like the store, leasing 64 pending rows with one
+//!    `UPDATE … RETURNING` per transaction and completing them in one transaction
+//!    (`floor_per_s`).
+//!
+//! `--db` takes a new SQLite file (default: a temporary one) or a `postgres://` URL: the run
+//! then works in a fresh schema of its own (`throughput_<pid>_…`), dropped when it ends.
+//! `--analyze` refreshes the planner's statistics after the enqueue (untimed), as autovacuum
+//! would; `--workers` counts each node's workers. The JSON line also says `nodes` and `backend`.
 //!
 //! With `--idle-workers N` it instead starts a tree of N workers (each with its heartbeat child),
 //! waits until every worker is idle and reports the process's resident memory.
 //!
 //! Run with `cargo run --release --example throughput -- --jobs 20000 --workers 16 --json`
-//! (the last line is then one JSON object), or
-//! `cargo run --release --example throughput -- --idle-workers 1000 --json`.
+//! (the last line is then one JSON object), with
+//! `-- --db postgres://postgres@127.0.0.1:5432/test --jobs 20000 --workers 16 --nodes 3 --json`
+//! on PostgreSQL, or `cargo run --release --example throughput -- --idle-workers 1000 --json`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,10 +36,12 @@ use clap::Parser;
 use rusqlite::{params, Connection};
 use serde_json::json;
 use tokio::sync::broadcast::{error::RecvError, Receiver};
+use tokio::sync::mpsc;
 
+use leasehold::postgres::testing::TestSchema;
 use leasehold::runtime::chaos::percentile_ms;
 use leasehold::runtime::{JobContext, JobError, Leasehold, NodeEvent, NodeHandle};
-use leasehold::{Clock, NewItem, SqliteStore, Store, SystemClock};
+use leasehold::{Clock, NewItem, PgStore, SqliteStore, Store, SystemClock};
 
 /// Items per enqueue transaction.
 const ENQUEUE_BATCH: usize = 1000;
@@ -49,19 +61,29 @@ struct Args {
     /// Items to enqueue and process.
     #[arg(long, default_value_t = 20_000)]
     jobs: usize,
-    /// Workers in the tree.
+    /// Workers in each tree.
     #[arg(long, default_value_t = 16)]
     workers: usize,
-    /// Database file for the tree (must not exist yet; default: a fresh temporary file). The
-    /// floor uses a file beside it with `.floor` appended.
+    /// Trees (nodes) in this process, each with its own node id and its own store, all on the
+    /// one queue.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// A SQLite file for the trees (must not exist yet; default: a fresh temporary file; the
+    /// floor uses a file beside it with `.floor` appended), or a `postgres://` URL (the run
+    /// works in a fresh schema of its own there, dropped at the end; no floor).
     #[arg(long)]
-    db: Option<PathBuf>,
+    db: Option<String>,
     /// Instead of the throughput run: start this many idle workers and report memory.
     #[arg(long)]
     idle_workers: Option<usize>,
     /// Skip the raw SQLite floor (its fields are then 0).
     #[arg(long)]
     no_floor: bool,
+    /// On PostgreSQL, refresh the planner's statistics (`ANALYZE`) after the enqueue, untimed,
+    /// as autovacuum would before long. Without it, on a server without autovacuum the planner
+    /// judges the fresh table empty and its acquire plan sorts every pending item.
+    #[arg(long)]
+    analyze: bool,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -78,40 +100,91 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
-    let path = match &args.db {
-        Some(p) if p.exists() => {
-            return Err(format!(
-                "--db {}: the file already exists; give a new path so the counts start at zero",
-                p.display()
-            )
-            .into())
+    let target = match args.db.as_deref() {
+        Some(url) if leasehold::postgres::is_postgres_url(url) => {
+            if url.contains("schema=") {
+                return Err(format!(
+                    "--db {url}: the run makes a fresh schema of its own; leave schema= out"
+                )
+                .into());
+            }
+            Target::Postgres(TestSchema::at(url, "throughput").await?)
         }
-        Some(p) => p.clone(),
-        None => dir.path().join("throughput.db"),
+        Some(p) => {
+            let p = PathBuf::from(p.strip_prefix("sqlite://").unwrap_or(p));
+            if p.exists() {
+                return Err(format!(
+                    "--db {}: the file already exists; give a new path so the counts start at zero",
+                    p.display()
+                )
+                .into());
+            }
+            Target::Sqlite(p)
+        }
+        None => Target::Sqlite(dir.path().join("throughput.db")),
     };
     match args.idle_workers {
         Some(0) => Err("--idle-workers must be at least 1".into()),
-        Some(n) => idle(&path, n, args.json).await,
+        Some(n) => idle(&target, n, args.json).await,
         None => {
-            if args.jobs == 0 || args.workers == 0 {
-                return Err("--jobs and --workers must be at least 1".into());
+            if args.jobs == 0 || args.workers == 0 || args.nodes == 0 {
+                return Err("--jobs, --workers and --nodes must be at least 1".into());
             }
-            throughput(&args, &path).await
+            throughput(&args, &target).await
         }
+    }
+    // A PostgreSQL run's schema is dropped here, when `target` goes.
+}
+
+/// Where the run's items live.
+enum Target {
+    /// A new SQLite file.
+    Sqlite(PathBuf),
+    /// A fresh schema on a PostgreSQL server, dropped (with everything in it) when this goes.
+    Postgres(TestSchema),
+}
+
+impl Target {
+    fn backend(&self) -> &'static str {
+        match self {
+            Target::Sqlite(_) => "sqlite",
+            Target::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A store of its own on the target (one per node: its own SQLite connection, or its own
+    /// PostgreSQL pool). On SQLite, `hook` counts the store's group commits (and the writes
+    /// they carried); PostgreSQL has no group commit, and its counts stay 0.
+    async fn open(&self, hook: &GroupCounts) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
+        Ok(match self {
+            Target::Sqlite(path) => {
+                let sqlite = SqliteStore::open(path).await?;
+                let (g, o) = (hook.groups.clone(), hook.ops.clone());
+                sqlite.set_group_commit_hook(Some(Arc::new(move |ops: &[&'static str]| {
+                    g.fetch_add(1, Ordering::Relaxed);
+                    o.fetch_add(ops.len() as u64, Ordering::Relaxed);
+                })));
+                Arc::new(sqlite)
+            }
+            Target::Postgres(schema) => Arc::new(PgStore::open(&schema.url()).await?),
+        })
     }
 }
 
-async fn throughput(args: &Args, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let sqlite = SqliteStore::open(path).await?;
-    // Counts the store's group commits (and the writes they carried) during the bulk run.
-    let groups = Arc::new(AtomicU64::new(0));
-    let grouped_ops = Arc::new(AtomicU64::new(0));
-    let (g, o) = (groups.clone(), grouped_ops.clone());
-    sqlite.set_group_commit_hook(Some(Arc::new(move |ops: &[&'static str]| {
-        g.fetch_add(1, Ordering::Relaxed);
-        o.fetch_add(ops.len() as u64, Ordering::Relaxed);
-    })));
-    let store: Arc<dyn Store> = Arc::new(sqlite);
+/// Group commits and the writes they carried, over every node's store.
+#[derive(Default)]
+struct GroupCounts {
+    groups: Arc<AtomicU64>,
+    ops: Arc<AtomicU64>,
+}
+
+async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::error::Error>> {
+    let counts = GroupCounts::default();
+    let mut stores = Vec::with_capacity(args.nodes);
+    for _ in 0..args.nodes {
+        stores.push(target.open(&counts).await?);
+    }
+    let store = stores[0].clone();
     let clock = SystemClock;
 
     // 1. Enqueue. Each batch is built untimed, just before its transaction, so that the
@@ -126,33 +199,47 @@ async fn throughput(args: &Args, path: &Path) -> Result<(), Box<dyn std::error::
         enqueue += t0.elapsed();
     }
     let enqueue_s = enqueue.as_secs_f64();
-
-    // 2. Process with the full tree.
-    let builder = Leasehold::builder(store.clone())
-        .node_id("throughput")
-        .workers(args.workers)
-        .handler("noop", |_ctx: JobContext| async move {
-            Ok::<_, JobError>(json!(null))
-        });
-    let t1 = Instant::now();
-    let node = builder.start().await?;
-    wait_completed(&node, args.jobs as u64).await?;
-    let process_s = t1.elapsed().as_secs_f64();
-    let (groups, grouped_ops) = (
-        groups.load(Ordering::Relaxed),
-        grouped_ops.load(Ordering::Relaxed),
-    );
-    let counts = store.items_count().await?;
-    if counts.completed != args.jobs as u64 {
-        return Err(format!("expected {} completed items, found {counts:?}", args.jobs).into());
+    if let (true, Target::Postgres(schema)) = (args.analyze, target) {
+        schema.analyze().await?;
     }
 
-    // 3. Pickup latency into the idle tree.
-    let mut events = node.events();
+    // 2. Process with the full trees, counted from the first start.
+    let t1 = Instant::now();
+    let mut nodes = Vec::with_capacity(args.nodes);
+    for (i, store) in stores.iter().enumerate() {
+        let node_id = if args.nodes == 1 {
+            "throughput".to_string()
+        } else {
+            format!("throughput-{i}")
+        };
+        let node = Leasehold::builder(store.clone())
+            .node_id(node_id)
+            .workers(args.workers)
+            .handler("noop", |_ctx: JobContext| async move {
+                Ok::<_, JobError>(json!(null))
+            })
+            .start()
+            .await?;
+        nodes.push(node);
+    }
+    wait_completed(&nodes, args.jobs as u64).await?;
+    let process_s = t1.elapsed().as_secs_f64();
+    let (groups, grouped_ops) = (
+        counts.groups.load(Ordering::Relaxed),
+        counts.ops.load(Ordering::Relaxed),
+    );
+    let status = store.items_count().await?;
+    if status.completed != args.jobs as u64 {
+        return Err(format!("expected {} completed items, found {status:?}", args.jobs).into());
+    }
+
+    // 3. Pickup latency into the idle trees: enqueued through the first node's handle, taken
+    // by whichever worker of any node gets it first.
+    let mut events = merged_events(&nodes);
     let mut pickups = Vec::with_capacity(PICKUP_SAMPLES);
     for i in 0..PICKUP_SAMPLES {
         let t = Instant::now();
-        let id = node
+        let id = nodes[0]
             .enqueue(NewItem::new("noop", json!({ "pickup": i })))
             .await?;
         let acquired = next_event(
@@ -167,17 +254,20 @@ async fn throughput(args: &Args, path: &Path) -> Result<(), Box<dyn std::error::
         )
         .await?;
     }
-    node.shutdown(Duration::from_secs(10)).await?;
+    drop(events);
+    for node in &nodes {
+        node.shutdown(Duration::from_secs(10)).await?;
+    }
 
-    // 4. The floor.
-    let floor_per_s = if args.no_floor {
-        0.0
-    } else {
+    // 4. The floor (SQLite only).
+    let floor_per_s = if let (false, Target::Sqlite(path)) = (args.no_floor, target) {
         let mut floor_path = path.as_os_str().to_owned();
         floor_path.push(".floor");
         let floor_path = PathBuf::from(floor_path);
         let jobs = args.jobs;
         tokio::task::spawn_blocking(move || floor(&floor_path, jobs)).await??
+    } else {
+        0.0
     };
 
     let enqueue_per_s = args.jobs as f64 / enqueue_s;
@@ -192,10 +282,13 @@ async fn throughput(args: &Args, path: &Path) -> Result<(), Box<dyn std::error::
     let rss = peak_rss_mb();
     let ops_per_group = grouped_ops as f64 / groups.max(1) as f64;
     println!(
-        "{} jobs, {} workers: enqueue {:.0}/s, process {:.0}/s, floor {:.0}/s (ratio {:.3}); \
-         pickup p50 {:.3} ms, p99 {:.3} ms; peak RSS {:.1} MB; {} group commits, {:.1} writes each",
+        "{} jobs, {} × {} workers on {}: enqueue {:.0}/s, process {:.0}/s, floor {:.0}/s \
+         (ratio {:.3}); pickup p50 {:.3} ms, p99 {:.3} ms; peak RSS {:.1} MB; {} group commits, \
+         {:.1} writes each",
         args.jobs,
+        args.nodes,
         args.workers,
+        target.backend(),
         enqueue_per_s,
         process_per_s,
         floor_per_s,
@@ -221,6 +314,8 @@ async fn throughput(args: &Args, path: &Path) -> Result<(), Box<dyn std::error::
                 "peak_rss_mb": (rss * 10.0).round() / 10.0,
                 "group_commits": groups,
                 "writes_per_group": (ops_per_group * 10.0).round() / 10.0,
+                "nodes": args.nodes,
+                "backend": target.backend(),
             })
         );
     }
@@ -230,11 +325,11 @@ async fn throughput(args: &Args, path: &Path) -> Result<(), Box<dyn std::error::
 /// Starts `workers` idle workers, waits until every one has started (and so has its heartbeat
 /// child), and reports resident memory.
 async fn idle(
-    path: &Path,
+    target: &Target,
     workers: usize,
     as_json: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path).await?);
+    let store = target.open(&GroupCounts::default()).await?;
     let rss_before = current_rss_mb();
     let builder = Leasehold::builder(store)
         .node_id("idle")
@@ -242,7 +337,7 @@ async fn idle(
         .handler("noop", |_ctx: JobContext| async move {
             Ok::<_, JobError>(json!(null))
         });
-    let mut events = builder.subscribe();
+    let mut events = merge(vec![builder.subscribe()]);
     let t = Instant::now();
     let node = builder.start().await?;
     let mut started = 0;
@@ -294,13 +389,17 @@ fn heartbeat_children(node: &NodeHandle, workers: usize) -> usize {
         .sum()
 }
 
-/// Waits until the node has acknowledged `total` completions, reading its counter every
-/// millisecond. Not the event stream: a subscriber is woken for every event, and during the
-/// bulk run those wake-ups would cost the tree a share of the two cores it is measured on.
-async fn wait_completed(node: &NodeHandle, total: u64) -> Result<(), Box<dyn std::error::Error>> {
+/// Waits until the nodes have acknowledged `total` completions between them, reading their
+/// counters every millisecond. Not the event stream: a subscriber is woken for every event, and
+/// during the bulk run those wake-ups would cost the trees a share of the two cores they are
+/// measured on.
+async fn wait_completed(
+    nodes: &[NodeHandle],
+    total: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
     let run = async {
         let mut tick = tokio::time::interval(Duration::from_millis(1));
-        while node.stats().completed < total {
+        while nodes.iter().map(|n| n.stats().completed).sum::<u64>() < total {
             tick.tick().await;
         }
     };
@@ -310,17 +409,47 @@ async fn wait_completed(node: &NodeHandle, total: u64) -> Result<(), Box<dyn std
     Ok(())
 }
 
+/// Every node's events on one channel, each stamped with the instant its node's stream
+/// delivered it.
+fn merged_events(nodes: &[NodeHandle]) -> mpsc::UnboundedReceiver<(Instant, NodeEvent)> {
+    merge(nodes.iter().map(NodeHandle::events).collect())
+}
+
+/// Several event streams on one channel, each event stamped with the instant its stream
+/// delivered it. The forwarders end when the receiver is dropped (at their next event) or
+/// their stream closes.
+fn merge(streams: Vec<Receiver<NodeEvent>>) -> mpsc::UnboundedReceiver<(Instant, NodeEvent)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    for mut events in streams {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(e) => {
+                        if tx.send((Instant::now(), e)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+    rx
+}
+
 /// The instant the first event matching `pick` arrived.
 async fn next_event(
-    events: &mut Receiver<NodeEvent>,
+    events: &mut mpsc::UnboundedReceiver<(Instant, NodeEvent)>,
     pick: impl Fn(&NodeEvent) -> bool,
 ) -> Result<Instant, Box<dyn std::error::Error>> {
     let run = async {
         loop {
             match events.recv().await {
-                Ok(e) if pick(&e) => return Ok(Instant::now()),
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return Err("the event stream closed".to_string()),
+                Some((at, e)) if pick(&e) => return Ok(at),
+                Some(_) => {}
+                None => return Err("the event stream closed".to_string()),
             }
         }
     };

@@ -5,11 +5,16 @@
 //! `postgres://…` URL (every subcommand takes one) is opened the same way: commands that may
 //! create open it through `open_store`, which creates and migrates the schema; read-only ones
 //! refuse a database without the leasehold schema instead of creating it.
+//!
+//! Commands that write or judge times open through [`open_clocked`], which pairs the store with
+//! its clock: the database server's on PostgreSQL, where processes on several hosts share it.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use leasehold_core::Store;
+use leasehold::postgres::{DatabaseClock, PgOptions};
+use leasehold::PgStore;
+use leasehold_core::{Clock, Store, SystemClock};
 
 use crate::error::CliError;
 
@@ -34,6 +39,56 @@ fn sqlite_path(url: &str) -> Option<&str> {
     Some(url)
 }
 
+/// A store and the clock lease times and liveness are judged by on it.
+pub(crate) struct Clocked {
+    /// The store.
+    pub(crate) store: Arc<dyn Store>,
+    /// The system clock on SQLite (one host), the database server's clock on PostgreSQL, so
+    /// that processes on several hosts write and judge lease times by the one clock they share.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// On PostgreSQL, the [`DatabaseClock`] behind `clock`, for long runs to resync.
+    pub(crate) database_clock: Option<DatabaseClock>,
+}
+
+/// Opens the store `url` names with its clock: on `postgres://` a [`DatabaseClock`] synced
+/// to the server (a few round trips), else the system clock. For every command that writes
+/// lease or run times or judges expiry and liveness.
+pub(crate) async fn open_clocked(url: &str, access: Access) -> Result<Clocked, CliError> {
+    let url = url.trim();
+    if !leasehold::postgres::is_postgres_url(url) {
+        return Ok(Clocked {
+            store: open(url, access).await?,
+            clock: Arc::new(SystemClock),
+            database_clock: None,
+        });
+    }
+    let pg = open_postgres(url, access).await?;
+    let clock = DatabaseClock::sync(&pg)
+        .await
+        .map_err(|e| CliError::store(url, e))?;
+    tracing::debug!(
+        offset_ms = clock.offset_ms(),
+        "lease times from the database server's clock"
+    );
+    Ok(Clocked {
+        store: Arc::new(pg),
+        clock: Arc::new(clock.clone()),
+        database_clock: Some(clock),
+    })
+}
+
+/// Opens a PostgreSQL store; with [`Access::Existing`] a database without the leasehold schema
+/// is refused instead of created.
+async fn open_postgres(url: &str, access: Access) -> Result<PgStore, CliError> {
+    let mut opts = PgOptions::from_url(url).map_err(|e| CliError::store(url, e))?;
+    if access == Access::Existing {
+        opts = opts.existing_only();
+    }
+    PgStore::open_with(opts)
+        .await
+        .map_err(|e| CliError::store(url, e))
+}
+
 /// Opens the store `url` names.
 pub(crate) async fn open(url: &str, access: Access) -> Result<Arc<dyn Store>, CliError> {
     let url = url.trim();
@@ -53,13 +108,7 @@ pub(crate) async fn open(url: &str, access: Access) -> Result<Arc<dyn Store>, Cl
     }
     tracing::debug!(db = url, ?access, "opening store");
     if access == Access::Existing && leasehold::postgres::is_postgres_url(url) {
-        let opts = leasehold::postgres::PgOptions::from_url(url)
-            .map_err(|e| CliError::store(url, e))?
-            .existing_only();
-        let store = leasehold::PgStore::open_with(opts)
-            .await
-            .map_err(|e| CliError::store(url, e))?;
-        return Ok(Arc::new(store));
+        return Ok(Arc::new(open_postgres(url, access).await?));
     }
     leasehold::open_store(url)
         .await
@@ -69,6 +118,55 @@ pub(crate) async fn open(url: &str, access: Access) -> Result<Arc<dyn Store>, Cl
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn postgres_urls_get_the_database_clock_and_sqlite_paths_the_system_clock() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("clocked.db");
+        let sqlite = open_clocked(path.to_str().expect("utf-8 path"), Access::Create)
+            .await
+            .expect("open SQLite");
+        assert!(
+            sqlite.database_clock.is_none(),
+            "SQLite runs on the system clock"
+        );
+
+        let test = "postgres_urls_get_the_database_clock_and_sqlite_paths_the_system_clock";
+        let schema = match leasehold_postgres::testing::TestSchema::create("lh_cli_clock").await {
+            Ok(s) => s,
+            Err(why) => {
+                eprintln!("{test}: PostgreSQL part skipped: {why}");
+                return;
+            }
+        };
+        // Read-only access refuses a schema that does not exist yet, before any clock.
+        assert!(open_clocked(&schema.url(), Access::Existing).await.is_err());
+        let pg = open_clocked(&schema.url(), Access::Create)
+            .await
+            .expect("open PostgreSQL");
+        let db_clock = pg.database_clock.as_ref().expect("a database clock");
+        let server = PgStore::open(&schema.url())
+            .await
+            .expect("reopen")
+            .database_time()
+            .await
+            .expect("server time");
+        // The clock handed to commands is the database clock: within a second of the server's.
+        let now = pg.clock.now();
+        assert!(
+            (now.0 - server.0).abs() < 1_000,
+            "clock {now:?} vs server {server:?}"
+        );
+        println!(
+            "{test}: database clock offset {} ms; commands' clock {} ms from the server's",
+            db_clock.offset_ms(),
+            now.0 - server.0
+        );
+        let existing = open_clocked(&schema.url(), Access::Existing)
+            .await
+            .expect("open the existing schema");
+        assert!(existing.database_clock.is_some());
+    }
 
     #[test]
     fn sqlite_paths_from_urls() {

@@ -26,7 +26,8 @@
 //! - [`DatabaseClock`]: a `Clock` anchored to the server's clock, for every node to share.
 //! - `db`: the pool and the helpers every operation runs statements with.
 //! - `ops`: one module per operation, each holding its own SQL.
-//! - `notify`: LISTEN/NOTIFY wake-ups for idle workers ([`PgStore::subscribe`]).
+//! - `notify`: LISTEN/NOTIFY wake-ups for idle workers ([`PgStore::subscribe`], and the
+//!   runtime's [`Store::wakeups`], which every node listens to).
 //! - `row`: the column lists every query selects and their decoders to core types.
 //! - `error`: how PostgreSQL's errors become [`StoreError`]s.
 //! - [`testing`]: a fresh schema per test from `LEASEHOLD_PG_URL`, or the reason to skip.
@@ -46,6 +47,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use leasehold_core::store::Wakeups;
 use leasehold_core::{
     AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
     FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
@@ -61,7 +63,7 @@ pub use notify::WAKE_ALL;
 pub use options::{is_postgres_url, PgOptions};
 
 use crate::db::Db;
-use crate::notify::Listener;
+use crate::notify::{Listener, Subscription};
 use crate::ops::{
     acquire, activity, cancel, checkpoint, cleanup, complete, enqueue, fail, progress, read, reap,
     recover, registry, release, renew,
@@ -356,5 +358,12 @@ impl Store for PgStore {
 
     async fn ping(&self) -> StoreResult<()> {
         self.db.query("SELECT 1", &[]).await.map(|_| ())
+    }
+
+    /// This store's [subscription](PgStore::subscribe): opens the listening connection on the
+    /// first call (shared by every clone) and returns once it listens.
+    async fn wakeups(&self) -> StoreResult<Option<Box<dyn Wakeups>>> {
+        let receiver = self.subscribe().await?;
+        Ok(Some(Box::new(Subscription(receiver))))
     }
 }

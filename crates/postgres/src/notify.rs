@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use futures::StreamExt;
+use leasehold_core::store::Wakeups;
 use leasehold_core::{StoreError, StoreResult};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
@@ -19,11 +21,28 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use crate::error::from_pg;
 
 /// The count a subscriber gets when notifications may have been missed: wake every idle
-/// worker.
-pub const WAKE_ALL: u64 = u64::MAX;
+/// worker (the core's [`WAKE_ALL`](leasehold_core::store::WAKE_ALL)).
+pub const WAKE_ALL: u64 = leasehold_core::store::WAKE_ALL;
 
 /// How long the listener waits before reconnecting after losing its connection.
 const RECONNECT_AFTER: Duration = Duration::from_millis(500);
+
+/// A subscription as the runtime reads it ([`Store::wakeups`](leasehold_core::Store::wakeups)):
+/// a lag (the receiver fell more than the channel's capacity behind) becomes one [`WAKE_ALL`],
+/// since the counts it skipped are gone; the end of the listener ends the stream.
+#[derive(Debug)]
+pub(crate) struct Subscription(pub(crate) broadcast::Receiver<u64>);
+
+#[async_trait]
+impl Wakeups for Subscription {
+    async fn next(&mut self) -> Option<u64> {
+        match self.0.recv().await {
+            Ok(count) => Some(count),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some(WAKE_ALL),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
 
 /// The listening task; aborted when the last clone of the store goes.
 #[derive(Debug)]

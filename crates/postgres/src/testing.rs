@@ -35,12 +35,20 @@ impl TestSchema {
         let url = std::env::var(URL_ENV).map_err(|_| {
             format!("{URL_ENV} is not set (e.g. postgres://postgres@127.0.0.1:5432/test)")
         })?;
-        let base_url = PgOptions::from_url(&url)
-            .map_err(|e| format!("{URL_ENV}={url:?}: {e}"))?
+        TestSchema::at(&url, prefix)
+            .await
+            .map_err(|e| format!("{URL_ENV}={e}"))
+    }
+
+    /// The same on the server `url` names (a benchmark run's fresh schema, say); a schema the
+    /// URL names is ignored. `Err` says why: a bad URL, or an unreachable server.
+    pub async fn at(url: &str, prefix: &str) -> Result<TestSchema, String> {
+        let base_url = PgOptions::from_url(url)
+            .map_err(|e| format!("{url:?}: {e}"))?
             .url;
         reachable(&base_url)
             .await
-            .map_err(|e| format!("the server at {URL_ENV}={url:?} does not answer: {e}"))?;
+            .map_err(|e| format!("{url:?}: the server does not answer: {e}"))?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -66,6 +74,28 @@ impl TestSchema {
             '?'
         };
         format!("{}{sep}schema={}", self.base_url, self.schema)
+    }
+
+    /// Refreshes the planner's statistics of the schema's tables (`ANALYZE`), as autovacuum
+    /// would before long: for a benchmark that bulk-loads a fresh schema on a server that runs
+    /// without autovacuum, where the planner would otherwise keep judging the tables empty.
+    pub async fn analyze(&self) -> Result<(), String> {
+        let (client, connection) = self
+            .base_url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| e.to_string())?
+            .connect(NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        let conn = tokio::spawn(connection);
+        let s = &self.schema;
+        let r = client
+            .batch_execute(&format!("ANALYZE {s}.items, {s}.checkpoints, {s}.workers"))
+            .await
+            .map_err(|e| e.to_string());
+        drop(client);
+        let _ = conn.await;
+        r
     }
 
     /// Opens (creating and migrating) a store on this schema.

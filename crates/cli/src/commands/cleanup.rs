@@ -7,8 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use leasehold_core::{
-    cleanup_candidates, CleanupReport, CleanupRequest, Clock, SystemClock, Timestamp,
-    DEFAULT_MISSED_INTERVALS,
+    cleanup_candidates, CleanupReport, CleanupRequest, Clock, Timestamp, DEFAULT_MISSED_INTERVALS,
 };
 
 use crate::args;
@@ -52,8 +51,8 @@ struct CleanupJson {
 
 /// Opens an existing database, picks the rows and items, removes them (or not).
 pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
-    let store = db::open(&ctx.db, Access::Existing).await?;
-    let now = SystemClock.now();
+    let db::Clocked { store, clock, .. } = db::open_clocked(&ctx.db, Access::Existing).await?;
+    let now = clock.now();
     let cutoff = now.minus(args.older_than);
     let nodes = store
         .nodes_list()

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use leasehold_core::{Clock, NewItem, SystemClock};
+use leasehold_core::{Clock, NewItem};
 use serde_json::{json, Value};
 
 use crate::args;
@@ -60,9 +60,9 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     }
     item.validate().map_err(CliError::usage)?;
 
-    let store = db::open(&ctx.db, Access::Create).await?;
+    let db::Clocked { store, clock, .. } = db::open_clocked(&ctx.db, Access::Create).await?;
     let id = store
-        .item_enqueue(item, SystemClock.now())
+        .item_enqueue(item, clock.now())
         .await
         .map_err(|e| CliError::store(&ctx.db, e))?;
     if ctx.out.is_json() {

@@ -1,6 +1,6 @@
 //! `leasehold items`: list items, filtered.
 
-use leasehold_core::{Clock, Item, ItemFilter, ItemStatus, SystemClock, Timestamp};
+use leasehold_core::{Clock, Item, ItemFilter, ItemStatus, Timestamp};
 
 use crate::args;
 use crate::commands::Ctx;
@@ -46,7 +46,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
         after: None,
         limit: args.limit,
     };
-    let store = db::open(&ctx.db, Access::Existing).await?;
+    let db::Clocked { store, clock, .. } = db::open_clocked(&ctx.db, Access::Existing).await?;
     let items = store
         .items_list(&filter)
         .await
@@ -57,7 +57,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     if items.is_empty() {
         return ctx.out.text("no items");
     }
-    let now = SystemClock.now();
+    let now = clock.now();
     let rows: Vec<Vec<String>> = items.iter().map(|item| row(item, now)).collect();
     let mut text = table(
         &[

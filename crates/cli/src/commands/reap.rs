@@ -3,9 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use leasehold_core::{
-    Clock, ReapRequest, RecoveredItem, RecoveryStats, RegistryLiveness, SystemClock,
-};
+use leasehold_core::{Clock, ReapRequest, RecoveredItem, RecoveryStats, RegistryLiveness};
 
 use crate::args;
 use crate::commands::{config, Ctx};
@@ -58,8 +56,8 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     } else {
         Access::Create
     };
-    let store = db::open(&ctx.db, access).await?;
-    let now = SystemClock.now();
+    let db::Clocked { store, clock, .. } = db::open_clocked(&ctx.db, access).await?;
+    let now = clock.now();
     let liveness = RegistryLiveness::new(Arc::clone(&store), MISSED_INTERVALS, now);
     let stats = store
         .items_reap_expired(&req, &liveness, now)

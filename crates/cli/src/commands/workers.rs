@@ -2,8 +2,7 @@
 //! by the same rule the reaper and the monitor use.
 
 use leasehold_core::{
-    leased_items, Clock, SystemClock, Timestamp, WorkerTypeCounts, WorkerView,
-    DEFAULT_MISSED_INTERVALS,
+    leased_items, Clock, Timestamp, WorkerTypeCounts, WorkerView, DEFAULT_MISSED_INTERVALS,
 };
 
 use crate::args;
@@ -23,7 +22,7 @@ pub(crate) struct Args {
 
 /// Opens an existing database and prints its registry.
 pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
-    let store = db::open(&ctx.db, Access::Existing).await?;
+    let db::Clocked { store, clock, .. } = db::open_clocked(&ctx.db, Access::Existing).await?;
     let nodes = store
         .nodes_list()
         .await
@@ -31,7 +30,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     let leased = leased_items(store.as_ref())
         .await
         .map_err(|e| CliError::store(&ctx.db, e))?;
-    let now = SystemClock.now();
+    let now = clock.now();
     let views: Vec<WorkerView> = nodes
         .iter()
         .map(|n| WorkerView::of(n, now, args.dead_after).with_leases(&leased))
