@@ -42,6 +42,7 @@ mod row;
 mod schema;
 pub mod testing;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,9 +84,34 @@ pub struct PgStore {
     config: Arc<tokio_postgres::Config>,
     channel: Arc<str>,
     listener: Arc<OnceCell<Listener>>,
+    /// Items this process has enqueued, until it has once asked for fresh statistics.
+    enqueued: Arc<AtomicU64>,
+    analyzed: Arc<AtomicBool>,
 }
 
+/// After this many items enqueued by one process, it runs `ANALYZE items` once. A fresh table
+/// has no statistics until autovacuum gets to it (a minute or more; never, with autovacuum
+/// off), and until then the planner takes the queue for empty: it reads every pending item and
+/// sorts them for each acquisition instead of reading the head of `items_pending_ready`, which
+/// measured about 8× slower at 20,000 pending.
+const ANALYZE_AFTER: u64 = 10_000;
+
 impl PgStore {
+    /// Counts `n` enqueued items and, the first time the count passes [`ANALYZE_AFTER`], runs
+    /// `ANALYZE items`. A failure is only logged: the enqueue has committed, and autovacuum
+    /// will analyze the table in time.
+    async fn analyze_once_grown(&self, n: u64) {
+        if self.analyzed.load(Ordering::Relaxed)
+            || self.enqueued.fetch_add(n, Ordering::Relaxed) + n < ANALYZE_AFTER
+            || self.analyzed.swap(true, Ordering::Relaxed)
+        {
+            return;
+        }
+        if let Err(e) = self.db.execute("ANALYZE items", &[]).await {
+            tracing::warn!(error = %e, "could not refresh the planner's statistics of items");
+        }
+    }
+
     /// Opens the store a `postgres://…[?schema=NAME]` URL names, creating and migrating its
     /// schema if needed. See [`PgStore::open_with`].
     pub async fn open(url: &str) -> StoreResult<PgStore> {
@@ -140,6 +166,8 @@ impl PgStore {
             opts: Arc::new(opts),
             config: Arc::new(listen_config),
             listener: Arc::new(OnceCell::new()),
+            enqueued: Arc::default(),
+            analyzed: Arc::default(),
         })
     }
 
@@ -185,7 +213,9 @@ impl PgStore {
 #[async_trait]
 impl Store for PgStore {
     async fn items_enqueue(&self, items: Vec<NewItem>, now: Timestamp) -> StoreResult<Vec<ItemId>> {
-        enqueue::run(&self.db, &self.channel, items, now).await
+        let ids = enqueue::run(&self.db, &self.channel, items, now).await?;
+        self.analyze_once_grown(ids.len() as u64).await;
+        Ok(ids)
     }
 
     async fn items_acquire(

@@ -279,3 +279,44 @@ async fn the_database_clock_follows_the_server_within_a_round_trip() {
     let rtt = clock.resync().await.expect("resync");
     assert!(rtt < Duration::from_secs(1), "local round trip {rtt:?}");
 }
+
+#[tokio::test]
+async fn a_store_that_fills_a_fresh_table_gives_the_planner_its_statistics() {
+    let Ok(schema) = TestSchema::create("lh_pg")
+        .await
+        .map_err(|why| eprintln!("skipped: {why}"))
+    else {
+        return;
+    };
+    let store = schema.open().await.expect("open");
+    let sql = format!(
+        "SELECT c.reltuples::float8 FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = '{}' AND c.relname = 'items'",
+        schema.schema()
+    );
+    // A never-analyzed table reports -1 tuples (PostgreSQL 14 and later).
+    let batch = |from: usize| -> Vec<NewItem> {
+        (from..from + 4_000)
+            .map(|i| NewItem::new("k", json!(i)))
+            .collect()
+    };
+    store.items_enqueue(batch(0), T0).await.expect("enqueue");
+    store
+        .items_enqueue(batch(4_000), T0)
+        .await
+        .expect("enqueue");
+    assert!(
+        psql(&schema, &sql).await[0].get::<_, f64>(0) < 1.0,
+        "8,000 items: not analyzed yet"
+    );
+    store
+        .items_enqueue(batch(8_000), T0)
+        .await
+        .expect("enqueue");
+    let tuples = psql(&schema, &sql).await[0].get::<_, f64>(0);
+    assert!(
+        (11_000.0..=13_000.0).contains(&tuples),
+        "after 12,000 items the planner should know about them, sees {tuples}"
+    );
+}
