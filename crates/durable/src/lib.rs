@@ -4,7 +4,7 @@
 //! after a crash, replaying recorded tool results and cached LLM outputs instead of executing
 //! them again.
 //!
-//! Storage is behind [`DurableStore`](leasehold_core::durable::DurableStore), a
+//! Storage is behind [`leasehold_core::durable::DurableStore`], a
 //! backend-agnostic trait in `leasehold-core`; `leasehold-sqlite`'s `SqliteStore` implements
 //! it. Every checkpoint write is fenced by the caller's lease (owner, epoch), and a tool's
 //! result commits in the same transaction as its checkpoint. docs/durable-execution.md states
@@ -44,7 +44,7 @@
 //! ```
 //!
 //! # Layout
-//! - [`retry`]: [`RetryPolicy`], [`RetryPolicies`] (per kind, per item) and the [`retry`]
+//! - [`retry`](mod@retry): [`RetryPolicy`], [`RetryPolicies`] (per kind, per item) and the [`retry`](fn@retry)
 //!   helper around any async call.
 //! - [`checkpoint`]: [`CheckpointManager`]: begin/commit/verify/last verified/rollback/retention.
 //! - [`evidence`]: checking evidence now, and building it (file hashes, artifacts, exit

@@ -2,7 +2,7 @@
 //!
 //! - [`FaultInjector`] (from [`NodeHandle::faults`](crate::NodeHandle::faults)) kills or panics
 //!   a chosen or random worker, heartbeat, reaper or registry actor.
-//! - [`FaultPoints`] make a handler panic at a named point ([`JobContext::fault_point`]), e.g.
+//! - [`FaultPoints`] make a handler panic at a named point ([`JobContext::fault_point`](crate::JobContext::fault_point)), e.g.
 //!   before its side effect or after it but before it returns.
 //! - [`FaultyStore`] wraps any store and makes it fail or stall for a while.
 //! - [`check_invariants`] reads the store afterwards and reports lost items, items completed

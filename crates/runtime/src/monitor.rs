@@ -2,7 +2,7 @@
 //! incarnations the registry no longer vouches for (dead, or stopped with work still held),
 //! and raises an alert — a tracing event, a [`NodeEvent::NodeDead`] and the builder's
 //! [`on_node_dead`](crate::LeaseholdBuilder::on_node_dead) callback — the first time it sees
-//! a node dead. It judges liveness only through [`NodeRecord::state`], the same judgement the
+//! a node dead. It judges liveness only through [`NodeRecord::state`](leasehold_core::NodeRecord::state), the same judgement the
 //! reaper's [`RegistryLiveness`](leasehold_core::RegistryLiveness), `leasehold workers` and
 //! the dashboard use, and, like the reaper, it stands down when this node's own store access
 //! is failing: a sick database must not look like dead nodes.
