@@ -482,3 +482,48 @@ async fn work_runs_the_monitor_which_takes_back_a_dead_nodes_item() {
     assert_eq!(v["stats"]["monitor"]["dead_nodes"], 1);
     assert_eq!(v["stats"]["monitor"]["recovered"], 1);
 }
+
+#[tokio::test]
+async fn reap_dead_after_sets_how_many_missed_heartbeats_make_an_owner_dead() {
+    let db = db().await;
+    let now = SystemClock.now();
+    let s = &db.store;
+    // Heartbeats every 10 s, the last one 50 s ago: dead after 3 missed intervals, alive
+    // after 10. Its item's lease ran out a minute ago.
+    s.node_heartbeat(&row("slow", 1, now.minus(Duration::from_secs(50)), 10_000))
+        .await
+        .unwrap();
+    let id = s
+        .item_enqueue(
+            NewItem::new("k", json!({})),
+            now.minus(Duration::from_secs(120)),
+        )
+        .await
+        .unwrap();
+    let req = AcquireRequest::new("slow/w0", Duration::from_secs(30)).node("slow", 1);
+    s.item_acquire(&req, now.minus(Duration::from_secs(90)))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let patient = json_ok(&db.path, &["reap", "--dry-run", "--dead-after", "10"]);
+    assert_eq!(patient["expired_found"], json!(1), "{patient}");
+    assert_eq!(
+        patient["recovered"],
+        json!(0),
+        "owner alive at 10: {patient}"
+    );
+    let default = json_ok(&db.path, &["reap", "--dry-run"]);
+    assert_eq!(default["recovered"], json!(1), "owner dead at 3: {default}");
+    assert_eq!(default["items"][0]["id"], json!(id.0));
+    refused(
+        &run(&db.path, &["reap", "--dead-after", "0"]),
+        "--dead-after",
+    );
+    let item = s.item_get(id).await.unwrap().unwrap();
+    assert_eq!(
+        item.status,
+        ItemStatus::InProgress,
+        "dry runs and refusals change nothing"
+    );
+}

@@ -3,17 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use leasehold_core::{Clock, ReapRequest, RecoveredItem, RecoveryStats, RegistryLiveness};
+use leasehold_core::{
+    Clock, ReapRequest, RecoveredItem, RecoveryStats, RegistryLiveness, DEFAULT_MISSED_INTERVALS,
+};
 
 use crate::args;
 use crate::commands::{config, Ctx};
 use crate::db::{self, Access};
 use crate::error::CliError;
 use crate::output::duration;
-
-/// Heartbeat intervals a node may miss before the registry stops vouching for it (the
-/// convention `RegistryLiveness` documents).
-const MISSED_INTERVALS: u32 = 3;
 
 /// Arguments of `reap`.
 #[derive(Debug, clap::Args)]
@@ -36,6 +34,12 @@ pub(crate) struct Args {
     /// else 200].
     #[arg(long, value_name = "N", value_parser = args::positive_count, allow_negative_numbers = true)]
     batch: Option<u32>,
+
+    /// An owner's node is dead (its items may be requeued once their leases expire) after
+    /// this many missed heartbeat intervals.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MISSED_INTERVALS,
+          value_parser = args::positive_count, allow_negative_numbers = true)]
+    dead_after: u32,
 }
 
 /// Validates, opens, sweeps once, prints the statistics.
@@ -58,7 +62,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     };
     let db::Clocked { store, clock, .. } = db::open_clocked(&ctx.db, access).await?;
     let now = clock.now();
-    let liveness = RegistryLiveness::new(Arc::clone(&store), MISSED_INTERVALS, now);
+    let liveness = RegistryLiveness::new(Arc::clone(&store), args.dead_after, now);
     let stats = store
         .items_reap_expired(&req, &liveness, now)
         .await
