@@ -17,7 +17,8 @@ use leasehold_core::{
 use leasehold_runtime::{JobContext, JobError, Leasehold, LeaseholdBuilder, NodeEvent, NodeHandle};
 use leasehold_sqlite::SqliteStore;
 
-const WAIT: Duration = Duration::from_secs(30);
+mod common;
+use common::{wait_for, WAIT};
 const SEED: u64 = 42;
 
 async fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
@@ -64,21 +65,14 @@ async fn rate_limited(_ctx: JobContext) -> Result<(), JobError> {
 
 /// Waits for the next failed attempt of `id`; returns whether it dead-lettered the item.
 async fn attempt_failed(rx: &mut broadcast::Receiver<NodeEvent>, id: ItemId) -> bool {
-    let fut = async {
-        loop {
-            match rx.recv().await {
-                Ok(NodeEvent::AttemptFailed {
-                    item,
-                    dead_lettered,
-                }) if item == id => return dead_lettered,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(e) => panic!("event stream closed while waiting for item {id}: {e}"),
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for a failed attempt of item {id}"))
+    wait_for(rx, &format!("a failed attempt of item {id}"), |e| match e {
+        NodeEvent::AttemptFailed {
+            item,
+            dead_lettered,
+        } if *item == id => Some(*dead_lettered),
+        _ => None,
+    })
+    .await
 }
 
 async fn item(node: &NodeHandle, id: ItemId) -> Item {

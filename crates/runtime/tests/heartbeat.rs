@@ -14,48 +14,18 @@ use leasehold_runtime::faults::FaultyStore;
 use leasehold_runtime::{JobContext, JobError, Leasehold, NodeEvent};
 use leasehold_sqlite::SqliteStore;
 
-const WAIT: Duration = Duration::from_secs(30);
+mod common;
+use common::wait_for;
 
-/// Waits for the next renewal of `lease`, failing the test after [`WAIT`].
+/// Waits for the next renewal of `lease`; returns the expiry it wrote.
 async fn next_renewal(
     rx: &mut broadcast::Receiver<(LeaseRef, Timestamp)>,
     lease: (leasehold_core::ItemId, i64),
 ) -> Timestamp {
-    let fut = async {
-        loop {
-            match rx.recv().await {
-                Ok((l, expires_at)) if (l.item, l.epoch) == lease => return expires_at,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(e) => panic!("renewal stream closed: {e}"),
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("no renewal of item {} within {WAIT:?}", lease.0))
-}
-
-async fn next_event<T>(
-    rx: &mut broadcast::Receiver<NodeEvent>,
-    what: &str,
-    mut pick: impl FnMut(&NodeEvent) -> Option<T>,
-) -> T {
-    let fut = async {
-        loop {
-            match rx.recv().await {
-                Ok(e) => {
-                    if let Some(t) = pick(&e) {
-                        return t;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(e) => panic!("event stream closed while waiting for {what}: {e}"),
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    wait_for(rx, &format!("a renewal of item {}", lease.0), |(l, at)| {
+        ((l.item, l.epoch) == lease).then_some(*at)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +64,7 @@ async fn a_long_item_after_many_quick_ones_is_renewed_every_interval() {
     let quick: Vec<_> = (0..30).map(|i| node.item("quick", json!(i))).collect();
     let quick = node.enqueue_many(quick).await.unwrap();
     let mut left: std::collections::HashSet<_> = quick.iter().copied().collect();
-    next_event(&mut events, "the quick items' completions", |e| {
+    wait_for(&mut events, "the quick items' completions", |e| {
         if let NodeEvent::Completed { item, .. } = e {
             left.remove(item);
         }
@@ -104,7 +74,7 @@ async fn a_long_item_after_many_quick_ones_is_renewed_every_interval() {
 
     let mut renewals = store.renewals();
     let long = node.enqueue(node.item("long", json!({}))).await.unwrap();
-    let epoch = next_event(&mut events, "the long item's acquisition", |e| match e {
+    let epoch = wait_for(&mut events, "the long item's acquisition", |e| match e {
         NodeEvent::Acquired { item, epoch, .. } if *item == long => Some(*epoch),
         _ => None,
     })
@@ -122,7 +92,7 @@ async fn a_long_item_after_many_quick_ones_is_renewed_every_interval() {
     }
 
     release.notify_one();
-    next_event(&mut events, "the long item's completion", |e| match e {
+    wait_for(&mut events, "the long item's completion", |e| match e {
         NodeEvent::Completed { item, epoch: e } if *item == long => Some(*e),
         _ => None,
     })

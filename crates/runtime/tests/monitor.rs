@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc, Notify};
+use tokio::sync::{mpsc, Notify};
 
 use leasehold_core::{
     Clock, ItemId, ItemStatus, ManualClock, NewItem, Store, SystemClock, WorkerState, WorkerView,
@@ -20,7 +20,8 @@ use leasehold_runtime::{
 };
 use leasehold_sqlite::SqliteStore;
 
-const WAIT: Duration = Duration::from_secs(30);
+mod common;
+use common::{wait_for, WAIT};
 /// The heartbeat interval of every node here; dead after 3 of them.
 const BEAT: Duration = Duration::from_secs(10);
 
@@ -56,29 +57,6 @@ fn checked(outcome: MonitorOutcome) -> MonitorReport {
 
 async fn status(store: &Arc<dyn Store>, id: ItemId) -> ItemStatus {
     store.item_get(id).await.unwrap().expect("item").status
-}
-
-async fn wait_for<T>(
-    rx: &mut broadcast::Receiver<NodeEvent>,
-    what: &str,
-    mut pick: impl FnMut(&NodeEvent) -> Option<T>,
-) -> T {
-    let fut = async {
-        loop {
-            match rx.recv().await {
-                Ok(e) => {
-                    if let Some(t) = pick(&e) {
-                        return t;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(e) => panic!("event stream closed while waiting for {what}: {e}"),
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,8 @@ use leasehold_runtime::{
 };
 use leasehold_sqlite::SqliteStore;
 
-const WAIT: Duration = Duration::from_secs(30);
+mod common;
+use common::{wait_for, WAIT};
 
 async fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     Arc::new(
@@ -46,30 +47,6 @@ fn builder(store: Arc<dyn Store>, node: &str) -> LeaseholdBuilder {
             ..leasehold_core::Backoff::default()
         })
         .record_completions(true)
-}
-
-/// Waits for the first event matching `pick`, failing the test after [`WAIT`].
-async fn wait_for<T>(
-    rx: &mut broadcast::Receiver<NodeEvent>,
-    what: &str,
-    mut pick: impl FnMut(&NodeEvent) -> Option<T>,
-) -> T {
-    let fut = async {
-        loop {
-            match rx.recv().await {
-                Ok(e) => {
-                    if let Some(t) = pick(&e) {
-                        return t;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(e) => panic!("event stream closed while waiting for {what}: {e}"),
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
 /// Waits until every item of `ids` has completed, in whatever order the workers finish them.
