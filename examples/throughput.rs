@@ -9,7 +9,12 @@
 //! 3. Measures pickup: single items enqueued through the first node's handle into the idle
 //!    trees, timed from the enqueue call to the acquisition by whichever worker of any node
 //!    takes it (`p50_pickup_ms`, `p99_pickup_ms`).
-//! 4. The floor (SQLite only; 0 on PostgreSQL): a raw rusqlite loop over a minimal table on its
+//! 4. With `--store-loop`, the store alone: as many more items, processed by `--workers` plain
+//!    tasks on the first node's store that do what a worker does with a no-op handler (acquire;
+//!    then complete and acquire the next together) without the actor tree, its heartbeats and
+//!    its handler tasks (`store_loop_per_s`; 0 without the flag). Between the floor and the full
+//!    tree, it says which of the two the gap is in.
+//! 5. The floor (SQLite only; 0 on PostgreSQL): a raw rusqlite loop over a minimal table on its
 //!    own file, WAL and `synchronous=NORMAL` like the store, leasing 64 pending rows with one
 //!    `UPDATE … RETURNING` per transaction and completing them in one transaction
 //!    (`floor_per_s`).
@@ -41,7 +46,9 @@ use tokio::sync::mpsc;
 use leasehold::postgres::testing::TestSchema;
 use leasehold::runtime::chaos::percentile_ms;
 use leasehold::runtime::{JobContext, JobError, Leasehold, NodeEvent, NodeHandle};
-use leasehold::{Clock, NewItem, PgStore, SqliteStore, Store, SystemClock};
+use leasehold::{
+    AcquireRequest, Clock, NewItem, PgStore, SqliteStore, Store, StoreError, SystemClock,
+};
 
 /// Items per enqueue transaction.
 const ENQUEUE_BATCH: usize = 1000;
@@ -76,6 +83,9 @@ struct Args {
     /// Instead of the throughput run: start this many idle workers and report memory.
     #[arg(long)]
     idle_workers: Option<usize>,
+    /// Also time the store alone, driven by plain tasks instead of the tree (`store_loop_per_s`).
+    #[arg(long)]
+    store_loop: bool,
     /// Skip the raw SQLite floor (its fields are then 0).
     #[arg(long)]
     no_floor: bool,
@@ -259,7 +269,14 @@ async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::err
         node.shutdown(Duration::from_secs(10)).await?;
     }
 
-    // 4. The floor (SQLite only).
+    // 4. The store alone, on the first node's store.
+    let store_loop_per_s = if args.store_loop {
+        store_loop(&store, args.jobs, args.workers).await?
+    } else {
+        0.0
+    };
+
+    // 5. The floor (SQLite only).
     let floor_per_s = if let (false, Target::Sqlite(path)) = (args.no_floor, target) {
         let mut floor_path = path.as_os_str().to_owned();
         floor_path.push(".floor");
@@ -284,7 +301,7 @@ async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::err
     println!(
         "{} jobs, {} × {} workers on {}: enqueue {:.0}/s, process {:.0}/s, floor {:.0}/s \
          (ratio {:.3}); pickup p50 {:.3} ms, p99 {:.3} ms; peak RSS {:.1} MB; {} group commits, \
-         {:.1} writes each",
+         {:.1} writes each{}",
         args.jobs,
         args.nodes,
         args.workers,
@@ -297,7 +314,12 @@ async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::err
         p99,
         rss,
         groups,
-        ops_per_group
+        ops_per_group,
+        if args.store_loop {
+            format!("; store alone {store_loop_per_s:.0}/s")
+        } else {
+            String::new()
+        }
     );
     if args.json {
         println!(
@@ -316,10 +338,60 @@ async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::err
                 "writes_per_group": (ops_per_group * 10.0).round() / 10.0,
                 "nodes": args.nodes,
                 "backend": target.backend(),
+                "store_loop_per_s": store_loop_per_s.round(),
             })
         );
     }
     Ok(())
+}
+
+/// Enqueues `jobs` more no-op items (untimed) and processes them with `tasks` plain tasks that
+/// each loop as a worker does: acquire one item, then complete it and acquire the next in one
+/// go (so the SQLite store commits both in one group). Returns items completed per second.
+async fn store_loop(
+    store: &Arc<dyn Store>,
+    jobs: usize,
+    tasks: usize,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let clock = SystemClock;
+    for start in (0..jobs).step_by(ENQUEUE_BATCH) {
+        let batch: Vec<NewItem> = (start..(start + ENQUEUE_BATCH).min(jobs))
+            .map(|i| NewItem::new("noop", json!({ "loop": i })))
+            .collect();
+        store.items_enqueue(batch, clock.now()).await?;
+    }
+    let t0 = Instant::now();
+    let mut running = Vec::with_capacity(tasks);
+    for t in 0..tasks {
+        let store = store.clone();
+        running.push(tokio::spawn(async move {
+            let mut req = AcquireRequest::new(format!("store-loop/{t}"), Duration::from_secs(30));
+            req.node_id = "store-loop".into();
+            req.kinds = vec!["noop".into()];
+            let mut done = 0u64;
+            let mut next = store.item_acquire(&req, clock.now()).await?;
+            while let Some(leased) = next {
+                let now = clock.now();
+                let (completed, acquired) = tokio::join!(
+                    store.item_complete(&leased.lease, json!(null), now),
+                    store.item_acquire(&req, now),
+                );
+                completed?;
+                done += 1;
+                next = acquired?;
+            }
+            Ok::<u64, StoreError>(done)
+        }));
+    }
+    let mut done = 0;
+    for task in running {
+        done += task.await??;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    if done != jobs as u64 {
+        return Err(format!("the store loop completed {done} of {jobs} items").into());
+    }
+    Ok(jobs as f64 / secs)
 }
 
 /// Starts `workers` idle workers, waits until every one has started (and so has its heartbeat

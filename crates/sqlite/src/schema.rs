@@ -402,7 +402,7 @@ fn check_version(c: &Connection, path: &Path) -> OpResult<()> {
 /// Per-connection settings. WAL lets readers in other processes (the CLI beside a running
 /// tree) proceed while this connection writes; `synchronous=NORMAL` is durable across process
 /// crashes in WAL mode and only risks the last commits on power loss.
-fn configure(c: &mut Connection, path: &Path) -> OpResult<()> {
+pub(crate) fn configure(c: &mut Connection, path: &Path) -> OpResult<()> {
     c.set_prepared_statement_cache_capacity(64);
     let mode: String = c.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
