@@ -95,7 +95,9 @@ impl DurableError {
     }
 
     /// The handler error the queue acts on: permanent ones dead-letter the item, the others
-    /// return it to pending with the node's backoff.
+    /// return it to pending after the queue's backoff (the item kind's, else the node's).
+    /// [`into_job_error_with`](DurableError::into_job_error_with) asks for a retry policy's
+    /// delay instead.
     pub fn into_job_error(self) -> JobError {
         if self.is_permanent() {
             JobError::permanent(self)

@@ -4,7 +4,8 @@
 //! fails judges nobody. Time is a ManualClock moved by hand; checks run on demand
 //! (`monitor_now`), and tests wait on events, never on sleeps.
 
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::json;
@@ -22,6 +23,42 @@ use leasehold_sqlite::SqliteStore;
 
 mod common;
 use common::{wait_for, WAIT};
+/// What this test binary logs at WARN and above, captured by one global subscriber (the monitor
+/// runs on the runtime's threads, so a thread-local one would miss it).
+fn logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
+    });
+    LOGS.get_or_init(Mutex::default)
+}
+
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        logs().lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The captured log lines that contain every one of `parts`.
+fn logged(parts: &[&str]) -> Vec<String> {
+    String::from_utf8_lossy(&logs().lock().unwrap())
+        .lines()
+        .filter(|line| parts.iter().all(|p| line.contains(p)))
+        .map(str::to_string)
+        .collect()
+}
+
 /// The heartbeat interval of every node here; dead after 3 of them.
 const BEAT: Duration = Duration::from_secs(10);
 
@@ -61,6 +98,7 @@ async fn status(store: &Arc<dyn Store>, id: ItemId) -> ItemStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_that_stops_heartbeating_is_dead_after_three_intervals_and_its_items_are_taken_back() {
+    logs();
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(SystemClock.now());
     let store = open(&dir).await;
@@ -141,7 +179,7 @@ async fn node_that_stops_heartbeating_is_dead_after_three_intervals_and_its_item
         "{item:?}"
     );
 
-    // The three alerts: the callback, the event (and a tracing line, not checked here).
+    // The three alerts: the callback, the event and a warning in the log.
     let alert = tokio::time::timeout(WAIT, alerts.recv())
         .await
         .expect("callback in time")
@@ -161,6 +199,15 @@ async fn node_that_stops_heartbeating_is_dead_after_three_intervals_and_its_item
         WorkerView::of(&row, clock.now(), 3).state,
         WorkerState::Dead
     );
+    let bravo_incarnation = format!("incarnation={}", bravo.incarnation());
+    let warning = [
+        "WARN",
+        "worker node is dead: no heartbeat for 3 intervals",
+        "node=bravo",
+        bravo_incarnation.as_str(),
+        "items_taken_back=1",
+    ];
+    assert_eq!(logged(&warning).len(), 1, "{:?}", logged(&["node=bravo"]));
 
     // Once per incarnation: the next check neither alerts nor finds anything to take back.
     let again = checked(alpha.monitor_now().await.unwrap());
@@ -168,6 +215,11 @@ async fn node_that_stops_heartbeating_is_dead_after_three_intervals_and_its_item
     assert!(
         alerts.try_recv().is_err(),
         "a second alert for the same death"
+    );
+    assert_eq!(
+        logged(&warning).len(),
+        1,
+        "a second warning for the same death"
     );
     let stats = alpha.stats().monitor;
     assert_eq!((stats.dead_nodes, stats.recovered), (1, 1));
