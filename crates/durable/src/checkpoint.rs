@@ -169,23 +169,33 @@ impl CheckpointManager {
     /// The newest committed step checkpoint of `item` whose evidence still holds: where a
     /// resumed task starts. Newer checkpoints that fail verification are recorded as invalid
     /// and passed over; tool and error-boundary checkpoints are never resume points.
+    ///
+    /// The search reads the newest checkpoints a retention's worth at a time and looks further
+    /// back while it finds no resume point, so a step followed by more tool checkpoints than
+    /// the retention limit is still found.
     pub async fn get_last_verified_checkpoint(
         &self,
         item: ItemId,
     ) -> Result<Option<CheckpointRecord>, DurableError> {
-        let candidates = self
-            .store
-            .checkpoints_of(item, self.retention.max(1))
-            .await?;
-        for cp in candidates {
-            if cp.state != CheckpointState::Committed || cp.step.is_none() {
-                continue;
+        let mut limit = self.retention.max(1);
+        let mut seen = 0;
+        loop {
+            let candidates = self.store.checkpoints_of(item, limit).await?;
+            let fetched = candidates.len();
+            for cp in candidates.into_iter().skip(seen) {
+                if cp.state != CheckpointState::Committed || cp.step.is_none() {
+                    continue;
+                }
+                if self.verify(&cp).await? == Verification::Valid {
+                    return Ok(Some(cp));
+                }
             }
-            if self.verify(&cp).await? == Verification::Valid {
-                return Ok(Some(cp));
+            if fetched < limit as usize || limit == u32::MAX {
+                return Ok(None);
             }
+            seen = fetched;
+            limit = limit.saturating_mul(2);
         }
-        Ok(None)
     }
 
     /// Makes `id` the item's latest checkpoint again: every newer one is set aside (fenced by

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Env, NowTs, T0};
-use leasehold_core::durable::{CheckpointState, CheckpointType, RowProbe, Verification};
+use leasehold_core::durable::{CheckpointState, CheckpointType, NewStep, RowProbe, Verification};
 use leasehold_core::{NoLiveness, ReapRequest, Store};
 use leasehold_durable::{evidence, CheckpointManager, DurableError, EvidencePack};
 use serde_json::{json, Map, Value};
@@ -442,6 +442,46 @@ async fn retention_keeps_the_newest_checkpoints() {
         .collect();
     assert_eq!(kept, vec![Some(4), Some(3), Some(2)]);
     assert_eq!(m.cleanup(lease.item).await.expect("again"), 0);
+}
+
+#[tokio::test]
+async fn a_step_behind_more_tool_checkpoints_than_the_retention_is_still_the_resume_point() {
+    let env = Env::new().await;
+    let m = manager(&env).with_retention(4).expect("retention");
+    let lease = env.leased("w1").await;
+    let step = m
+        .begin_step(&lease, 0, "plan", "iteration_end", json!({"planned": true}))
+        .await
+        .expect("begin");
+    let planned = m
+        .commit_step(&lease, step, EvidencePack::default())
+        .await
+        .expect("commit");
+    // Ten evidence-only checkpoints (a tool's executions) after it: none is a resume point.
+    for i in 0..10 {
+        let tool = m
+            .begin(
+                &lease,
+                NewStep {
+                    step: None,
+                    name: format!("tool-{i}"),
+                    checkpoint_type: CheckpointType::ToolExecuted,
+                    snapshot: json!({}),
+                },
+            )
+            .await
+            .expect("begin tool");
+        m.commit_step(&lease, tool, EvidencePack::default())
+            .await
+            .expect("commit tool");
+    }
+    let last = m
+        .get_last_verified_checkpoint(lease.item)
+        .await
+        .expect("read")
+        .expect("the step, found behind the tool checkpoints");
+    assert_eq!((last.id, last.step), (planned.id, Some(0)));
+    assert_eq!(last.snapshot, json!({"planned": true}));
 }
 
 #[tokio::test]
