@@ -6,19 +6,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use leasehold_core::store::Wakeups;
-use leasehold_core::{
-    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, Clock, FailDisposition, FailOutcome,
-    FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats, StatusCounts,
-    Store, StoreResult, SystemClock, Timestamp,
-};
+use leasehold_core::{Clock, ItemStatus, NewItem, Store, SystemClock};
 use leasehold_postgres::testing::store_or_skip;
 use leasehold_postgres::{PgStore, WAKE_ALL};
+use leasehold_runtime::faults::FaultyStore;
 use leasehold_runtime::{JobContext, JobError, Leasehold, NodeEvent};
-use serde_json::{json, Value};
-use tokio::sync::{broadcast, mpsc};
+use serde_json::json;
+use tokio::sync::broadcast;
 
 /// The node's poll interval: far longer than any pickup the test accepts.
 const POLL_INTERVAL: Duration = Duration::from_secs(30);
@@ -32,157 +26,6 @@ const PROMPT: Duration = Duration::from_secs(1);
 /// A bound on every wait, so a broken build fails instead of hanging.
 const GIVE_UP: Duration = Duration::from_secs(90);
 
-/// The PostgreSQL store, reporting every acquisition (when it returned, how many items it
-/// leased) on a channel: the test's signal that an idle worker polled and found nothing.
-#[derive(Debug)]
-struct Observed {
-    inner: PgStore,
-    acquires: mpsc::UnboundedSender<(Instant, usize)>,
-}
-
-#[async_trait]
-impl Store for Observed {
-    async fn items_enqueue(&self, items: Vec<NewItem>, now: Timestamp) -> StoreResult<Vec<ItemId>> {
-        self.inner.items_enqueue(items, now).await
-    }
-    async fn items_acquire(
-        &self,
-        req: &AcquireRequest,
-        now: Timestamp,
-    ) -> StoreResult<Vec<Leased>> {
-        let leased = self.inner.items_acquire(req, now).await;
-        let found = leased.as_ref().map_or(0, Vec::len);
-        let _ = self.acquires.send((Instant::now(), found));
-        leased
-    }
-    async fn lease_renew(
-        &self,
-        l: &LeaseRef,
-        d: Duration,
-        now: Timestamp,
-    ) -> StoreResult<Timestamp> {
-        self.inner.lease_renew(l, d, now).await
-    }
-    async fn leases_renew_owner(&self, o: &str, d: Duration, now: Timestamp) -> StoreResult<u64> {
-        self.inner.leases_renew_owner(o, d, now).await
-    }
-    async fn item_complete(
-        &self,
-        lease: &LeaseRef,
-        output: Value,
-        now: Timestamp,
-    ) -> StoreResult<()> {
-        self.inner.item_complete(lease, output, now).await
-    }
-    async fn item_fail(
-        &self,
-        l: &LeaseRef,
-        error: &str,
-        d: FailDisposition,
-        now: Timestamp,
-    ) -> StoreResult<FailOutcome> {
-        self.inner.item_fail(l, error, d, now).await
-    }
-    async fn item_release(&self, l: &LeaseRef, now: Timestamp) -> StoreResult<()> {
-        self.inner.item_release(l, now).await
-    }
-    async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
-        self.inner.item_cancel(id, now).await
-    }
-    async fn item_progress(&self, l: &LeaseRef, p: Value, now: Timestamp) -> StoreResult<()> {
-        self.inner.item_progress(l, p, now).await
-    }
-    async fn checkpoint_save(
-        &self,
-        l: &LeaseRef,
-        name: &str,
-        p: Value,
-        now: Timestamp,
-    ) -> StoreResult<i64> {
-        self.inner.checkpoint_save(l, name, p, now).await
-    }
-    async fn checkpoints_list(&self, item: ItemId) -> StoreResult<Vec<Checkpoint>> {
-        self.inner.checkpoints_list(item).await
-    }
-    async fn lease_status(&self, id: ItemId, now: Timestamp) -> StoreResult<LeaseStatus> {
-        self.inner.lease_status(id, now).await
-    }
-    async fn leases_of_owner(&self, owner: &str) -> StoreResult<Vec<Item>> {
-        self.inner.leases_of_owner(owner).await
-    }
-    async fn item_get(&self, id: ItemId) -> StoreResult<Option<Item>> {
-        self.inner.item_get(id).await
-    }
-    async fn items_count(&self) -> StoreResult<StatusCounts> {
-        self.inner.items_count().await
-    }
-    async fn items_list(&self, f: &ItemFilter) -> StoreResult<Vec<Item>> {
-        self.inner.items_list(f).await
-    }
-    async fn items_reap_expired(
-        &self,
-        req: &ReapRequest,
-        liveness: &dyn LivenessCheck,
-        now: Timestamp,
-    ) -> StoreResult<RecoveryStats> {
-        self.inner.items_reap_expired(req, liveness, now).await
-    }
-    async fn items_recover_owner(
-        &self,
-        o: &str,
-        now: Timestamp,
-    ) -> StoreResult<Vec<RecoveredItem>> {
-        self.inner.items_recover_owner(o, now).await
-    }
-    async fn items_recover_node(
-        &self,
-        id: &str,
-        inc: i64,
-        now: Timestamp,
-    ) -> StoreResult<Vec<RecoveredItem>> {
-        self.inner.items_recover_node(id, inc, now).await
-    }
-    async fn node_heartbeat(&self, n: &NodeRecord) -> StoreResult<()> {
-        self.inner.node_heartbeat(n).await
-    }
-    async fn node_stop(&self, id: &str, inc: i64, now: Timestamp) -> StoreResult<()> {
-        self.inner.node_stop(id, inc, now).await
-    }
-    async fn node_get(&self, id: &str) -> StoreResult<Option<NodeRecord>> {
-        self.inner.node_get(id).await
-    }
-    async fn nodes_list(&self) -> StoreResult<Vec<NodeRecord>> {
-        self.inner.nodes_list().await
-    }
-    async fn items_depth_by_kind(&self) -> StoreResult<Vec<KindDepth>> {
-        self.inner.items_depth_by_kind().await
-    }
-    async fn items_finished_since(
-        &self,
-        since: Timestamp,
-        bucket: Duration,
-    ) -> StoreResult<Vec<FinishedBucket>> {
-        self.inner.items_finished_since(since, bucket).await
-    }
-    async fn items_recently_finished(
-        &self,
-        status: ItemStatus,
-        limit: u32,
-    ) -> StoreResult<Vec<Item>> {
-        self.inner.items_recently_finished(status, limit).await
-    }
-    async fn cleanup(&self, req: &CleanupRequest) -> StoreResult<CleanupReport> {
-        self.inner.cleanup(req).await
-    }
-    async fn ping(&self) -> StoreResult<()> {
-        self.inner.ping().await
-    }
-    async fn wakeups(&self) -> StoreResult<Option<Box<dyn Wakeups>>> {
-        self.inner.wakeups().await
-    }
-}
-
-/// The next event matching `pick`, within [`GIVE_UP`].
 async fn next_event(
     rx: &mut broadcast::Receiver<NodeEvent>,
     pick: impl Fn(&NodeEvent) -> bool,
@@ -207,12 +50,11 @@ async fn an_idle_node_picks_up_an_item_another_store_enqueued_without_waiting_fo
     let Some((store, schema)) = store_or_skip(test, "lh_wake").await else {
         return;
     };
-    let (acquires, mut polls) = mpsc::unbounded_channel();
-    let observed = Arc::new(Observed {
-        inner: store,
-        acquires,
-    });
-    let builder = Leasehold::builder(observed)
+    // The node's store reports every acquisition: the test's signal that an idle worker
+    // polled and found nothing.
+    let observed = Arc::new(FaultyStore::new(Arc::new(store)));
+    let mut polls = observed.acquisitions();
+    let builder = Leasehold::builder(observed.clone())
         .node_id("listener")
         .workers(1)
         .poll_interval(POLL_INTERVAL)
@@ -226,10 +68,18 @@ async fn an_idle_node_picks_up_an_item_another_store_enqueued_without_waiting_fo
     // QUIET_GAP apart.
     let mut last: Option<Instant> = None;
     let (quiet_since, gap) = loop {
-        let (at, found) = tokio::time::timeout(GIVE_UP, polls.recv())
+        let (at, found) = match tokio::time::timeout(GIVE_UP, polls.recv())
             .await
             .expect("the worker kept polling")
-            .expect("the store is alive");
+        {
+            Ok(poll) => poll,
+            // Missed reports only lose a gap to measure: start measuring again.
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                last = None;
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => panic!("the store went away"),
+        };
         assert_eq!(found, 0, "nothing was enqueued yet");
         if let Some(gap) = last.map(|prev| at.duration_since(prev)) {
             if gap >= QUIET_GAP {

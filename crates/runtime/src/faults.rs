@@ -369,6 +369,7 @@ pub struct FaultyStore {
     inner: Arc<dyn Store>,
     mode: Mutex<Option<(Fault, tokio::time::Instant)>>,
     renewals: tokio::sync::broadcast::Sender<(LeaseRef, Timestamp)>,
+    acquisitions: tokio::sync::broadcast::Sender<(std::time::Instant, usize)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -384,6 +385,7 @@ impl FaultyStore {
             inner,
             mode: Mutex::new(None),
             renewals: tokio::sync::broadcast::channel(1024).0,
+            acquisitions: tokio::sync::broadcast::channel(1024).0,
         }
     }
 
@@ -391,6 +393,12 @@ impl FaultyStore {
     /// wait on heartbeats instead of sleeping.
     pub fn renewals(&self) -> tokio::sync::broadcast::Receiver<(LeaseRef, Timestamp)> {
         self.renewals.subscribe()
+    }
+
+    /// Every acquisition that succeeds from now on: when it returned (wall clock) and how many
+    /// items it leased. Lets a test see an idle worker's empty polls instead of guessing them.
+    pub fn acquisitions(&self) -> tokio::sync::broadcast::Receiver<(std::time::Instant, usize)> {
+        self.acquisitions.subscribe()
     }
 
     /// Every call fails with a backend error for `d` (tokio time).
@@ -446,7 +454,11 @@ impl Store for FaultyStore {
         now: Timestamp,
     ) -> StoreResult<Vec<Leased>> {
         self.gate().await?;
-        self.inner.items_acquire(req, now).await
+        let leased = self.inner.items_acquire(req, now).await?;
+        let _ = self
+            .acquisitions
+            .send((std::time::Instant::now(), leased.len()));
+        Ok(leased)
     }
     async fn lease_renew(
         &self,
