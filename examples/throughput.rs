@@ -195,20 +195,11 @@ async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::err
         stores.push(target.open(&counts).await?);
     }
     let store = stores[0].clone();
-    let clock = SystemClock;
 
-    // 1. Enqueue. Each batch is built untimed, just before its transaction, so that the
-    // example's own memory stays small however many jobs it enqueues.
-    let mut enqueue = Duration::ZERO;
-    for start in (0..args.jobs).step_by(ENQUEUE_BATCH) {
-        let batch: Vec<NewItem> = (start..(start + ENQUEUE_BATCH).min(args.jobs))
-            .map(|i| NewItem::new("noop", json!({ "n": i })))
-            .collect();
-        let t0 = Instant::now();
-        store.items_enqueue(batch, clock.now()).await?;
-        enqueue += t0.elapsed();
-    }
-    let enqueue_s = enqueue.as_secs_f64();
+    // 1. Enqueue.
+    let enqueue_s = enqueue_noops(store.as_ref(), args.jobs, "n")
+        .await?
+        .as_secs_f64();
     if let (true, Target::Postgres(schema)) = (args.analyze, target) {
         schema.analyze().await?;
     }
@@ -345,6 +336,26 @@ async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::err
     Ok(())
 }
 
+/// Enqueues `jobs` no-op items `{field: i}` in batches of [`ENQUEUE_BATCH`]; returns the time
+/// spent in the enqueue calls. Each batch is built untimed, just before its transaction, so
+/// that the example's own memory stays small however many jobs it enqueues.
+async fn enqueue_noops(
+    store: &dyn Store,
+    jobs: usize,
+    field: &str,
+) -> Result<Duration, StoreError> {
+    let mut spent = Duration::ZERO;
+    for start in (0..jobs).step_by(ENQUEUE_BATCH) {
+        let batch: Vec<NewItem> = (start..(start + ENQUEUE_BATCH).min(jobs))
+            .map(|i| NewItem::new("noop", json!({ field: i })))
+            .collect();
+        let t0 = Instant::now();
+        store.items_enqueue(batch, SystemClock.now()).await?;
+        spent += t0.elapsed();
+    }
+    Ok(spent)
+}
+
 /// Enqueues `jobs` more no-op items (untimed) and processes them with `tasks` plain tasks that
 /// each loop as a worker does: acquire one item, then complete it and acquire the next in one
 /// go (so the SQLite store commits both in one group). Returns items completed per second.
@@ -354,19 +365,14 @@ async fn store_loop(
     tasks: usize,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let clock = SystemClock;
-    for start in (0..jobs).step_by(ENQUEUE_BATCH) {
-        let batch: Vec<NewItem> = (start..(start + ENQUEUE_BATCH).min(jobs))
-            .map(|i| NewItem::new("noop", json!({ "loop": i })))
-            .collect();
-        store.items_enqueue(batch, clock.now()).await?;
-    }
+    enqueue_noops(store.as_ref(), jobs, "loop").await?;
     let t0 = Instant::now();
     let mut running = Vec::with_capacity(tasks);
     for t in 0..tasks {
         let store = store.clone();
         running.push(tokio::spawn(async move {
-            let mut req = AcquireRequest::new(format!("store-loop/{t}"), Duration::from_secs(30));
-            req.node_id = "store-loop".into();
+            let mut req = AcquireRequest::new(format!("store-loop/{t}"), Duration::from_secs(30))
+                .node("store-loop", 0);
             req.kinds = vec!["noop".into()];
             let mut done = 0u64;
             let mut next = store.item_acquire(&req, clock.now()).await?;
