@@ -2,14 +2,12 @@
 //! policies per kind and per item.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use leasehold_core::{Backoff, Item, ItemId, ItemStatus, Timestamp};
 use leasehold_durable::{retry, retry_with, DurableError, RetryPolicies, RetryPolicy};
 use serde_json::json;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
 
 fn policy(max_attempts: u32, cap_s: u64, jitter: f64) -> RetryPolicy {
     RetryPolicy::new(
@@ -201,76 +199,4 @@ fn policies_per_kind_and_per_item_override() {
         .expect("default")
         .kind("x", policy(0, 1, 0.0))
         .is_err());
-}
-
-/// A subscriber that records the level and message of every event the retry module emits.
-#[derive(Clone, Default)]
-struct RetryEvents(Arc<Mutex<Vec<(tracing::Level, String)>>>);
-
-impl tracing::Subscriber for RetryEvents {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Message(String);
-        impl Visit for Message {
-            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "message" {
-                    self.0 = format!("{value:?}");
-                }
-            }
-        }
-        if event.metadata().target() != "leasehold_durable::retry" {
-            return;
-        }
-        let mut m = Message(String::new());
-        event.record(&mut m);
-        let mut events = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        events.push((*event.metadata().level(), m.0));
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
-
-#[tokio::test(start_paused = true)]
-async fn every_attempt_emits_a_tracing_event() {
-    let events = RetryEvents::default();
-    let _guard = tracing::subscriber::set_default(events.clone());
-    let calls = Arc::new(AtomicU32::new(0));
-    let c = calls.clone();
-    let out: Result<u32, DurableError> = retry(&policy(3, 30, 0.0), || {
-        let n = c.fetch_add(1, Ordering::SeqCst) + 1;
-        async move {
-            if n < 3 {
-                Err(DurableError::transient("timeout"))
-            } else {
-                Ok(n)
-            }
-        }
-    })
-    .await;
-    assert_eq!(out.expect("third attempt succeeds"), 3);
-    let _: Result<(), DurableError> = retry(&policy(3, 30, 0.0), || async {
-        Err(DurableError::permanent("invalid domain"))
-    })
-    .await;
-    let got = events.0.lock().expect("events").clone();
-    use tracing::Level;
-    let want = [
-        (Level::DEBUG, "attempt"),
-        (Level::WARN, "attempt failed; retrying"),
-        (Level::DEBUG, "attempt"),
-        (Level::WARN, "attempt failed; retrying"),
-        (Level::DEBUG, "attempt"),
-        (Level::INFO, "call succeeded after retrying"),
-        (Level::DEBUG, "attempt"),
-        (Level::WARN, "attempt failed permanently; not retrying"),
-    ];
-    let got: Vec<(Level, &str)> = got.iter().map(|(l, m)| (*l, m.as_str())).collect();
-    assert_eq!(got, want);
 }
