@@ -2,9 +2,16 @@
 //!
 //! Tests read the server's URL from [`URL_ENV`] (`LEASEHOLD_PG_URL`). Each test works in a
 //! schema of its own, created empty and dropped when its [`TestSchema`] goes, so tests run in
-//! parallel and runs do not disturb each other. Where the variable is unset or the server does
-//! not answer, [`TestSchema::create`] says why, and the test prints that it was skipped.
+//! parallel and runs do not disturb each other.
+//!
+//! Where the variable is unset or the server does not answer, [`TestSchema::create`] either
+//! fails the test — when [`REQUIRE_ENV`] (`LEASEHOLD_REQUIRE_PG=1`, which CI sets) asks for a
+//! server — or returns why, after writing one `skipped` line to the terminal. That line goes
+//! to the process's standard error directly rather than through `eprintln!`, which the test
+//! harness would swallow for a passing test: a newcomer's `cargo test --workspace` shows every
+//! PostgreSQL test it skipped and why.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +21,9 @@ use crate::{PgOptions, PgStore};
 
 /// The environment variable naming the test server.
 pub const URL_ENV: &str = "LEASEHOLD_PG_URL";
+
+/// Set to `1` (or `true`) to make a PostgreSQL test fail, not skip, when the server is missing.
+pub const REQUIRE_ENV: &str = "LEASEHOLD_REQUIRE_PG";
 
 /// How long a test waits for the server to answer before skipping.
 const REACH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -30,14 +40,22 @@ pub struct TestSchema {
 impl TestSchema {
     /// A new, not yet created, uniquely named schema (`<prefix>_<pid>_<n>_<ns>`) on the
     /// server [`URL_ENV`] names, after checking that the server answers. `Err` says why the
-    /// test cannot run: the variable is unset, or the server is unreachable.
+    /// test cannot run (the variable is unset, or the server is unreachable), after that
+    /// reason was written to the terminal as a `skipped` line.
+    ///
+    /// # Panics
+    /// When the server is missing and [`REQUIRE_ENV`] asks for one: CI must not pass
+    /// without its PostgreSQL tests.
     pub async fn create(prefix: &str) -> Result<TestSchema, String> {
-        let url = std::env::var(URL_ENV).map_err(|_| {
-            format!("{URL_ENV} is not set (e.g. postgres://postgres@127.0.0.1:5432/test)")
-        })?;
-        TestSchema::at(&url, prefix)
-            .await
-            .map_err(|e| format!("{URL_ENV}={e}"))
+        let found = match std::env::var(URL_ENV) {
+            Err(_) => Err(format!(
+                "{URL_ENV} is not set (e.g. postgres://postgres@127.0.0.1:5432/test)"
+            )),
+            Ok(url) => TestSchema::at(&url, prefix)
+                .await
+                .map_err(|e| format!("{URL_ENV}={e}")),
+        };
+        found.map_err(|why| skip_or_fail(&why))
     }
 
     /// The same on the server `url` names (a benchmark run's fresh schema, say); a schema the
@@ -136,6 +154,29 @@ impl Drop for TestSchema {
     }
 }
 
+/// Whether [`REQUIRE_ENV`] asks for a server.
+pub fn required() -> bool {
+    std::env::var(REQUIRE_ENV).is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
+}
+
+/// Fails the calling test when a server is required; otherwise announces the skip on the
+/// terminal (past the harness's capture) and gives the reason back.
+fn skip_or_fail(why: &str) -> String {
+    let test = std::thread::current()
+        .name()
+        .filter(|n| *n != "main")
+        .unwrap_or("a PostgreSQL test")
+        .to_string();
+    if required() {
+        panic!("{test}: {REQUIRE_ENV} is set but PostgreSQL is not available: {why}");
+    }
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "skipped {test}: PostgreSQL not available: {why}"
+    );
+    why.to_string()
+}
+
 /// Connects once and runs `SELECT 1`, within [`REACH_TIMEOUT`].
 async fn reachable(url: &str) -> Result<(), String> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
@@ -157,7 +198,8 @@ async fn reachable(url: &str) -> Result<(), String> {
         .map_err(|_| format!("no answer within {REACH_TIMEOUT:?}"))?
 }
 
-/// A store on a fresh schema and its guard, or `None` after printing why the test is skipped.
+/// A store on a fresh schema and its guard, or `None` when the test is skipped (the reason
+/// was written to the terminal).
 pub async fn store_or_skip(test: &str, prefix: &str) -> Option<(PgStore, TestSchema)> {
     match TestSchema::create(prefix).await {
         Ok(schema) => {
@@ -167,9 +209,7 @@ pub async fn store_or_skip(test: &str, prefix: &str) -> Option<(PgStore, TestSch
                 .unwrap_or_else(|e| panic!("{test}: open a fresh PostgreSQL schema: {e}"));
             Some((store, schema))
         }
-        Err(why) => {
-            eprintln!("{test}: skipped (PostgreSQL not available): {why}");
-            None
-        }
+        // `create` has announced the skip (or failed the test when a server is required).
+        Err(_) => None,
     }
 }
