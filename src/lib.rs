@@ -19,8 +19,8 @@ pub use leasehold_sqlite as sqlite;
 pub use leasehold_core::*;
 pub use leasehold_postgres::PgStore;
 pub use leasehold_runtime::{
-    JobContext, JobError, Leasehold, LeaseholdBuilder, NodeEvent, NodeHandle, RuntimeConfig,
-    RuntimeError,
+    ClockSource, JobContext, JobError, Leasehold, LeaseholdBuilder, NodeEvent, NodeHandle,
+    RuntimeConfig, RuntimeError,
 };
 pub use leasehold_sqlite::SqliteStore;
 

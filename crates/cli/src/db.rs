@@ -8,11 +8,12 @@
 //!
 //! Commands that write or judge times open through [`open_clocked`], which pairs the store with
 //! its clock: the database server's on PostgreSQL, where processes on several hosts share it.
+//! `work` needs no clock from here: its node chooses the same one itself.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use leasehold::postgres::{DatabaseClock, PgOptions};
+use leasehold::postgres::PgOptions;
 use leasehold::PgStore;
 use leasehold_core::{Clock, Store, SystemClock};
 
@@ -46,35 +47,29 @@ pub(crate) struct Clocked {
     /// The system clock on SQLite (one host), the database server's clock on PostgreSQL, so
     /// that processes on several hosts write and judge lease times by the one clock they share.
     pub(crate) clock: Arc<dyn Clock>,
-    /// On PostgreSQL, the [`DatabaseClock`] behind `clock`, for long runs to resync.
-    pub(crate) database_clock: Option<DatabaseClock>,
 }
 
-/// Opens the store `url` names with its clock: on `postgres://` a [`DatabaseClock`] synced
-/// to the server (a few round trips), else the system clock. For every command that writes
-/// lease or run times or judges expiry and liveness.
+/// Opens the store `url` names with its clock — the one a node on it would take
+/// ([`Store::clock_sync`]): on `postgres://` the database server's clock (a few round trips),
+/// else the system clock. For every command that writes lease or run times or judges expiry
+/// and liveness.
 pub(crate) async fn open_clocked(url: &str, access: Access) -> Result<Clocked, CliError> {
-    let url = url.trim();
-    if !leasehold::postgres::is_postgres_url(url) {
-        return Ok(Clocked {
-            store: open(url, access).await?,
-            clock: Arc::new(SystemClock),
-            database_clock: None,
-        });
-    }
-    let pg = open_postgres(url, access).await?;
-    let clock = DatabaseClock::sync(&pg)
+    let store = open(url, access).await?;
+    let shared = store
+        .clock_sync()
         .await
-        .map_err(|e| CliError::store(url, e))?;
-    tracing::debug!(
-        offset_ms = clock.offset_ms(),
-        "lease times from the database server's clock"
-    );
-    Ok(Clocked {
-        store: Arc::new(pg),
-        clock: Arc::new(clock.clone()),
-        database_clock: Some(clock),
-    })
+        .map_err(|e| CliError::store(url.trim(), e))?;
+    let clock: Arc<dyn Clock> = match shared {
+        Some(c) => {
+            tracing::debug!(
+                offset_ms = c.offset_ms(),
+                "lease times from the database server's clock"
+            );
+            c.as_clock()
+        }
+        None => Arc::new(SystemClock),
+    };
+    Ok(Clocked { store, clock })
 }
 
 /// Opens a PostgreSQL store; with [`Access::Existing`] a database without the leasehold schema
@@ -127,7 +122,7 @@ mod tests {
             .await
             .expect("open SQLite");
         assert!(
-            sqlite.database_clock.is_none(),
+            sqlite.store.clock_sync().await.expect("clock").is_none(),
             "SQLite runs on the system clock"
         );
 
@@ -144,7 +139,12 @@ mod tests {
         let pg = open_clocked(&schema.url(), Access::Create)
             .await
             .expect("open PostgreSQL");
-        let db_clock = pg.database_clock.as_ref().expect("a database clock");
+        let db_clock = pg
+            .store
+            .clock_sync()
+            .await
+            .expect("clock")
+            .expect("a database clock");
         let server = PgStore::open(&schema.url())
             .await
             .expect("reopen")
@@ -165,7 +165,7 @@ mod tests {
         let existing = open_clocked(&schema.url(), Access::Existing)
             .await
             .expect("open the existing schema");
-        assert!(existing.database_clock.is_some());
+        assert!(existing.store.clock_sync().await.expect("clock").is_some());
     }
 
     #[test]

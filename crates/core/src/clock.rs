@@ -53,6 +53,27 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn now(&self) -> Timestamp;
 }
 
+/// A [`Clock`] that follows a clock several hosts share — a database server's — by adding the
+/// measured offset between that clock and this host's to this host's time.
+///
+/// A store whose database keeps the one clock every node can read
+/// ([`Store::clock_sync`](crate::Store::clock_sync): PostgreSQL) gives one; a node started
+/// without an explicit clock then takes every lease time from it, so hosts whose own clocks
+/// drift apart still agree on who holds what. `now()` stays cheap and never blocks; the
+/// runtime calls [`resync`](SharedClock::resync) now and then to follow drift.
+#[async_trait::async_trait]
+pub trait SharedClock: Clock {
+    /// Measures the offset again; returns the round trip of the sample kept (half of it bounds
+    /// the error).
+    async fn resync(&self) -> crate::StoreResult<Duration>;
+
+    /// The shared clock minus this host's, in milliseconds, as last measured.
+    fn offset_ms(&self) -> i64;
+
+    /// This clock as a plain [`Clock`], for whoever needs only `now()`.
+    fn as_clock(self: Arc<Self>) -> Arc<dyn Clock>;
+}
+
 /// The system's wall clock.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;

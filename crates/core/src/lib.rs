@@ -36,7 +36,7 @@ pub mod retry;
 pub mod store;
 
 pub use activity::{FinishedBucket, KindDepth};
-pub use clock::{Clock, ManualClock, SystemClock, Timestamp, TokioClock};
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, TokioClock};
 pub use config::{Config, ConfigError};
 pub use error::{StoreError, StoreResult};
 pub use item::{

@@ -2,6 +2,7 @@
 //! [`LivenessCheck`].
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::activity::{FinishedBucket, KindDepth};
-use crate::clock::Timestamp;
+use crate::clock::{SharedClock, Timestamp};
 use crate::error::StoreResult;
 use crate::item::{
     AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, LeaseRef,
@@ -219,6 +220,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// this returns, nothing committed later is missed. `None` (the default) means the backend
     /// has no such notifications: nodes learn of other writers' items by polling.
     async fn wakeups(&self) -> StoreResult<Option<Box<dyn Wakeups>>> {
+        Ok(None)
+    }
+
+    /// A clock synchronised to the database's own, for a backend whose database several hosts
+    /// share and can read the time of (PostgreSQL): lease times taken from it agree across
+    /// hosts whatever their system clocks say. Measured when called (a few round trips). `None` (the default) means the store lives on one host, whose system clock
+    /// every node on it shares.
+    async fn clock_sync(&self) -> StoreResult<Option<Arc<dyn SharedClock>>> {
         Ok(None)
     }
 }

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use leasehold_core::{Clock, StoreResult, SystemClock, Timestamp};
+use async_trait::async_trait;
+use leasehold_core::{Clock, SharedClock, StoreResult, SystemClock, Timestamp};
 
 use crate::PgStore;
 
@@ -14,22 +15,32 @@ const SAMPLES: usize = 3;
 
 /// A [`Clock`] anchored to the PostgreSQL server's clock: this host's clock plus the offset
 /// to the server's, measured by [`DatabaseClock::sync`] (the midpoint of the quickest of a
-/// few round trips, so its error is at most half that round trip). Give it to the runtime
-/// (`Leasehold::builder(store).clock(Arc::new(clock))`) on every node, and leases, heartbeats
-/// and the reaper's and monitor's judgements all use the database's time: no skew between
-/// hosts beyond the measurement error. `now()` stays cheap and never blocks; call
+/// few round trips, so its error is at most half that round trip). Leases, heartbeats and the
+/// reaper's and monitor's judgements then all use the database's time: no skew between hosts
+/// beyond the measurement error. A node started through the builder on a [`PgStore`] without
+/// an explicit clock gets one of these ([`Store::clock_sync`](leasehold_core::Store::clock_sync))
+/// and resyncs it periodically. `now()` stays cheap and never blocks; call
 /// [`resync`](DatabaseClock::resync) now and then (e.g. every few minutes) to follow drift.
 #[derive(Clone, Debug)]
 pub struct DatabaseClock {
     store: PgStore,
+    /// This host's clock, which the offset is added to.
+    host: Arc<dyn Clock>,
     offset_ms: Arc<AtomicI64>,
 }
 
 impl DatabaseClock {
     /// Measures the offset between this host's clock and `store`'s server.
     pub async fn sync(store: &PgStore) -> StoreResult<DatabaseClock> {
+        DatabaseClock::sync_from(store, Arc::new(SystemClock)).await
+    }
+
+    /// The same, with `host` standing for this host's clock: a test gives a skewed clock to
+    /// play a host whose clock is wrong.
+    pub async fn sync_from(store: &PgStore, host: Arc<dyn Clock>) -> StoreResult<DatabaseClock> {
         let clock = DatabaseClock {
             store: store.clone(),
+            host,
             offset_ms: Arc::new(AtomicI64::new(0)),
         };
         clock.resync().await?;
@@ -41,7 +52,7 @@ impl DatabaseClock {
     pub async fn resync(&self) -> StoreResult<std::time::Duration> {
         let mut best: Option<(std::time::Duration, i64)> = None;
         for _ in 0..SAMPLES {
-            let before = SystemClock.now();
+            let before = self.host.now();
             let started = Instant::now();
             let server = self.store.database_time().await?;
             let rtt = started.elapsed();
@@ -63,7 +74,22 @@ impl DatabaseClock {
 
 impl Clock for DatabaseClock {
     fn now(&self) -> Timestamp {
-        Timestamp(SystemClock.now().0.saturating_add(self.offset_ms()))
+        Timestamp(self.host.now().0.saturating_add(self.offset_ms()))
+    }
+}
+
+#[async_trait]
+impl SharedClock for DatabaseClock {
+    async fn resync(&self) -> StoreResult<std::time::Duration> {
+        DatabaseClock::resync(self).await
+    }
+
+    fn offset_ms(&self) -> i64 {
+        DatabaseClock::offset_ms(self)
+    }
+
+    fn as_clock(self: Arc<Self>) -> Arc<dyn Clock> {
+        self
     }
 }
 

@@ -50,10 +50,10 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use leasehold_core::store::Wakeups;
 use leasehold_core::{
-    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
+    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, Clock, FailDisposition, FailOutcome,
     FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats, StatusCounts,
-    Store, StoreError, StoreResult, Timestamp,
+    LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats, SharedClock,
+    StatusCounts, Store, StoreError, StoreResult, SystemClock, Timestamp,
 };
 use serde_json::Value;
 use tokio::sync::{broadcast, OnceCell};
@@ -87,6 +87,8 @@ pub struct PgStore {
     /// Items this process has enqueued, until it has once asked for fresh statistics.
     enqueued: Arc<AtomicU64>,
     analyzed: Arc<AtomicBool>,
+    /// The host clock [`Store::clock_sync`] measures the server's against.
+    host_clock: Arc<dyn Clock>,
 }
 
 /// After this many items enqueued by one process, it runs `ANALYZE items` once. A fresh table
@@ -168,7 +170,16 @@ impl PgStore {
             listener: Arc::new(OnceCell::new()),
             enqueued: Arc::default(),
             analyzed: Arc::default(),
+            host_clock: Arc::new(SystemClock),
         })
+    }
+
+    /// This store, with `host` standing for this host's clock when [`Store::clock_sync`]
+    /// measures the server's (the system clock by default): a test plays a host whose clock
+    /// is minutes off with it.
+    pub fn with_host_clock(mut self, host: Arc<dyn Clock>) -> PgStore {
+        self.host_clock = host;
+        self
     }
 
     /// The schema this store works in.
@@ -395,5 +406,12 @@ impl Store for PgStore {
     async fn wakeups(&self) -> StoreResult<Option<Box<dyn Wakeups>>> {
         let receiver = self.subscribe().await?;
         Ok(Some(Box::new(Subscription(receiver))))
+    }
+
+    /// A [`DatabaseClock`] on the server's clock: every host sharing this database takes its
+    /// lease times from the one clock.
+    async fn clock_sync(&self) -> StoreResult<Option<Arc<dyn SharedClock>>> {
+        let clock = DatabaseClock::sync_from(self, self.host_clock.clone()).await?;
+        Ok(Some(Arc::new(clock)))
     }
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use leasehold_core::{Backoff, Clock, Config, ConfigError, Store, SystemClock};
+use leasehold_core::{Backoff, Clock, Config, ConfigError, Store};
 
+use crate::clock_sync;
 use crate::error::RuntimeError;
 use crate::events::NodeEvent;
 use crate::faults::FaultPoints;
@@ -90,6 +91,9 @@ pub struct RuntimeConfig {
     /// How often the monitor checks the registry for dead nodes; `None` (the default) checks
     /// every heartbeat interval.
     pub monitor_interval: Option<Duration>,
+    /// How often a node on the database's clock measures its offset again (default 5
+    /// minutes); unused on any other clock.
+    pub clock_resync: Duration,
 }
 
 impl RuntimeConfig {
@@ -111,6 +115,7 @@ impl RuntimeConfig {
             reaper: true,
             monitor: false,
             monitor_interval: None,
+            clock_resync: Duration::from_secs(300),
         }
     }
 
@@ -150,6 +155,9 @@ impl RuntimeConfig {
                 "restart intensity",
                 "needs at least 1 restart in a positive window",
             );
+        }
+        if self.clock_resync.is_zero() {
+            return invalid("clock_resync", "must be positive");
         }
         if self.monitor_interval.is_some_and(|d| d.is_zero()) {
             return invalid("monitor_interval", "must be positive");
@@ -354,6 +362,13 @@ impl LeaseholdBuilder {
         self
     }
 
+    /// How often a node on the database's clock measures its offset again (default 5
+    /// minutes).
+    pub fn clock_resync(mut self, every: Duration) -> Self {
+        self.cfg.clock_resync = every;
+        self
+    }
+
     /// Heartbeat intervals a node may miss before it counts as dead, for the reaper's
     /// registry check and the monitor alike (default 3).
     pub fn dead_after_missed(mut self, n: u32) -> Self {
@@ -372,8 +387,11 @@ impl LeaseholdBuilder {
         self
     }
 
-    /// The clock (default: the system clock). Tests pass a
-    /// [`TokioClock`](leasehold_core::TokioClock) to move time with tokio's paused clock.
+    /// The clock lease times come from. By default the node asks its store
+    /// ([`Store::clock_sync`](leasehold_core::Store::clock_sync)): on PostgreSQL it takes the
+    /// database server's clock (resynced every [`clock_resync`](Self::clock_resync)), so hosts
+    /// whose own clocks drift still agree on every lease; on SQLite, the system clock. Tests
+    /// pass a [`TokioClock`](leasehold_core::TokioClock) to move time with tokio's paused clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
         self
@@ -432,7 +450,8 @@ impl LeaseholdBuilder {
                 }));
             }
         }
-        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let chosen = clock_sync::choose(self.clock, self.store.as_ref()).await?;
+        let clock = chosen.clock.clone();
         let node_id = self
             .cfg
             .base
@@ -469,7 +488,7 @@ impl LeaseholdBuilder {
             events: self.events,
             on_node_dead: self.on_node_dead,
         });
-        NodeHandle::start(ctx).await
+        NodeHandle::start(ctx, chosen).await
     }
 }
 

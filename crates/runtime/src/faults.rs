@@ -627,4 +627,8 @@ impl Store for FaultyStore {
     async fn wakeups(&self) -> StoreResult<Option<Box<dyn leasehold_core::store::Wakeups>>> {
         self.inner.wakeups().await
     }
+
+    async fn clock_sync(&self) -> StoreResult<Option<Arc<dyn leasehold_core::SharedClock>>> {
+        self.inner.clock_sync().await
+    }
 }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use leasehold_core::{Clock, ItemId, NewItem, RecoveryStats, StatusCounts, Store};
 
 use crate::builder::RuntimeConfig;
+use crate::clock_sync::{self, ClockSource};
 use crate::error::RuntimeError;
 use crate::events::NodeEvent;
 use crate::faults::FaultInjector;
@@ -136,6 +137,8 @@ pub struct NodeHandle {
     /// by itself once the tree stops.
     listener: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     exit: watch::Receiver<Option<TreeExit>>,
+    /// Where lease times come from.
+    clock_source: ClockSource,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -148,7 +151,10 @@ impl std::fmt::Debug for NodeHandle {
 }
 
 impl NodeHandle {
-    pub(crate) async fn start(ctx: Arc<NodeCtx>) -> Result<NodeHandle, RuntimeError> {
+    pub(crate) async fn start(
+        ctx: Arc<NodeCtx>,
+        clock: clock_sync::Chosen,
+    ) -> Result<NodeHandle, RuntimeError> {
         let (tx, rx) = watch::channel(None);
         // Listening before the workers' first poll: what commits before it is found by that
         // poll, what commits after it is announced.
@@ -167,14 +173,30 @@ impl NodeHandle {
             reason: e.to_string(),
         })?;
         let listener = wakeups.map(|source| wakeups::spawn(ctx.clone(), source, rx.clone()));
-        tracing::info!(node = %ctx.node_id, incarnation = ctx.incarnation, workers = ctx.cfg.workers, kinds = ?ctx.kinds, listening = listener.is_some(), "leasehold node started");
+        // Ends by itself once the tree stops, like the listener.
+        if let Some(shared) = clock.shared {
+            clock_sync::spawn_resync(
+                ctx.node_id.clone(),
+                shared,
+                ctx.cfg.clock_resync,
+                rx.clone(),
+            );
+        }
+        tracing::info!(node = %ctx.node_id, incarnation = ctx.incarnation, workers = ctx.cfg.workers, kinds = ?ctx.kinds, listening = listener.is_some(), clock = ?clock.source, "leasehold node started");
         Ok(NodeHandle {
             ctx,
             supervisor,
             join: tokio::sync::Mutex::new(Some(join)),
             listener: tokio::sync::Mutex::new(listener),
             exit: rx,
+            clock_source: clock.source,
         })
+    }
+
+    /// Where this node's lease times come from: the clock given to the builder, the
+    /// database's (PostgreSQL, by default), or the system's.
+    pub fn clock_source(&self) -> ClockSource {
+        self.clock_source
     }
 
     /// This node's id.

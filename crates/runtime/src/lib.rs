@@ -36,6 +36,8 @@
 //! - [`handle`]: [`NodeHandle`], statistics and shutdown reports.
 //! - `node`: the state every actor of one node shares.
 //! - `supervisor`, `worker`, `heartbeat`, `reaper`, `registry`: the actors.
+//! - [`clock_sync`]: which clock lease times come from ([`ClockSource`]: the database's on
+//!   PostgreSQL by default) and the task that resyncs it.
 //! - `wakeups`: the task that wakes idle workers on the store's wake-ups
 //!   ([`Store::wakeups`](leasehold_core::Store::wakeups)), e.g. PostgreSQL's NOTIFY.
 //! - [`monitor`]: the optional monitor actor, [`DeadNode`] and its reports.
@@ -47,6 +49,7 @@
 
 pub mod builder;
 pub mod chaos;
+pub mod clock_sync;
 pub mod error;
 pub mod events;
 pub mod faults;
@@ -63,6 +66,7 @@ mod wakeups;
 mod worker;
 
 pub use builder::{Leasehold, LeaseholdBuilder, RuntimeConfig};
+pub use clock_sync::ClockSource;
 pub use error::RuntimeError;
 pub use events::NodeEvent;
 pub use handle::{

@@ -1,7 +1,7 @@
 //! `leasehold work`: a supervised tree in this process whose handler runs a shell command per
 //! item — the input JSON on stdin, stdout stored as the output (JSON when it parses, else a JSON
 //! string), a non-zero exit a retryable error. Stops gracefully on SIGINT/SIGTERM. On
-//! PostgreSQL the tree runs on the database server's clock ([`db::open_clocked`]).
+//! PostgreSQL the tree runs on the database server's clock, which its node chooses by itself.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -20,9 +20,6 @@ use crate::error::CliError;
 
 /// The most of a failing command's stderr kept in the item's error.
 const STDERR_TAIL: usize = 500;
-
-/// How often a node on PostgreSQL measures its clock's offset to the server's again.
-const RESYNC_EVERY: Duration = Duration::from_secs(300);
 
 /// Arguments of `work`.
 #[derive(Debug, clap::Args)]
@@ -63,25 +60,9 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     leasehold_core::Config::from_env()
         .and_then(|c| c.validate().map(|()| c))
         .map_err(|e| CliError::usage(e.to_string()))?;
-    let db::Clocked {
-        store,
-        clock,
-        database_clock,
-    } = db::open_clocked(&ctx.db, Access::Create).await?;
-    // On PostgreSQL the clock follows the server's; resync now and then so that drift between
-    // this host's clock and the server's never builds up over a long run.
-    let resync = database_clock.map(|c| {
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(RESYNC_EVERY);
-            every.tick().await;
-            loop {
-                every.tick().await;
-                if let Err(e) = c.resync().await {
-                    tracing::warn!(error = %e, "cannot resync the database clock; keeping the last offset");
-                }
-            }
-        })
-    });
+    // The builder takes lease times from the database server's clock on PostgreSQL (and
+    // resyncs it), the system clock on SQLite.
+    let store = db::open(&ctx.db, Access::Create).await?;
     let exec = Arc::new(args.exec);
     let make = |exec: Arc<String>| {
         move |job: JobContext| {
@@ -90,7 +71,6 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
         }
     };
     let mut builder = Leasehold::builder(store.clone())
-        .clock(clock)
         .workers(args.workers as usize)
         .drain_timeout(args.drain_s)
         .monitor(!args.no_monitor)
@@ -143,9 +123,6 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
         }
         exit = node.wait() => (exit, None),
     };
-    if let Some(task) = resync {
-        task.abort();
-    }
     let stats = node.stats();
     if ctx.out.is_json() {
         ctx.out.json(&WorkJson {
