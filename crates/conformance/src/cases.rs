@@ -1,6 +1,6 @@
 //! The conformance cases. Each takes a fresh, empty store, moves time by hand from
 //! [`T0`](crate::support::T0), and panics with what it expected when the store disagrees.
-//! The rustdoc of [`Store`](leasehold_core::Store) and DESIGN.md's invariants are the contract
+//! The rustdoc of [`Store`](leasehold_core::Store) and the invariants of docs/architecture.md are the contract
 //! they check; each case's doc says which behaviour it proves.
 //!
 //! # Layout

@@ -27,7 +27,8 @@ pub enum ConfigError {
     },
 }
 
-/// The settings of DESIGN.md's configuration table.
+/// The settings every node and command shares (docs/operations.md lists them with their
+/// environment variables and defaults).
 ///
 /// ```
 /// use leasehold_core::Config;

@@ -197,7 +197,7 @@ pub struct NewItem {
 }
 
 impl NewItem {
-    /// The default retry budget, as in DESIGN.md.
+    /// The default retry budget (`LEASEHOLD_MAX_ATTEMPTS`'s default).
     pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
     /// An item of `kind` with `input`, 3 attempts, priority 0, ready now.

@@ -1,6 +1,6 @@
 //! The vocabulary of leasehold: work items, leases, the backend-agnostic [`Store`] trait,
 //! configuration, the injectable [`Clock`] and the error type. This crate does no I/O; the
-//! backends (`leasehold-sqlite`, later PostgreSQL) implement [`Store`], and the runtime drives it.
+//! backends (`leasehold-sqlite`, `leasehold-postgres`) implement [`Store`], and the runtime drives it.
 //!
 //! # Layout
 //! - [`clock`]: [`Clock`] and its implementations; wall time in milliseconds, tied to tokio's

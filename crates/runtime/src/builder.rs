@@ -49,7 +49,7 @@ impl Leasehold {
 /// Events buffered per subscriber before a slow one starts missing them.
 const EVENT_CAPACITY: usize = 4096;
 
-/// Everything a node runs with: DESIGN.md's settings plus the runtime's own.
+/// Everything a node runs with: the shared settings ([`Config`]) plus the runtime's own.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RuntimeConfig {
     /// The shared settings (lease, heartbeat, sweep, stale limit, max attempts, reap batch,
@@ -234,7 +234,7 @@ impl LeaseholdBuilder {
         self
     }
 
-    /// Replaces DESIGN.md's settings wholesale (e.g. a `Config` you read yourself).
+    /// Replaces the shared settings ([`Config`]) wholesale (e.g. a `Config` you read yourself).
     pub fn config(mut self, base: Config) -> Self {
         self.cfg.base = base;
         self.env_error = None;
