@@ -288,7 +288,7 @@ impl LlmCache {
                 Ok(CacheClaim::Claimed { .. }) => {}
                 Ok(CacheClaim::Hit(entry)) => return ClaimLost::Stored(entry),
                 Ok(CacheClaim::Busy { holder, .. }) => {
-                    tracing::warn!(key, other = ?holder, "an LLM cache claim was taken over while generating; waiting for the other claimant");
+                    tracing::warn!(key, other = ?holder, "an LLM cache claim was taken over while generating; its output will not be stored");
                     return ClaimLost::TakenOver;
                 }
                 Err(e) if e.is_lease_lost() => return ClaimLost::Lease(e),
