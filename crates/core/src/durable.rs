@@ -487,8 +487,8 @@ pub enum CacheClaim {
 /// item and applies only while the lease is current — the item is `in_progress` under the
 /// same owner and epoch, read in the same transaction as the write. Otherwise it fails with
 /// [`StoreError::LeaseLost`](crate::StoreError::LeaseLost) and changes nothing (no row, no
-/// counter, no claim). The fence is checked before anything else, so a stale holder gets
-/// `LeaseLost` even when its request would also be invalid for another reason.
+/// counter, no claim). Checks of the arguments alone (an empty name, a zero ttl) may come
+/// before the fence; everything that reads stored state comes after it.
 #[async_trait]
 pub trait DurableStore: Send + Sync + fmt::Debug + 'static {
     /// Writes a `begun` checkpoint for `step` of the lease's item; returns its id.

@@ -258,6 +258,13 @@ pub async fn a_live_claim_cannot_be_overwritten_by_another_put<S: Store + Durabl
         matches!(&err, StoreError::ClaimNotHeld { key: k, item, .. } if k == &key && *item == intruder.item),
         "{err:?}"
     );
+    assert!(
+        !f.store
+            .cache_release(&key, &intruder, f.now())
+            .await
+            .expect("release"),
+        "released another lease's claim"
+    );
     let busy = f
         .store
         .cache_claim(&key, &intruder, CLAIM, f.now())
@@ -265,7 +272,7 @@ pub async fn a_live_claim_cannot_be_overwritten_by_another_put<S: Store + Durabl
         .expect("claim");
     assert!(
         matches!(&busy, CacheClaim::Busy { holder, .. } if holder == &claimant),
-        "the refused put changed the claim: {busy:?}"
+        "the refused put or release changed the claim: {busy:?}"
     );
 
     let unclaimed = cache_key("plan", "other prompt", "model-a", "t");
