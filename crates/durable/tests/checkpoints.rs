@@ -43,7 +43,7 @@ async fn a_committed_step_verifies_and_is_the_last_verified_checkpoint() {
         .await
         .expect("begin");
     assert!(
-        m.get_last_verified_checkpoint(lease.item)
+        m.get_last_verified_checkpoint(&lease)
             .await
             .expect("read")
             .is_none(),
@@ -63,11 +63,11 @@ async fn a_committed_step_verifies_and_is_the_last_verified_checkpoint() {
     assert_eq!(cp.state, CheckpointState::Committed);
     assert_eq!(cp.checkpoint_type, CheckpointType::IterationStart);
     assert_eq!(
-        m.verify_checkpoint(cp.id).await.expect("verify"),
+        m.verify_checkpoint(&lease, cp.id).await.expect("verify"),
         Verification::Valid
     );
     let last = m
-        .get_last_verified_checkpoint(lease.item)
+        .get_last_verified_checkpoint(&lease)
         .await
         .expect("read")
         .expect("one");
@@ -90,15 +90,15 @@ async fn verification_fails_on_a_changed_file_hash() {
     let pack = EvidencePack::new(vec![evidence::file_unchanged(&file).await.expect("hash")]);
     let cp = m.commit_step(&lease, step, pack).await.expect("commit");
     assert_eq!(
-        m.verify_checkpoint(cp.id).await.expect("verify"),
+        m.verify_checkpoint(&lease, cp.id).await.expect("verify"),
         Verification::Valid
     );
 
     std::fs::write(&file, b"a: 2").expect("change the file");
-    let v = m.verify_checkpoint(cp.id).await.expect("verify");
+    let v = m.verify_checkpoint(&lease, cp.id).await.expect("verify");
     assert!(is_invalid(&v, "SHA-256"), "{v:?}");
     assert!(
-        m.get_last_verified_checkpoint(lease.item)
+        m.get_last_verified_checkpoint(&lease)
             .await
             .expect("read")
             .is_none(),
@@ -131,15 +131,15 @@ async fn verification_fails_on_a_missing_artifact() {
         .await
         .expect("commit");
     assert_eq!(
-        m.verify_checkpoint(cp.id).await.expect("verify"),
+        m.verify_checkpoint(&lease, cp.id).await.expect("verify"),
         Verification::Valid
     );
     std::fs::remove_file(&artifact).expect("remove");
-    let v = m.verify_checkpoint(cp.id).await.expect("verify");
+    let v = m.verify_checkpoint(&lease, cp.id).await.expect("verify");
     assert!(is_invalid(&v, "missing"), "{v:?}");
     // A directory where a file was claimed is not the artifact either.
     std::fs::create_dir(&artifact).expect("dir in its place");
-    let v = m.verify_checkpoint(cp.id).await.expect("verify");
+    let v = m.verify_checkpoint(&lease, cp.id).await.expect("verify");
     assert!(is_invalid(&v, "not a file"), "{v:?}");
 }
 
@@ -173,14 +173,14 @@ async fn verification_fails_on_a_wrong_exit_code() {
         .await
         .expect("commit");
     assert_eq!(
-        m.verify_checkpoint(ok.id).await.expect("verify"),
+        m.verify_checkpoint(&lease, ok.id).await.expect("verify"),
         Verification::Valid
     );
-    let v = m.verify_checkpoint(bad.id).await.expect("verify");
+    let v = m.verify_checkpoint(&lease, bad.id).await.expect("verify");
     assert!(is_invalid(&v, "exited with 2, expected 0"), "{v:?}");
     // The newest valid one is the resume point.
     let last = m
-        .get_last_verified_checkpoint(lease.item)
+        .get_last_verified_checkpoint(&lease)
         .await
         .expect("read")
         .expect("one");
@@ -210,7 +210,7 @@ async fn verification_fails_on_a_missing_database_row() {
         .await
         .expect("commit");
     assert_eq!(
-        m.verify_checkpoint(cp.id).await.expect("verify"),
+        m.verify_checkpoint(&lease, cp.id).await.expect("verify"),
         Verification::Valid
     );
     let step = m
@@ -225,7 +225,7 @@ async fn verification_fails_on_a_missing_database_row() {
         )
         .await
         .expect("commit");
-    let v = m.verify_checkpoint(cp2.id).await.expect("verify");
+    let v = m.verify_checkpoint(&lease, cp2.id).await.expect("verify");
     assert!(is_invalid(&v, "no row of items"), "{v:?}");
     // An unknown table or column is a failed claim with a clear reason, not a crash.
     let step = m
@@ -244,7 +244,7 @@ async fn verification_fails_on_a_missing_database_row() {
         )
         .await
         .expect("commit");
-    let v = m.verify_checkpoint(cp3.id).await.expect("verify");
+    let v = m.verify_checkpoint(&lease, cp3.id).await.expect("verify");
     assert!(is_invalid(&v, "no table \"tasks\""), "{v:?}");
 }
 
@@ -382,7 +382,7 @@ async fn rollback_sets_newer_checkpoints_aside() {
     assert_eq!(cp.id, ids[0]);
     assert_eq!(set_aside, 2);
     let last = m
-        .get_last_verified_checkpoint(lease.item)
+        .get_last_verified_checkpoint(&lease)
         .await
         .expect("read")
         .expect("one");
@@ -432,7 +432,7 @@ async fn retention_keeps_the_newest_checkpoints() {
             .await
             .expect("commit");
     }
-    assert_eq!(m.cleanup(lease.item).await.expect("cleanup"), 2);
+    assert_eq!(m.cleanup(&lease).await.expect("cleanup"), 2);
     let kept: Vec<_> = m
         .list(lease.item)
         .await
@@ -441,7 +441,7 @@ async fn retention_keeps_the_newest_checkpoints() {
         .map(|c| c.step)
         .collect();
     assert_eq!(kept, vec![Some(4), Some(3), Some(2)]);
-    assert_eq!(m.cleanup(lease.item).await.expect("again"), 0);
+    assert_eq!(m.cleanup(&lease).await.expect("again"), 0);
 }
 
 #[tokio::test]
@@ -476,7 +476,7 @@ async fn a_step_behind_more_tool_checkpoints_than_the_retention_is_still_the_res
             .expect("commit tool");
     }
     let last = m
-        .get_last_verified_checkpoint(lease.item)
+        .get_last_verified_checkpoint(&lease)
         .await
         .expect("read")
         .expect("the step, found behind the tool checkpoints");
@@ -522,7 +522,7 @@ async fn recovery_writes_an_error_boundary_checkpoint_with_the_requeue() {
         .unwrap_or("")
         .contains("lease expired"));
     assert!(m
-        .get_last_verified_checkpoint(second.item)
+        .get_last_verified_checkpoint(&second)
         .await
         .expect("read")
         .is_none());
