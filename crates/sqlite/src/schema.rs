@@ -45,7 +45,7 @@ const OWN_TABLES: [&str; 6] = [
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Schema migrations, oldest first; `MIGRATIONS[n]` takes version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4_TIMEOUT];
 
 /// Version 1: items, their checkpoints, and the worker registry.
 ///
@@ -243,6 +243,12 @@ CREATE INDEX items_kind ON items (kind, id);
 CREATE INDEX items_group ON items (group_id, id) WHERE group_id IS NOT NULL;
 CREATE INDEX items_finished ON items (status, finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX items_dead ON items (status, id) WHERE status = 'failed' OR status = 'cancelled';
+";
+
+/// Version 4: an item's own execution timeout, in milliseconds (NULL: its kind's or the
+/// node's applies). On the item, not in a node's configuration, because any node may run it.
+const V4_TIMEOUT: &str = "
+ALTER TABLE items ADD COLUMN timeout_ms INTEGER CHECK (timeout_ms IS NULL OR timeout_ms > 0);
 ";
 
 /// Opens (creating if needed) the database at `path`, checks it, configures the connection and
