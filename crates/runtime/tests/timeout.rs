@@ -273,7 +273,9 @@ async fn timed_out_attempt_whose_failure_cannot_be_written_is_not_renewed_and_th
         matches!(e, NodeEvent::TimedOut { item, .. } if *item == id).then_some(())
     })
     .await;
+    // What came before the store went down (the busy worker does not poll meanwhile).
     while renewals.try_recv().is_ok() {}
+    while acquisitions.try_recv().is_ok() {}
     let before = clock.now();
     // The worker polls again only after it gave the failure up; its first answered poll means
     // the store is back. Then let several heartbeat intervals pass with the store healthy.
