@@ -154,7 +154,7 @@ async fn hung_handler_times_out_cannot_write_late_is_aborted_and_dead_letters_af
         Some("timed out after 0.2 s: the handler was cancelled")
     );
     assert_eq!(it.progress, None, "no late write landed");
-    let late = late_writes.lock().unwrap();
+    let late = std::mem::take(&mut *late_writes.lock().unwrap());
     assert_eq!(late.len(), 2, "each attempt saw its cancellation: {late:?}");
     for r in late.iter() {
         assert!(
