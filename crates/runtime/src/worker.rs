@@ -528,6 +528,7 @@ impl WorkerState {
             store: ctx.store.clone(),
             clock: ctx.clock.clone(),
             faults: ctx.faults.clone(),
+            timeout,
         };
         let me = myself.clone();
         let join = tokio::spawn(async move {

@@ -105,6 +105,7 @@ async fn hung_handler_times_out_cannot_write_late_is_aborted_and_dead_letters_af
             starts.fetch_add(1, Ordering::SeqCst);
             async move {
                 let _signal = DropSignal(dropped_tx, ctx.attempt());
+                assert_eq!(ctx.timeout(), Some(Duration::from_millis(200)));
                 // Hangs until cancelled, then misbehaves: writes anyway and never returns.
                 ctx.cancelled().await;
                 let r = ctx.progress(json!({"late": ctx.attempt()})).await;
