@@ -2,7 +2,8 @@
 //! cancellation) has each attempt failed as timed out, cannot write once its deadline passed,
 //! is aborted after the grace period, and is dead-lettered when its budget is spent; an item's
 //! timeout beats its kind's, which beats the node's; and a timed-out attempt whose failure
-//! cannot be written is no longer vouched for, so the reaper takes it back.
+//! cannot be written is no longer vouched for, so the reaper takes it back; a bad timeout is
+//! refused at start, naming the setting.
 //!
 //! Timeouts run on tokio timers in real time (the SQLite store answers from its own thread, so
 //! paused time would jump past a timeout while a store call is on its way); they are short,
@@ -316,4 +317,34 @@ async fn timed_out_attempt_whose_failure_cannot_be_written_is_not_renewed_and_th
         Some("timed out after 0.2 s: the handler was cancelled")
     );
     node.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_timeouts_are_refused_at_start_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let ok = |_ctx: JobContext| async move { Ok::<_, JobError>(json!(null)) };
+    let cases: Vec<(LeaseholdBuilder, &str)> = vec![
+        (
+            builder(store.clone(), "bad-node").timeout(Duration::ZERO),
+            "LEASEHOLD_TIMEOUT_S",
+        ),
+        (
+            builder(store.clone(), "bad-kind").kind_timeout("job", Duration::from_micros(10)),
+            "kind_timeout",
+        ),
+        (
+            builder(store.clone(), "unknown-kind").kind_timeout("nobody", Duration::from_secs(1)),
+            "kind_timeout",
+        ),
+    ];
+    for (b, needle) in cases {
+        let err = b.handler("job", ok).start().await.unwrap_err();
+        assert!(err.to_string().contains(needle), "{needle}: {err}");
+    }
+    assert_eq!(
+        store.items_count().await.unwrap(),
+        Default::default(),
+        "nothing was written"
+    );
 }
