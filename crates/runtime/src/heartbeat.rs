@@ -11,6 +11,10 @@
 //! the lease kept *now*, or none.
 //! Renewals go through the store's group commit, so the heartbeats of many workers that tick
 //! together share one transaction.
+//!
+//! A lease whose attempt has an execution timeout comes with its deadline: past it the heartbeat
+//! renews nothing more, whether or not the worker has told it to forget the lease yet, so a hung
+//! handler's lease is never kept alive beyond its timeout.
 
 use std::sync::Arc;
 
