@@ -27,6 +27,7 @@ const CONFIG_VARS: &[&str] = &[
     "TASK_REAP_BATCH",
     "LEASEHOLD_WORKER_ID",
     "TASK_WORKER_ID",
+    "LEASEHOLD_TIMEOUT_S",
     "RUST_LOG",
     "RUST_BACKTRACE",
 ];

@@ -126,6 +126,7 @@ macro_rules! conformance_tests {
             list_pages_by_id_with_limit_and_after,
             checkpoints_are_saved_and_listed_oldest_first,
             progress_report_is_stored_and_fenced,
+            item_timeout_is_stored_and_returned_by_reads_and_acquisition,
             // the worker registry
             node_heartbeat_inserts_then_replaces_the_row,
             node_heartbeat_never_goes_back_to_an_older_or_stopped_incarnation,

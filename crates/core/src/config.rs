@@ -55,6 +55,10 @@ pub struct Config {
     /// This node's id (`LEASEHOLD_WORKER_ID`, alias `TASK_WORKER_ID`); `None` derives one from
     /// host and pid.
     pub worker_id: Option<String>,
+    /// The node's default execution timeout of one attempt (`LEASEHOLD_TIMEOUT_S`); `None`, the
+    /// default, lets a handler run as long as its heartbeat keeps the lease. An item's own
+    /// timeout, then its kind's, win over this one.
+    pub timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -67,6 +71,7 @@ impl Default for Config {
             max_attempts: 3,
             reap_batch: 200,
             worker_id: None,
+            timeout: None,
         }
     }
 }
@@ -79,6 +84,8 @@ const STALE_VARS: &[&str] = &["LEASEHOLD_STALE_S", "TASK_STALE_S"];
 const MAX_ATTEMPTS_VARS: &[&str] = &["LEASEHOLD_MAX_ATTEMPTS", "TASK_MAX_REQUEUE"];
 const REAP_BATCH_VARS: &[&str] = &["LEASEHOLD_REAP_BATCH", "TASK_REAP_BATCH"];
 const WORKER_ID_VARS: &[&str] = &["LEASEHOLD_WORKER_ID", "TASK_WORKER_ID"];
+/// No alias: the seeds had no execution timeout.
+const TIMEOUT_VARS: &[&str] = &["LEASEHOLD_TIMEOUT_S"];
 
 impl Config {
     /// Defaults overridden by the process environment. Not validated: call
@@ -124,11 +131,14 @@ impl Config {
             }
             cfg.worker_id = Some(v);
         }
+        if let Some((var, v)) = find(TIMEOUT_VARS) {
+            cfg.timeout = Some(parse_seconds(&var, &v)?);
+        }
         Ok(cfg)
     }
 
-    /// Refuses zero durations, a heartbeat not shorter than the lease, a stale limit shorter
-    /// than the lease, a zero retry budget or batch.
+    /// Refuses zero durations (a zero timeout included), a heartbeat not shorter than the
+    /// lease, a stale limit shorter than the lease, a zero retry budget or batch.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = |setting: &'static str, d: Duration| {
             if d.is_zero() {
@@ -173,6 +183,15 @@ impl Config {
                 setting: "reap_batch (LEASEHOLD_REAP_BATCH)",
                 reason: "must be at least 1".into(),
             });
+        }
+        if let Some(t) = self.timeout {
+            // Stored and compared in whole milliseconds, like every other time in the store.
+            if t < Duration::from_millis(1) {
+                return Err(ConfigError::Invalid {
+                    setting: "timeout (LEASEHOLD_TIMEOUT_S)",
+                    reason: format!("execution timeout {t:?} must be at least 1 ms"),
+                });
+            }
         }
         if matches!(&self.worker_id, Some(id) if id.trim().is_empty()) {
             return Err(ConfigError::Invalid {
@@ -239,7 +258,26 @@ mod tests {
         assert_eq!(c.stale.as_secs(), 900);
         assert_eq!(c.max_attempts, 3);
         assert_eq!(c.reap_batch, 200);
+        assert_eq!(c.timeout, None, "no execution timeout unless one is set");
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn timeout_is_read_in_seconds_and_a_bad_one_names_the_variable() {
+        let c = Config::from_lookup(env(&[("LEASEHOLD_TIMEOUT_S", "2.5")])).unwrap();
+        assert_eq!(c.timeout, Some(Duration::from_millis(2500)));
+        c.validate().unwrap();
+        for bad in ["0", "-1", "never"] {
+            let e = Config::from_lookup(env(&[("LEASEHOLD_TIMEOUT_S", bad)])).unwrap_err();
+            assert!(e.to_string().contains("LEASEHOLD_TIMEOUT_S"), "{bad}: {e}");
+        }
+        let e = Config {
+            timeout: Some(Duration::from_micros(10)),
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("LEASEHOLD_TIMEOUT_S"), "{e}");
     }
 
     #[test]

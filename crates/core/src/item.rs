@@ -152,6 +152,11 @@ pub struct Item {
     pub updated_at: Timestamp,
     /// When it reached a terminal status.
     pub finished_at: Option<Timestamp>,
+    /// The item's own execution timeout of one attempt, set at enqueue
+    /// ([`NewItem::timeout`]); it wins over its kind's and the node's. Stored on the item so that
+    /// whichever node runs it applies it.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
 }
 
 impl Item {
@@ -177,7 +182,8 @@ impl Item {
 ///     .max_attempts(5)
 ///     .priority(10)
 ///     .delay(Duration::from_secs(30))
-///     .group("campaign-7");
+///     .group("campaign-7")
+///     .timeout(Duration::from_secs(90));
 /// assert!(item.validate().is_ok());
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -194,6 +200,10 @@ pub struct NewItem {
     pub delay: Duration,
     /// An optional group (task) id.
     pub group_id: Option<String>,
+    /// The execution timeout of each attempt, if this item needs its own (at least 1 ms,
+    /// stored in whole milliseconds); `None` leaves it to its kind's, else the node's.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
 }
 
 impl NewItem {
@@ -209,6 +219,7 @@ impl NewItem {
             priority: 0,
             delay: Duration::ZERO,
             group_id: None,
+            timeout: None,
         }
     }
 
@@ -236,7 +247,20 @@ impl NewItem {
         self
     }
 
-    /// Refuses an empty kind or a zero retry budget.
+    /// Sets the execution timeout of each attempt: past it the handler is cancelled and the
+    /// attempt fails as retryable ("timed out after …"). Wins over the kind's and the node's.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
+    /// The timeout as stored: whole milliseconds (checked by [`validate`](Self::validate)).
+    pub fn timeout_ms(&self) -> Option<i64> {
+        self.timeout
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Refuses an empty kind, a zero retry budget, an empty group or a timeout under 1 ms.
     pub fn validate(&self) -> Result<(), String> {
         if self.kind.trim().is_empty() {
             return Err("kind must not be empty".into());
@@ -247,6 +271,11 @@ impl NewItem {
         if let Some(g) = &self.group_id {
             if g.is_empty() {
                 return Err("group id must not be empty when given".into());
+            }
+        }
+        if let Some(t) = self.timeout {
+            if t < Duration::from_millis(1) {
+                return Err(format!("timeout {t:?} must be at least 1 ms"));
             }
         }
         Ok(())

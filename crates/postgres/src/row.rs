@@ -18,7 +18,7 @@ macro_rules! item_columns {
     () => {
         "id, kind, input, status, attempts, max_attempts, priority, run_at, group_id, owner, \
          owner_node, owner_incarnation, epoch, lease_expires_at, last_heartbeat_at, output, \
-         error, progress, created_at, updated_at, finished_at"
+         error, progress, created_at, updated_at, finished_at, timeout_ms"
     };
 }
 pub(crate) use item_columns;
@@ -69,6 +69,18 @@ fn ts_opt(row: &Row, i: usize) -> StoreResult<Option<Timestamp>> {
     Ok(col::<Option<i64>>(row, i)?.map(Timestamp))
 }
 
+/// A `timeout_ms` column: whole positive milliseconds, or NULL for none.
+fn timeout_opt(row: &Row, i: usize) -> StoreResult<Option<std::time::Duration>> {
+    match col::<Option<i64>>(row, i)? {
+        None => Ok(None),
+        Some(ms) => u64::try_from(ms)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(|ms| Some(std::time::Duration::from_millis(ms)))
+            .ok_or_else(|| corrupt(format!("column {i}: timeout of {ms} ms is not positive"))),
+    }
+}
+
 /// An item status column.
 pub(crate) fn status(row: &Row, i: usize) -> StoreResult<ItemStatus> {
     let s: String = col(row, i)?;
@@ -99,6 +111,7 @@ pub(crate) fn item(row: &Row) -> StoreResult<Item> {
         created_at: ts(row, 18)?,
         updated_at: ts(row, 19)?,
         finished_at: ts_opt(row, 20)?,
+        timeout: timeout_opt(row, 21)?,
     })
 }
 

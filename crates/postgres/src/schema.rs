@@ -26,7 +26,7 @@ pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 const OWN_TABLES: [&str; 4] = ["items", "checkpoints", "workers", "schema_migrations"];
 
 /// Schema migrations, oldest first.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2_TIMEOUT];
 
 /// Version 1: items, their checkpoints, and the worker registry, as in the SQLite backend.
 ///
@@ -96,6 +96,12 @@ CREATE TABLE workers (
     metadata              JSON   NOT NULL,
     stopped_at            BIGINT
 );
+";
+
+/// Version 2: an item's own execution timeout, in milliseconds (NULL: its kind's or the
+/// node's applies). On the item, not in a node's configuration, because any node may run it.
+const V2_TIMEOUT: &str = "
+ALTER TABLE items ADD COLUMN timeout_ms BIGINT CHECK (timeout_ms IS NULL OR timeout_ms > 0);
 ";
 
 /// The version table, created with the schema (before the first migration).

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use leasehold_core::{Backoff, Clock, Config, ConfigError, Store};
+use leasehold_core::{Backoff, Clock, Config, ConfigError, Item, Store};
 
 use crate::clock_sync;
 use crate::error::RuntimeError;
@@ -82,8 +82,12 @@ pub struct RuntimeConfig {
     pub jitter_seed: Option<u64>,
     /// A remote node is dead after this many missed heartbeat intervals.
     pub dead_after_missed: u32,
-    /// How long a cancelled handler may run on before its task is aborted.
+    /// How long a cancelled handler may run on before its task is aborted (after a lost lease,
+    /// a timeout, or a drain that ran out).
     pub cancel_grace: Duration,
+    /// Per-kind execution timeouts, overriding the node's (`base.timeout`) for their kind; an
+    /// item's own timeout overrides both (see [`timeout_for`](Self::timeout_for)).
+    pub kind_timeouts: BTreeMap<String, Duration>,
     /// Whether the reaper runs in this node.
     pub reaper: bool,
     /// Whether the monitor runs in this node (default false; `leasehold work` turns it on).
@@ -112,6 +116,7 @@ impl RuntimeConfig {
             jitter_seed: None,
             dead_after_missed: 3,
             cancel_grace: Duration::from_secs(5),
+            kind_timeouts: BTreeMap::new(),
             reaper: true,
             monitor: false,
             monitor_interval: None,
@@ -127,6 +132,15 @@ impl RuntimeConfig {
     /// The retry schedule of `kind`: its own if it has one, else the node's.
     pub fn backoff_for(&self, kind: &str) -> &Backoff {
         self.kind_backoffs.get(kind).unwrap_or(&self.backoff)
+    }
+
+    /// The execution timeout of one attempt at `item`: the item's own, else its kind's, else
+    /// the node's; `None` (no timeout anywhere) lets the attempt run as long as its heartbeat
+    /// keeps the lease.
+    pub fn timeout_for(&self, item: &Item) -> Option<Duration> {
+        item.timeout
+            .or_else(|| self.kind_timeouts.get(&item.kind).copied())
+            .or(self.base.timeout)
     }
 
     /// Refuses settings the tree cannot run with, naming the setting.
@@ -167,6 +181,17 @@ impl RuntimeConfig {
         }
         if let Err(reason) = self.backoff.validate() {
             return invalid("backoff", &reason);
+        }
+        for (kind, t) in &self.kind_timeouts {
+            if kind.trim().is_empty() {
+                return invalid("kind_timeout", &format!("kind {kind:?} is empty"));
+            }
+            if *t < Duration::from_millis(1) {
+                return invalid(
+                    "kind_timeout",
+                    &format!("kind {kind:?}: timeout {t:?} must be at least 1 ms"),
+                );
+            }
         }
         for (kind, b) in &self.kind_backoffs {
             if kind.trim().is_empty() {
@@ -343,6 +368,26 @@ impl LeaseholdBuilder {
         self
     }
 
+    /// The node's default execution timeout of one attempt, for items and kinds without their
+    /// own (default: `LEASEHOLD_TIMEOUT_S`, else none). At the deadline the handler is
+    /// cancelled, the attempt fails as retryable ("timed out after …"), the heartbeat stops
+    /// renewing the lease, and a handler still running [`cancel_grace`](Self::cancel_grace)
+    /// later is aborted. Precedence: [`NewItem::timeout`](leasehold_core::NewItem::timeout),
+    /// then [`kind_timeout`](Self::kind_timeout), then this.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.cfg.base.timeout = Some(d);
+        self
+    }
+
+    /// `kind`'s own execution timeout, instead of the node's [`timeout`](Self::timeout); an
+    /// item's own timeout still wins. Checked at [`start`](Self::start): under 1 ms, or for a
+    /// kind this node has no handler for (without a fallback handler), is refused, naming
+    /// `kind_timeout`.
+    pub fn kind_timeout(mut self, kind: impl Into<String>, d: Duration) -> Self {
+        self.cfg.kind_timeouts.insert(kind.into(), d);
+        self
+    }
+
     /// Whether to run a reaper in this node (default true).
     pub fn reaper(mut self, on: bool) -> Self {
         self.cfg.reaper = on;
@@ -446,6 +491,17 @@ impl LeaseholdBuilder {
             {
                 return Err(RuntimeError::Config(ConfigError::Invalid {
                     setting: "kind_backoff",
+                    reason: format!("no handler is registered for kind {k:?}"),
+                }));
+            }
+            if let Some(k) = self
+                .cfg
+                .kind_timeouts
+                .keys()
+                .find(|k| !self.handlers.contains_key(*k))
+            {
+                return Err(RuntimeError::Config(ConfigError::Invalid {
+                    setting: "kind_timeout",
                     reason: format!("no handler is registered for kind {k:?}"),
                 }));
             }

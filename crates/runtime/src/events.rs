@@ -49,6 +49,17 @@ pub enum NodeEvent {
         /// The lost epoch.
         epoch: i64,
     },
+    /// An attempt ran past its execution timeout: the worker stopped renewing its lease and
+    /// fails the attempt (an [`AttemptFailed`](NodeEvent::AttemptFailed) follows once that is
+    /// written), then cancels the handler.
+    TimedOut {
+        /// The item.
+        item: ItemId,
+        /// The attempt's epoch.
+        epoch: i64,
+        /// The timeout that applied (the item's, its kind's or the node's), in milliseconds.
+        timeout_ms: u64,
+    },
     /// An item went back to pending on graceful shutdown.
     Released {
         /// The item.

@@ -108,6 +108,9 @@ pub struct RuntimeStats {
     pub restarts: u64,
     /// Heartbeat children that died while keeping a lease.
     pub heartbeat_deaths: u64,
+    /// Attempts that ran past their execution timeout (each also counted as retried or
+    /// dead-lettered).
+    pub timed_out: u64,
     /// The reaper's totals.
     pub reaper: ReaperStats,
     /// The monitor's totals.
@@ -280,6 +283,7 @@ impl NodeHandle {
             recovered_on_start: get(&m.recovered_on_start),
             restarts: get(&m.restarts),
             heartbeat_deaths: get(&m.heartbeat_deaths),
+            timed_out: get(&m.timed_out),
             reaper: ReaperStats {
                 total_scans: get(&m.reaper_scans),
                 total_recovered: get(&m.reaper_recovered),

@@ -140,6 +140,8 @@ pub struct JobContext {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) faults: Arc<FaultPoints>,
+    /// The execution timeout of this attempt, if any.
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl fmt::Debug for JobContext {
@@ -200,12 +202,22 @@ impl JobContext {
         &self.item
     }
 
-    /// Whether the lease was lost or the node is stopping: stop work and return.
+    /// The execution timeout of this attempt (the item's own, else its kind's, else the
+    /// node's), if it has one. At the deadline the attempt is failed and then this context is
+    /// cancelled: the handler's later writes are refused, and it is aborted after the grace
+    /// period.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Whether the lease was lost, the attempt timed out or the node is stopping: stop work
+    /// and return.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }
 
-    /// Completes when the lease is lost or the node stops; `select!` on it around long work.
+    /// Completes when the lease is lost, the attempt times out or the node stops; `select!` on
+    /// it around long work.
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
         self.cancel.cancelled()
     }

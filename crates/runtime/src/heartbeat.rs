@@ -11,6 +11,10 @@
 //! the lease kept *now*, or none.
 //! Renewals go through the store's group commit, so the heartbeats of many workers that tick
 //! together share one transaction.
+//!
+//! A lease whose attempt has an execution timeout comes with its deadline: past it the heartbeat
+//! renews nothing more, whether or not the worker has told it to forget the lease yet, so a hung
+//! handler's lease is never kept alive beyond its timeout.
 
 use std::sync::Arc;
 
@@ -25,8 +29,12 @@ use crate::worker::WorkerMsg;
 
 /// Messages a heartbeat handles.
 pub(crate) enum HeartbeatMsg {
-    /// Keep this lease alive from now on (the worker just acquired it).
-    Keep(LeaseRef),
+    /// Keep this lease alive from now on (the worker just acquired it), but renew it no more
+    /// once `until` (the attempt's execution deadline, if it has one) has passed.
+    Keep {
+        lease: LeaseRef,
+        until: Option<Instant>,
+    },
     /// Stop renewing this lease (settled, lost or released).
     Forget { item: ItemId, epoch: i64 },
     /// Time to renew the lease of this generation.
@@ -47,6 +55,8 @@ pub(crate) struct HeartbeatState {
     worker: ActorRef<WorkerMsg>,
     /// The lease being kept, if any, and when it is due for renewal.
     lease: Option<(LeaseRef, Instant)>,
+    /// The kept lease's execution deadline: no renewal is sent past it.
+    until: Option<Instant>,
     /// Bumped by every timer armed; a tick of an older timer is stale.
     generation: u64,
     /// The one pending tick, if armed. Left running when a lease is settled (the next lease
@@ -69,6 +79,7 @@ impl Actor for Heartbeat {
             ctx: args.ctx,
             worker: args.worker,
             lease: None,
+            until: None,
             generation: 0,
             timer: None,
             failures: 0,
@@ -96,9 +107,10 @@ impl Actor for Heartbeat {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             HeartbeatMsg::Crash(why) => panic!("injected heartbeat fault: {why}"),
-            HeartbeatMsg::Keep(lease) => {
+            HeartbeatMsg::Keep { lease, until } => {
                 let due = Instant::now() + state.ctx.cfg.base.heartbeat;
                 state.lease = Some((lease, due));
+                state.until = until;
                 state.failures = 0;
                 if state.timer.is_none() {
                     state.arm(&myself, due);
@@ -110,7 +122,7 @@ impl Actor for Heartbeat {
                     .as_ref()
                     .is_some_and(|(l, _)| l.item == item && l.epoch == epoch)
                 {
-                    state.lease = None;
+                    state.stop_keeping();
                 }
             }
             HeartbeatMsg::Tick { generation } => {
@@ -151,12 +163,20 @@ impl HeartbeatState {
 
     fn stop_keeping(&mut self) {
         self.lease = None;
+        self.until = None;
     }
 
     async fn renew(&mut self, myself: &ActorRef<HeartbeatMsg>) {
         let Some(lease) = self.lease.as_ref().map(|(l, _)| l.clone()) else {
             return;
         };
+        // Past the attempt's deadline the heartbeat stops vouching for it: the worker fails
+        // the attempt, and if it cannot, the lease lapses and recovery takes the item.
+        if self.until.is_some_and(|until| Instant::now() >= until) {
+            tracing::debug!(item = %lease.item, epoch = lease.epoch, "not renewing a lease past its execution deadline");
+            self.stop_keeping();
+            return;
+        }
         let ctx = &self.ctx;
         let renewed = ctx
             .store

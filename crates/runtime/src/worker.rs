@@ -57,6 +57,9 @@ pub(crate) enum WorkerMsg {
     },
     /// The lease deadline of an item whose heartbeat died.
     LeaseLapsed { item: ItemId, epoch: i64 },
+    /// The attempt at (item, epoch) ran past its execution timeout (sent by the worker's own
+    /// timer, armed when the item was started).
+    TimedOut { item: ItemId, epoch: i64 },
     /// The reaper asks: do you still hold and work on (item, epoch)?
     Ping {
         item: ItemId,
@@ -128,6 +131,11 @@ struct Current {
     /// Whether a heartbeat is still keeping the lease.
     kept: bool,
     expires_at: Timestamp,
+    /// The attempt's execution timeout, if it has one.
+    timeout: Option<Duration>,
+    /// The timer that sends [`WorkerMsg::TimedOut`]; aborted when the item is settled, so a
+    /// long timeout leaves no sleeping task behind each quick item.
+    timeout_timer: Option<JoinHandle<Result<(), ractor::MessagingErr<WorkerMsg>>>>,
     /// Held for its `Drop`, which cancels (and later aborts) the handler.
     #[allow(dead_code)]
     task: HandlerTask,
@@ -285,6 +293,12 @@ impl Actor for Worker {
                     Metrics::bump(&state.ctx.metrics.lease_lost);
                     state.ctx.emit(NodeEvent::LeaseLost { item, epoch });
                     drop(cur);
+                    state.after_item(&myself);
+                }
+            }
+            WorkerMsg::TimedOut { item, epoch } => {
+                if let Some(cur) = state.current.take_if(|c| c.is(item, epoch)) {
+                    state.time_out(cur).await;
                     state.after_item(&myself);
                 }
             }
@@ -486,11 +500,18 @@ impl WorkerState {
             epoch,
         });
         ctx.set_busy(self.index, Some(id));
+        let timeout = ctx.cfg.timeout_for(&item);
+        // The heartbeat gets the deadline too: it renews nothing past it, even if this
+        // worker's own timer is late (a worker blocked on a slow store write).
+        let until = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
         // A heartbeat that cannot take the lease (it died since the poll) leaves it to lapse.
-        let heartbeat = self
-            .heartbeat
-            .clone()
-            .filter(|hb| hb.cast(HeartbeatMsg::Keep(lease.clone())).is_ok());
+        let heartbeat = self.heartbeat.clone().filter(|hb| {
+            hb.cast(HeartbeatMsg::Keep {
+                lease: lease.clone(),
+                until,
+            })
+            .is_ok()
+        });
         let handler = ctx
             .handlers
             .get(&item.kind)
@@ -507,6 +528,7 @@ impl WorkerState {
             store: ctx.store.clone(),
             clock: ctx.clock.clone(),
             faults: ctx.faults.clone(),
+            timeout,
         };
         let me = myself.clone();
         let join = tokio::spawn(async move {
@@ -529,6 +551,8 @@ impl WorkerState {
             });
         });
         let kept = heartbeat.is_some();
+        let timeout_timer =
+            timeout.map(|t| myself.send_after(t, move || WorkerMsg::TimedOut { item: id, epoch }));
         self.current = Some(Current {
             lease,
             attempts,
@@ -536,6 +560,8 @@ impl WorkerState {
             heartbeat,
             kept,
             expires_at,
+            timeout,
+            timeout_timer,
             task: HandlerTask {
                 cancel,
                 join: Some(join),
@@ -745,6 +771,46 @@ impl WorkerState {
         }
     }
 
+    /// Ends an attempt that ran past its execution timeout. In this order: the heartbeat stops
+    /// renewing the lease, the attempt is failed (fenced; retryable, so the retry budget decides
+    /// between a retry and the dead-letter state), and only then is the handler cancelled, so
+    /// whatever it writes once it sees the cancellation is refused (`LeaseLost`). A handler
+    /// that ignores the cancellation is aborted after the grace period ([`HandlerTask`]).
+    ///
+    /// The failure is retried only briefly: with no renewals the lease lapses anyway, and if
+    /// the write cannot land by then, the reaper (whose ping this worker no longer answers for
+    /// the item) or the monitor takes the item back, counting the attempt.
+    async fn time_out(&mut self, mut cur: Current) {
+        let ctx = self.ctx.clone();
+        let lease = cur.lease.clone();
+        let timeout = cur.timeout.unwrap_or_default();
+        if let Some(hb) = cur.heartbeat.take() {
+            let _ = hb.cast(HeartbeatMsg::Forget {
+                item: lease.item,
+                epoch: lease.epoch,
+            });
+        }
+        cur.kept = false;
+        Metrics::bump(&ctx.metrics.timed_out);
+        ctx.emit(NodeEvent::TimedOut {
+            item: lease.item,
+            epoch: lease.epoch,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        });
+        let error = timed_out_error(timeout);
+        tracing::warn!(item = %lease.item, epoch = lease.epoch, owner = %self.request.owner, %error, "attempt timed out: failing it, then cancelling the handler");
+        let left = cur.expires_at.since(ctx.clock.now());
+        let deadline = tokio::time::Instant::now() + left.min(Duration::from_secs(1));
+        let disposition = self.retry_later(&lease, cur.attempts, &cur.backoff, None);
+        if let Err(e) = self
+            .fail(&lease, cur.attempts, &error, disposition, deadline)
+            .await
+        {
+            tracing::warn!(item = %lease.item, error = %e, "timed-out attempt not recorded; its lease lapses and recovery takes the item");
+        }
+        drop(cur);
+    }
+
     /// Graceful-stop release: back to pending without counting the attempt (invariant 7).
     async fn release(&mut self, cur: Current) -> DrainOutcome {
         let ctx = self.ctx.clone();
@@ -780,8 +846,12 @@ impl WorkerState {
 }
 
 impl Drop for Current {
-    /// The heartbeat stops renewing this lease (it stays alive for the worker's next one).
+    /// The heartbeat stops renewing this lease (it stays alive for the worker's next one), and
+    /// the timeout timer, if any, is disarmed.
     fn drop(&mut self) {
+        if let Some(t) = self.timeout_timer.take() {
+            t.abort();
+        }
         if let Some(hb) = self.heartbeat.take() {
             let LeaseRef { item, epoch, .. } = self.lease;
             let _ = hb.cast(HeartbeatMsg::Forget { item, epoch });
@@ -810,6 +880,14 @@ where
             other => return other,
         }
     }
+}
+
+/// The error a timed-out attempt is failed with, e.g. "timed out after 2.5 s".
+pub(crate) fn timed_out_error(timeout: Duration) -> String {
+    format!(
+        "timed out after {} s: the handler was cancelled",
+        timeout.as_secs_f64()
+    )
 }
 
 pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {

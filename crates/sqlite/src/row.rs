@@ -18,7 +18,7 @@ macro_rules! item_columns {
     () => {
         "id, kind, input, status, attempts, max_attempts, priority, run_at, group_id, owner, \
          owner_node, owner_incarnation, epoch, lease_expires_at, last_heartbeat_at, output, \
-         error, progress, created_at, updated_at, finished_at"
+         error, progress, created_at, updated_at, finished_at, timeout_ms"
     };
 }
 pub(crate) use item_columns;
@@ -74,6 +74,7 @@ pub(crate) fn item(row: &Row<'_>) -> rusqlite::Result<Item> {
         created_at: Timestamp(row.get(18)?),
         updated_at: Timestamp(row.get(19)?),
         finished_at: timestamp_opt(row, 20)?,
+        timeout: timeout_opt(row, 21)?,
     })
 }
 
@@ -129,6 +130,18 @@ pub(crate) fn node(row: &Row<'_>) -> rusqlite::Result<NodeRecord> {
 pub(crate) fn status(row: &Row<'_>, index: usize) -> rusqlite::Result<ItemStatus> {
     let s: String = row.get(index)?;
     s.parse::<ItemStatus>().map_err(|e| bad_column(index, e))
+}
+
+/// A `timeout_ms` column: whole positive milliseconds, or NULL for none.
+fn timeout_opt(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<std::time::Duration>> {
+    match row.get::<_, Option<i64>>(index)? {
+        None => Ok(None),
+        Some(ms) => u64::try_from(ms)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(|ms| Some(std::time::Duration::from_millis(ms)))
+            .ok_or_else(|| bad_column(index, format!("timeout of {ms} ms is not positive"))),
+    }
 }
 
 fn timestamp_opt(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Timestamp>> {

@@ -45,7 +45,7 @@ const OWN_TABLES: [&str; 6] = [
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Schema migrations, oldest first; `MIGRATIONS[n]` takes version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// Version 1: items, their checkpoints, and the worker registry.
 ///
@@ -258,6 +258,12 @@ const V4: &str = "
 ALTER TABLE llm_cache ADD COLUMN claim_item INTEGER;
 ALTER TABLE llm_cache ADD COLUMN claim_epoch INTEGER;
 ALTER TABLE tool_ledger ADD COLUMN call TEXT NOT NULL DEFAULT '';
+";
+
+/// Version 5: an item's own execution timeout, in milliseconds (NULL: its kind's or the
+/// node's applies). On the item, not in a node's configuration, because any node may run it.
+const V5: &str = "
+ALTER TABLE items ADD COLUMN timeout_ms INTEGER CHECK (timeout_ms IS NULL OR timeout_ms > 0);
 ";
 
 /// Opens (creating if needed) the database at `path`, checks it, configures the connection and

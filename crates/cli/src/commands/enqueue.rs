@@ -41,6 +41,11 @@ pub(crate) struct Args {
     /// A group (task) id that workers can filter by.
     #[arg(long, value_name = "G", value_parser = args::non_empty)]
     group: Option<String>,
+
+    /// This item's execution timeout per attempt, in seconds (may be fractional); wins over
+    /// its kind's and the worker node's [default: none of its own].
+    #[arg(long, value_name = "S", value_parser = args::seconds, allow_negative_numbers = true)]
+    timeout_s: Option<Duration>,
 }
 
 /// Validates, opens (creating the database if needed), enqueues, prints the id.
@@ -57,6 +62,9 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
         .delay(args.delay_s.unwrap_or(Duration::ZERO));
     if let Some(g) = args.group {
         item = item.group(g);
+    }
+    if let Some(t) = args.timeout_s {
+        item = item.timeout(t);
     }
     item.validate().map_err(CliError::usage)?;
 

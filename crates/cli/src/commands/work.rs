@@ -2,6 +2,10 @@
 //! item — the input JSON on stdin, stdout stored as the output (JSON when it parses, else a JSON
 //! string), a non-zero exit a retryable error. Stops gracefully on SIGINT/SIGTERM. On
 //! PostgreSQL the tree runs on the database server's clock, which its node chooses by itself.
+//!
+//! Each command runs in a process group of its own: a timeout, a lost lease or a stopping node
+//! kills the whole group, so nothing the command started in the background outlives its
+//! attempt.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -36,6 +40,11 @@ pub(crate) struct Args {
     /// How long a graceful stop lets running commands finish before their items are released.
     #[arg(long, value_parser = seconds, default_value = "30")]
     drain_s: Duration,
+    /// The execution timeout of one attempt, for items without their own: past it the command's
+    /// process group is killed and the attempt fails as retryable ("timed out after …")
+    /// [default: LEASEHOLD_TIMEOUT_S, else none].
+    #[arg(long, value_name = "S", value_parser = seconds)]
+    timeout_s: Option<Duration>,
     /// Stop gracefully once no item is pending or in progress.
     #[arg(long)]
     exit_when_done: bool,
@@ -83,6 +92,9 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
                 dead.recovered.len()
             );
         });
+    if let Some(t) = args.timeout_s {
+        builder = builder.timeout(t);
+    }
     if args.kinds.is_empty() {
         builder = builder.fallback_handler(make(exec.clone()));
     } else {
@@ -144,9 +156,11 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     }
 }
 
-/// Runs `exec` for one item. Cancellation (lease lost, node stopping) kills the command.
+/// Runs `exec` for one item. Cancellation (a timeout, a lost lease, the node stopping) kills
+/// the command's whole process group.
 async fn run_command(exec: &str, job: JobContext) -> Result<Value, JobError> {
-    let mut child = tokio::process::Command::new("sh")
+    let mut command = tokio::process::Command::new("sh");
+    command
         .arg("-c")
         .arg(exec)
         .env("LEASEHOLD_ITEM_ID", job.id().to_string())
@@ -156,40 +170,59 @@ async fn run_command(exec: &str, job: JobContext) -> Result<Value, JobError> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    // Its own group (pgid = the shell's pid): killing the group reaches whatever the command
+    // started, which killing `sh` alone would leave running.
+    #[cfg(unix)]
+    command.process_group(0);
+    let mut child = command
         .spawn()
         .map_err(|e| JobError::retryable(format!("cannot start sh -c {exec:?}: {e}")))?;
+    // Armed until the shell is reaped: dropping the handler (aborted after the grace period)
+    // kills the group as well.
+    let mut group = group::ProcessGroup::of(child.id());
     let input = serde_json::to_vec(job.input()).map_err(JobError::permanent)?;
-    let mut stdin = child.stdin.take();
+    let stdin = child.stdin.take();
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let io = async {
-        if let Some(mut s) = stdin.take() {
-            // A command that does not read its stdin closes the pipe early: not an error.
-            let _ = s.write_all(&input).await;
-        }
+        // Written while stdout and stderr are read: a command that writes before it has read
+        // all its input would otherwise fill one pipe while this side waits on the other.
+        let write = async move {
+            if let Some(mut s) = stdin {
+                // A command that does not read its stdin closes the pipe early: not an error.
+                let _ = s.write_all(&input).await;
+                // Dropping `s` closes the pipe: the command sees the end of its input.
+            }
+        };
         let mut out = Vec::new();
         let mut err = Vec::new();
-        let (o, e) = tokio::join!(
-            async {
-                if let Some(s) = stdout.as_mut() {
-                    let _ = s.read_to_end(&mut out).await;
-                }
-            },
-            async {
-                if let Some(s) = stderr.as_mut() {
-                    let _ = s.read_to_end(&mut err).await;
-                }
+        let read_out = async {
+            if let Some(s) = stdout.as_mut() {
+                let _ = s.read_to_end(&mut out).await;
             }
-        );
-        let ((), ()) = (o, e);
+        };
+        let read_err = async {
+            if let Some(s) = stderr.as_mut() {
+                let _ = s.read_to_end(&mut err).await;
+            }
+        };
+        tokio::join!(write, read_out, read_err);
         let status = child.wait().await;
         (status, out, err)
     };
     let (status, out, err) = tokio::select! {
         r = io => r,
-        _ = job.cancelled() => return Err(JobError::retryable("cancelled: the lease was lost or the node is stopping")),
+        _ = job.cancelled() => {
+            // The shell is not reaped yet, so its pid still names this group.
+            group.kill();
+            return Err(JobError::retryable(
+                "cancelled: the attempt timed out, the lease was lost or the node is stopping",
+            ));
+        }
     };
+    // Reaped: from here on the group id may name someone else's group.
+    group.disarm();
     let status =
         status.map_err(|e| JobError::retryable(format!("waiting for the command: {e}")))?;
     if !status.success() {
@@ -210,4 +243,55 @@ async fn run_command(exec: &str, job: JobContext) -> Result<Value, JobError> {
     let text = String::from_utf8_lossy(&out);
     let text = text.trim();
     Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
+}
+
+/// The command's process group.
+mod group {
+    /// Sends SIGKILL to the group on [`kill`](Self::kill) or on drop, unless disarmed.
+    pub(super) struct ProcessGroup {
+        #[cfg(unix)]
+        pgid: Option<rustix::process::Pid>,
+    }
+
+    impl ProcessGroup {
+        /// The group led by the process `pid` (spawned with `process_group(0)`).
+        pub(super) fn of(pid: Option<u32>) -> Self {
+            #[cfg(not(unix))]
+            let _ = pid;
+            ProcessGroup {
+                #[cfg(unix)]
+                pgid: pid
+                    .and_then(|p| i32::try_from(p).ok())
+                    .and_then(rustix::process::Pid::from_raw),
+            }
+        }
+
+        /// Kills every process of the group, once.
+        pub(super) fn kill(&mut self) {
+            #[cfg(unix)]
+            if let Some(pgid) = self.pgid.take() {
+                match rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL) {
+                    // Everyone in it has exited already.
+                    Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+                    Err(e) => {
+                        tracing::warn!(pgid = pgid.as_raw_nonzero().get(), error = %e, "cannot kill the command's process group");
+                    }
+                }
+            }
+        }
+
+        /// Forgets the group without killing it (the command finished and was reaped).
+        pub(super) fn disarm(&mut self) {
+            #[cfg(unix)]
+            {
+                self.pgid = None;
+            }
+        }
+    }
+
+    impl Drop for ProcessGroup {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
 }

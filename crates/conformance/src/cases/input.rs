@@ -28,6 +28,11 @@ pub async fn enqueue_refuses_invalid_items_and_writes_nothing(store: Arc<dyn Sto
         ("a blank kind", NewItem::new("  ", json!({}))),
         ("max_attempts 0", new_item("k", 1).max_attempts(0)),
         ("an empty group", new_item("k", 1).group("")),
+        ("a zero timeout", new_item("k", 1).timeout(Duration::ZERO)),
+        (
+            "a timeout under 1 ms",
+            new_item("k", 1).timeout(Duration::from_micros(500)),
+        ),
     ];
     for (what, item) in bad {
         expect_invalid_input(s.item_enqueue(item.clone(), T0).await, what);

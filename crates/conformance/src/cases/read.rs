@@ -401,3 +401,57 @@ pub async fn progress_report_is_stored_and_fenced(store: Arc<dyn Store>) {
     );
     assert_eq!(get(s, id).await, item);
 }
+
+/// An item's own execution timeout is stored at enqueue (alone or in a batch) and comes back,
+/// to the millisecond, from every read and from the acquisition that hands the item to a
+/// worker on any node; an item without one reads `None`.
+pub async fn item_timeout_is_stored_and_returned_by_reads_and_acquisition(store: Arc<dyn Store>) {
+    let s = &*store;
+    let timed = new_item("a", 1).timeout(Duration::from_millis(2500));
+    let one = enqueue(s, timed.clone().priority(1), T0).await;
+    let batch = s
+        .items_enqueue(
+            vec![new_item("a", 2), timed.timeout(Duration::from_secs(3600))],
+            T0,
+        )
+        .await
+        .expect("items_enqueue");
+    let want = [
+        (one, Some(Duration::from_millis(2500))),
+        (batch[0], None),
+        (batch[1], Some(Duration::from_secs(3600))),
+    ];
+    for (id, timeout) in want {
+        assert_eq!(get(s, id).await.timeout, timeout, "item_get of item {id}");
+    }
+    let listed = s
+        .items_list(&ItemFilter::default())
+        .await
+        .expect("items_list");
+    for (id, timeout) in want {
+        let it = listed.iter().find(|i| i.id == id).expect("listed");
+        assert_eq!(it.timeout, timeout, "items_list of item {id}");
+    }
+    let leased = acquire(s, &req("worker-a"), T0).await;
+    assert_eq!(leased.item.id, one, "the highest priority first");
+    assert_eq!(
+        leased.item.timeout,
+        Some(Duration::from_millis(2500)),
+        "the acquisition hands the timeout to the worker"
+    );
+    s.item_fail(
+        &leased.lease,
+        "timed out after 2.5 s",
+        FailDisposition::Retry {
+            delay: Duration::ZERO,
+        },
+        at_s(3),
+    )
+    .await
+    .expect("fail");
+    assert_eq!(
+        get(s, one).await.timeout,
+        Some(Duration::from_millis(2500)),
+        "a retry keeps the item's timeout"
+    );
+}

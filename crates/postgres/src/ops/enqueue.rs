@@ -11,10 +11,13 @@ use crate::error::{from_pg, no_nul};
 /// identity values (and the sorted returned ids) follow it.
 const INSERT: &str = "INSERT INTO items \
      (kind, input, status, attempts, max_attempts, priority, run_at, group_id, epoch, \
-      created_at, updated_at) \
-     SELECT kind, input, 'pending', 0, max_attempts, priority, run_at, group_id, 0, $7, $7 \
-     FROM unnest($1::text[], $2::json[], $3::bigint[], $4::int[], $5::bigint[], $6::text[]) \
-          WITH ORDINALITY AS b (kind, input, max_attempts, priority, run_at, group_id, ord) \
+      created_at, updated_at, timeout_ms) \
+     SELECT kind, input, 'pending', 0, max_attempts, priority, run_at, group_id, 0, $7, $7, \
+            timeout_ms \
+     FROM unnest($1::text[], $2::json[], $3::bigint[], $4::int[], $5::bigint[], $6::text[], \
+                 $8::bigint[]) \
+          WITH ORDINALITY AS b (kind, input, max_attempts, priority, run_at, group_id, \
+                                timeout_ms, ord) \
      ORDER BY ord \
      RETURNING id";
 
@@ -45,6 +48,7 @@ pub(crate) async fn run(
     let priorities: Vec<i32> = items.iter().map(|i| i.priority).collect();
     let run_ats: Vec<i64> = items.iter().map(|i| now.plus(i.delay).0).collect();
     let groups: Vec<Option<&str>> = items.iter().map(|i| i.group_id.as_deref()).collect();
+    let timeouts: Vec<Option<i64>> = items.iter().map(NewItem::timeout_ms).collect();
     let ready = items.iter().filter(|i| i.delay.is_zero()).count();
 
     let mut c = db.conn().await?;
@@ -61,6 +65,7 @@ pub(crate) async fn run(
                 &run_ats,
                 &groups,
                 &now.0,
+                &timeouts,
             ],
         )
         .await

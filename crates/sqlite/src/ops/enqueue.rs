@@ -9,8 +9,8 @@ use crate::row::json_text;
 
 pub(crate) const INSERT: &str = "INSERT INTO items \
      (kind, input, status, attempts, max_attempts, priority, run_at, group_id, epoch, \
-      created_at, updated_at) \
-     VALUES (?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6, 0, ?7, ?7)";
+      created_at, updated_at, timeout_ms) \
+     VALUES (?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6, 0, ?7, ?7, ?8)";
 
 /// Validates every item before writing any, then inserts them in one transaction.
 pub(crate) fn run(
@@ -39,6 +39,7 @@ pub(crate) fn run(
                 now.plus(item.delay).0,
                 item.group_id,
                 now.0,
+                item.timeout_ms(),
             ])?;
             ids.push(ItemId(tx.last_insert_rowid()));
         }
