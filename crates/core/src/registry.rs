@@ -469,6 +469,41 @@ mod tests {
     }
 
     #[test]
+    fn heartbeat_cutoff_agrees_with_the_rows_own_judgement() {
+        let r = row(NodeStatus::Idle, 100);
+        for now_ms in [100_000, 129_999, 130_000, 130_001, 200_000] {
+            let now = Timestamp(now_ms);
+            assert_eq!(
+                r.is_alive(now, 3),
+                r.last_heartbeat_at >= r.heartbeat_cutoff(now, 3),
+                "at {now_ms}"
+            );
+        }
+        assert_eq!(
+            r.heartbeat_cutoff(Timestamp(130_001), 3),
+            Timestamp(100_001)
+        );
+    }
+
+    #[test]
+    fn next_incarnation_grows_past_the_previous_one() {
+        assert_eq!(next_incarnation(None, 5), 5);
+        assert_eq!(next_incarnation(Some(3), 5), 5);
+        assert_eq!(next_incarnation(Some(9), 5), 10, "a clock stepped back");
+        assert_eq!(next_incarnation(Some(i64::MAX), 5), i64::MAX);
+    }
+
+    #[test]
+    fn host_and_pid_are_read_from_metadata() {
+        let mut r = row(NodeStatus::Idle, 1);
+        assert_eq!((r.host(), r.pid()), (None, None));
+        r.metadata = json!({ "host": "web-a", "pid": 4242, "workers": 4 });
+        assert_eq!((r.host(), r.pid()), (Some("web-a"), Some(4242)));
+        r.metadata = json!({ "host": 7, "pid": -1 });
+        assert_eq!((r.host(), r.pid()), (None, None), "wrong types are absent");
+    }
+
+    #[test]
     fn cleanup_never_picks_an_alive_row_and_respects_the_age() {
         let rows = vec![
             NodeRecord {
