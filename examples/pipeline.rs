@@ -661,10 +661,13 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         crash_after: args.crash_after,
     });
 
-    // A stable node id: after a crash, the restarted workers' recover_mine takes back at once
-    // what their predecessors held (the reaper covers a rerun with fewer workers).
+    // A stable node id: after a crash, the rerun waits until the crashed process's registry
+    // row is stale (3 heartbeats: `takeover`; a live one would be refused, not joined), then the
+    // restarted workers' recover_mine takes back at once what their predecessors held (the
+    // reaper covers a rerun with fewer workers).
     let mut builder = Leasehold::builder(store.clone())
         .node_id("pipeline")
+        .takeover(true)
         .workers(args.workers)
         .lease(Duration::from_secs(5))
         .heartbeat(Duration::from_secs(1))

@@ -22,6 +22,9 @@ use leasehold::{Clock, ItemFilter, ItemStatus, LeaseRef, NewItem, NodeEvent, Sql
 const CHILD_DB: &str = "LEASEHOLD_GROUP_COMMIT_CHILD_DB";
 const NODE: &str = "group-commit-crash";
 const AT_COMMIT: &str = "AT_COMMIT";
+/// Both processes' heartbeat: short, so the killed child's registry row goes stale soon and the
+/// restart under its node id is not refused for long.
+const BEAT: Duration = Duration::from_millis(200);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_before_the_group_commit_loses_nothing_and_completes_once() {
@@ -86,9 +89,12 @@ async fn kill_before_the_group_commit_loses_nothing_and_completes_once() {
     };
     assert_eq!(left.owner.as_deref(), Some(dead_lease.owner.as_str()));
 
-    // The node restarts under the same id: its worker's recover_mine takes the item back.
+    // The node restarts under the same id: once the killed process's registry row is stale
+    // (takeover waits for that), its worker's recover_mine takes the item back.
     let builder = Leasehold::builder(store.clone())
         .node_id(NODE)
+        .heartbeat(BEAT)
+        .takeover(true)
         .workers(1)
         .record_completions(true)
         .handler("job", |_ctx: JobContext| async move {
@@ -151,6 +157,7 @@ async fn child_runs_one_item_and_stops_at_commit() {
     })));
     let builder = Leasehold::builder(Arc::new(sqlite))
         .node_id(NODE)
+        .heartbeat(BEAT)
         .workers(1)
         .handler("job", |_ctx: JobContext| async move {
             Ok::<_, JobError>(json!("before the kill"))

@@ -96,9 +96,12 @@ async fn workers_shows_each_node_alive_dead_or_stopped() {
     let now = SystemClock.now();
     let s = &db.store;
     // alive: heartbeats every 10 min, last one now; dead: every 10 s, last one an hour ago.
-    s.node_heartbeat(&row("alive-node", 1, now, 600_000))
-        .await
-        .unwrap();
+    s.node_heartbeat(&NodeRecord {
+        metadata: json!({ "host": "web-a", "pid": 4242 }),
+        ..row("alive-node", 1, now, 600_000)
+    })
+    .await
+    .unwrap();
     s.node_heartbeat(&row(
         "dead-node",
         2,
@@ -147,6 +150,11 @@ async fn workers_shows_each_node_alive_dead_or_stopped() {
         text.lines()
             .any(|l| l.starts_with("dead-node") && l.contains(" dead ")),
         "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("alive-node") && l.contains(" web-a:4242 ")),
+        "the process holding the node id: {text}"
     );
     assert!(
         text.ends_with("by type: *: 1 alive, 1 dead, 1 stopped\n"),
@@ -433,8 +441,8 @@ async fn dashboard_serves_the_database_and_needs_a_token_off_loopback() {
 async fn work_runs_the_monitor_which_takes_back_a_dead_nodes_item() {
     let db = db().await;
     let now = SystemClock.now();
-    // A node that died an hour ago holding an item on a 10-minute lease: the reaper would
-    // wait for the lease, the monitor does not.
+    // A node that died an hour ago holding an item on a 10-minute lease, last renewed 5 s ago
+    // (past its 3 s window): the reaper would wait for the lease, the monitor does not.
     db.store
         .node_heartbeat(&row(
             "crashed",
@@ -446,11 +454,18 @@ async fn work_runs_the_monitor_which_takes_back_a_dead_nodes_item() {
         .unwrap();
     let id = db
         .store
-        .item_enqueue(NewItem::new("k", json!({"n": 1})), now)
+        .item_enqueue(
+            NewItem::new("k", json!({"n": 1})),
+            now.minus(Duration::from_secs(5)),
+        )
         .await
         .unwrap();
     let req = AcquireRequest::new("crashed/w0", Duration::from_secs(600)).node("crashed", 9);
-    db.store.item_acquire(&req, now).await.unwrap().unwrap();
+    db.store
+        .item_acquire(&req, now.minus(Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .unwrap();
 
     let out = leasehold(
         &db.path,

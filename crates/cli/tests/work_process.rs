@@ -92,6 +92,20 @@ async fn sigkilled_node_restarted_under_the_same_id_recovers_its_items_at_once()
     kill_mid_run(&store, &mut first).await;
     let stranded = store.items_count().await.unwrap().in_progress;
     assert!(stranded > 0, "the kill left leases behind");
+    // A start under the same id is refused while the killed process's row is fresh (one
+    // live process per node id); once it is stale, the restart proceeds at once.
+    let start = Instant::now();
+    loop {
+        let row = store.node_get("proc-node").await.unwrap().expect("row");
+        if row.state(SystemClock.now(), 3) == leasehold_core::WorkerState::Dead {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the row stays fresh"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let second = spawn_work(&db, "proc-node", &["--exit-when-done", "--json"]);
     let out = second.wait_with_output().unwrap();

@@ -105,6 +105,7 @@ macro_rules! conformance_tests {
             recover_mine_requeues_the_owners_items_and_dead_letters_spent_ones,
             recover_mine_fences_out_the_previous_incarnation,
             recover_node_takes_back_only_that_incarnations_items,
+            recover_node_leaves_items_whose_own_heartbeat_is_fresh,
             // the reaper
             reap_leaves_an_unexpired_lease_alone,
             reap_keeps_an_expired_lease_whose_owner_is_alive,
@@ -132,6 +133,9 @@ macro_rules! conformance_tests {
             node_heartbeat_never_goes_back_to_an_older_or_stopped_incarnation,
             nodes_list_returns_every_node_by_id,
             node_stop_stops_only_the_matching_incarnation,
+            node_register_refuses_a_live_incarnation_and_claims_a_dead_or_stopped_one,
+            node_register_incarnation_grows_when_the_clock_steps_back,
+            concurrent_node_registrations_of_one_id_let_exactly_one_through,
             registry_liveness_alive_for_a_fresh_heartbeat_of_the_same_incarnation,
             registry_liveness_dead_for_a_missed_heartbeat,
             registry_liveness_dead_for_a_stopped_node,

@@ -4,6 +4,8 @@
 //! - [`Zombie`] completes by item id alone when the holder's lease is gone — the bug River,
 //!   Oban and graphile-worker had (invariant 3).
 //! - [`Deaf`] sweeps without asking owners, as a time-only rescuer does (invariant 5).
+//! - [`Grabby`] lets the monitor's take-back seize items whose worker still renews them.
+//! - [`Impostor`] lets a node start under an id a live incarnation holds.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -15,8 +17,8 @@ use leasehold_conformance::{cases, model};
 use leasehold_core::{
     AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
     FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NoLiveness, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
-    StatusCounts, Store, StoreResult, Timestamp,
+    LivenessCheck, NewItem, NoLiveness, NodeClaim, NodeRecord, ReapRequest, RecoveredItem,
+    RecoveryStats, StatusCounts, Store, StoreResult, Timestamp,
 };
 use leasehold_sqlite::SqliteStore;
 use proptest::test_runner::{TestCaseError, TestRunner};
@@ -29,6 +31,10 @@ enum Flaw {
     Zombie,
     /// `items_reap_expired` ignores the liveness check it is given.
     Deaf,
+    /// `items_recover_node` takes items whose own heartbeat is fresh.
+    Grabby,
+    /// `node_register` claims a node id whatever its live incarnation says.
+    Impostor,
 }
 
 #[derive(Debug)]
@@ -147,7 +153,7 @@ impl Store for Mutant {
     ) -> StoreResult<RecoveryStats> {
         match self.flaw {
             Flaw::Deaf => self.inner.items_reap_expired(req, &NoLiveness, now).await,
-            Flaw::Zombie => self.inner.items_reap_expired(req, liveness, now).await,
+            _ => self.inner.items_reap_expired(req, liveness, now).await,
         }
     }
     async fn items_recover_owner(
@@ -161,9 +167,33 @@ impl Store for Mutant {
         &self,
         id: &str,
         inc: i64,
+        heartbeat_before: Timestamp,
         now: Timestamp,
     ) -> StoreResult<Vec<RecoveredItem>> {
-        self.inner.items_recover_node(id, inc, now).await
+        let heartbeat_before = match self.flaw {
+            // Every item of the incarnation counts as silent, renewed or not.
+            Flaw::Grabby => Timestamp(i64::MAX),
+            _ => heartbeat_before,
+        };
+        self.inner
+            .items_recover_node(id, inc, heartbeat_before, now)
+            .await
+    }
+    async fn node_register(
+        &self,
+        n: &NodeRecord,
+        missed: u32,
+        now: Timestamp,
+    ) -> StoreResult<NodeClaim> {
+        match self.flaw {
+            // Judges every existing row dead, as a start without the check would.
+            Flaw::Impostor => {
+                self.inner
+                    .node_register(n, missed, Timestamp(i64::MAX))
+                    .await
+            }
+            _ => self.inner.node_register(n, missed, now).await,
+        }
     }
     async fn node_heartbeat(&self, n: &NodeRecord) -> StoreResult<()> {
         self.inner.node_heartbeat(n).await
@@ -268,6 +298,51 @@ async fn reaper_cases_catch_a_store_that_does_not_ask_liveness() {
             cases::reap_with_registry_liveness_spares_live_nodes_and_requeues_dead_ones
         )
         .await
+    );
+}
+
+#[tokio::test]
+async fn monitor_take_back_case_catches_a_store_that_takes_renewed_items() {
+    assert!(
+        fails(
+            Flaw::Grabby,
+            cases::recover_node_leaves_items_whose_own_heartbeat_is_fresh
+        )
+        .await
+    );
+    assert!(
+        !fails(
+            Flaw::Grabby,
+            cases::recover_node_takes_back_only_that_incarnations_items
+        )
+        .await,
+        "a case whose items are all silent passes on this mutant"
+    );
+}
+
+#[tokio::test]
+async fn registration_cases_catch_a_store_that_lets_an_id_be_claimed_twice() {
+    assert!(
+        fails(
+            Flaw::Impostor,
+            cases::node_register_refuses_a_live_incarnation_and_claims_a_dead_or_stopped_one
+        )
+        .await
+    );
+    assert!(
+        fails(
+            Flaw::Impostor,
+            cases::concurrent_node_registrations_of_one_id_let_exactly_one_through
+        )
+        .await
+    );
+    assert!(
+        !fails(
+            Flaw::Impostor,
+            cases::node_register_incarnation_grows_when_the_clock_steps_back
+        )
+        .await,
+        "a case of stopped rows only passes on this mutant"
     );
 }
 

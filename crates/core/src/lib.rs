@@ -44,8 +44,9 @@ pub use item::{
     LeaseRef, LeaseStatus, Leased, NewItem, RecoveredItem, StatusCounts,
 };
 pub use registry::{
-    cleanup_candidates, leased_items, CleanupReport, CleanupRequest, NodeKey, NodeRecord,
-    NodeStatus, WorkerCounts, WorkerState, WorkerTypeCounts, WorkerView, DEFAULT_MISSED_INTERVALS,
+    cleanup_candidates, leased_items, next_incarnation, CleanupReport, CleanupRequest, NodeClaim,
+    NodeKey, NodeRecord, NodeStatus, WorkerCounts, WorkerState, WorkerTypeCounts, WorkerView,
+    DEFAULT_MISSED_INTERVALS, METADATA_HOST, METADATA_PID,
 };
 pub use retry::Backoff;
 pub use store::{

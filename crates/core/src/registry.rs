@@ -78,22 +78,51 @@ pub struct NodeRecord {
     pub heartbeat_interval_ms: i64,
     /// When this incarnation started.
     pub started_at: Timestamp,
-    /// Anything else (host, pid, worker count).
+    /// Anything else: the process's `host` and `pid` (read them with [`host`](Self::host) and
+    /// [`pid`](Self::pid)), its worker count, its running totals.
     pub metadata: Value,
 }
 
+/// The `metadata` key of the host name a node runs on.
+pub const METADATA_HOST: &str = "host";
+
+/// The `metadata` key of the process id a node runs as.
+pub const METADATA_PID: &str = "pid";
+
 impl NodeRecord {
+    /// The host this incarnation runs on, as it recorded it in `metadata` (`None` for a row
+    /// written without it).
+    pub fn host(&self) -> Option<&str> {
+        self.metadata.get(METADATA_HOST)?.as_str()
+    }
+
+    /// The process id of this incarnation, as it recorded it in `metadata`.
+    pub fn pid(&self) -> Option<u32> {
+        let pid = self.metadata.get(METADATA_PID)?.as_u64()?;
+        u32::try_from(pid).ok()
+    }
+
     /// Whether, at `now`, this incarnation counts as alive: not stopped, and heard from within
     /// `missed_intervals` heartbeat intervals.
     pub fn is_alive(&self, now: Timestamp, missed_intervals: u32) -> bool {
         if self.status == NodeStatus::Stopped {
             return false;
         }
-        let window = self
-            .heartbeat_interval_ms
+        now.0.saturating_sub(self.last_heartbeat_at.0) <= self.window_ms(missed_intervals)
+    }
+
+    /// The moment, at `now`, before which a heartbeat of this node is older than its window
+    /// (`missed_intervals` of its heartbeat intervals): the row is dead when its own last
+    /// heartbeat is before it, and the monitor takes back only items whose last heartbeat is
+    /// before it too.
+    pub fn heartbeat_cutoff(&self, now: Timestamp, missed_intervals: u32) -> Timestamp {
+        Timestamp(now.0.saturating_sub(self.window_ms(missed_intervals)))
+    }
+
+    fn window_ms(&self, missed_intervals: u32) -> i64 {
+        self.heartbeat_interval_ms
             .max(1)
-            .saturating_mul(i64::from(missed_intervals.max(1)));
-        now.0.saturating_sub(self.last_heartbeat_at.0) <= window
+            .saturating_mul(i64::from(missed_intervals.max(1)))
     }
 }
 
@@ -162,6 +191,26 @@ impl NodeRecord {
             last_heartbeat_at: self.last_heartbeat_at,
         }
     }
+}
+
+/// What [`Store::node_register`](crate::Store::node_register) did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "claim", content = "row", rename_all = "snake_case")]
+pub enum NodeClaim {
+    /// The row is the caller's now, as returned: its incarnation is the one the node runs as
+    /// (the proposed one, or the previous incarnation + 1 if that is larger).
+    Registered(NodeRecord),
+    /// A live incarnation of the node id holds the row (alive by [`NodeRecord::state`]);
+    /// nothing was written. This is that incarnation's row.
+    InUse(NodeRecord),
+}
+
+/// The incarnation a node registers as: the one it proposed (its start time, see the runtime),
+/// or the previous incarnation + 1 when that is larger, so that incarnations of one node id
+/// grow even when the proposing host's clock stepped back. Both backends'
+/// [`node_register`](crate::Store::node_register) choose with this.
+pub fn next_incarnation(previous: Option<i64>, proposed: i64) -> i64 {
+    previous.map_or(proposed, |p| proposed.max(p.saturating_add(1)))
 }
 
 /// A registry row as it was read: a clean-up removes the row only when it still has this
@@ -417,6 +466,41 @@ mod tests {
         let s = row(NodeStatus::Stopped, 100);
         assert_eq!(s.state(Timestamp(100_000), 3), WorkerState::Stopped);
         assert_eq!(s.state(Timestamp(999_000), 3), WorkerState::Stopped);
+    }
+
+    #[test]
+    fn heartbeat_cutoff_agrees_with_the_rows_own_judgement() {
+        let r = row(NodeStatus::Idle, 100);
+        for now_ms in [100_000, 129_999, 130_000, 130_001, 200_000] {
+            let now = Timestamp(now_ms);
+            assert_eq!(
+                r.is_alive(now, 3),
+                r.last_heartbeat_at >= r.heartbeat_cutoff(now, 3),
+                "at {now_ms}"
+            );
+        }
+        assert_eq!(
+            r.heartbeat_cutoff(Timestamp(130_001), 3),
+            Timestamp(100_001)
+        );
+    }
+
+    #[test]
+    fn next_incarnation_grows_past_the_previous_one() {
+        assert_eq!(next_incarnation(None, 5), 5);
+        assert_eq!(next_incarnation(Some(3), 5), 5);
+        assert_eq!(next_incarnation(Some(9), 5), 10, "a clock stepped back");
+        assert_eq!(next_incarnation(Some(i64::MAX), 5), i64::MAX);
+    }
+
+    #[test]
+    fn host_and_pid_are_read_from_metadata() {
+        let mut r = row(NodeStatus::Idle, 1);
+        assert_eq!((r.host(), r.pid()), (None, None));
+        r.metadata = json!({ "host": "web-a", "pid": 4242, "workers": 4 });
+        assert_eq!((r.host(), r.pid()), (Some("web-a"), Some(4242)));
+        r.metadata = json!({ "host": 7, "pid": -1 });
+        assert_eq!((r.host(), r.pid()), (None, None), "wrong types are absent");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::item::{
     AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, LeaseRef,
     LeaseStatus, Leased, NewItem, RecoveredItem, StatusCounts,
 };
-use crate::registry::{CleanupReport, CleanupRequest, NodeRecord};
+use crate::registry::{CleanupReport, CleanupRequest, NodeClaim, NodeRecord};
 
 /// The durable store: items, leases, checkpoints and the worker registry.
 ///
@@ -157,15 +157,34 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> StoreResult<Vec<RecoveredItem>>;
 
     /// Requeues (bumping epoch) or dead-letters every in-progress item held by any worker of
-    /// node `node_id` at `incarnation`, whatever its lease says, and returns what it did. For
-    /// a node incarnation the worker registry has declared dead: its items need not wait for
-    /// their leases to run out. Items of other incarnations of the same node id are untouched.
+    /// node `node_id` at `incarnation` whose own last heartbeat is before `heartbeat_before`,
+    /// whatever its lease says, and returns what it did. For a node incarnation the worker
+    /// registry has declared dead: its items need not wait for their leases to run out. An item
+    /// heartbeated since `heartbeat_before` is left alone — its worker is renewing it, whatever
+    /// the registry row says (the row can lag). Items of other incarnations of the same node id
+    /// are untouched.
     async fn items_recover_node(
         &self,
         node_id: &str,
         incarnation: i64,
+        heartbeat_before: Timestamp,
         now: Timestamp,
     ) -> StoreResult<Vec<RecoveredItem>>;
+
+    /// Claims node `node.node_id`'s registry row for a new incarnation, check and write in one
+    /// transaction, so two nodes starting at once under one id never both succeed. When the
+    /// row shows a live incarnation (alive at `now` by [`NodeRecord::state`] with
+    /// `missed_intervals`), nothing changes and that row comes back as
+    /// [`NodeClaim::InUse`]. Otherwise `node` is written (replacing a dead or stopped row) with
+    /// its incarnation raised to the previous one + 1 if that is larger
+    /// ([`next_incarnation`](crate::next_incarnation)), and comes back as
+    /// [`NodeClaim::Registered`].
+    async fn node_register(
+        &self,
+        node: &NodeRecord,
+        missed_intervals: u32,
+        now: Timestamp,
+    ) -> StoreResult<NodeClaim>;
 
     /// Writes (inserts or replaces) a node's registry row. A write for an older incarnation
     /// than the row's, or for an incarnation already marked stopped, changes nothing: a

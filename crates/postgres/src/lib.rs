@@ -52,8 +52,8 @@ use leasehold_core::store::Wakeups;
 use leasehold_core::{
     AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, Clock, FailDisposition, FailOutcome,
     FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats, SharedClock,
-    StatusCounts, Store, StoreError, StoreResult, SystemClock, Timestamp,
+    LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
+    SharedClock, StatusCounts, Store, StoreError, StoreResult, SystemClock, Timestamp,
 };
 use serde_json::Value;
 use tokio::sync::{broadcast, OnceCell};
@@ -347,13 +347,24 @@ impl Store for PgStore {
         &self,
         node_id: &str,
         incarnation: i64,
+        heartbeat_before: Timestamp,
         now: Timestamp,
     ) -> StoreResult<Vec<RecoveredItem>> {
         let holder = recover::Holder::Node {
             node_id: node_id.to_owned(),
             incarnation,
+            heartbeat_before,
         };
         recover::run(&self.db, &self.channel, &holder, now).await
+    }
+
+    async fn node_register(
+        &self,
+        node: &NodeRecord,
+        missed_intervals: u32,
+        now: Timestamp,
+    ) -> StoreResult<NodeClaim> {
+        registry::register(&self.db, node, missed_intervals, now).await
     }
 
     async fn node_heartbeat(&self, node: &NodeRecord) -> StoreResult<()> {

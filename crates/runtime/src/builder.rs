@@ -90,7 +90,9 @@ pub struct RuntimeConfig {
     pub kind_timeouts: BTreeMap<String, Duration>,
     /// Whether the reaper runs in this node.
     pub reaper: bool,
-    /// Whether the monitor runs in this node (default false; `leasehold work` turns it on).
+    /// Whether the monitor runs in this node (default true, as in `leasehold work`): a dead
+    /// node's silent items come back within its heartbeat window plus one monitor interval,
+    /// without waiting for their leases to run out.
     pub monitor: bool,
     /// How often the monitor checks the registry for dead nodes; `None` (the default) checks
     /// every heartbeat interval.
@@ -98,6 +100,10 @@ pub struct RuntimeConfig {
     /// How often a node on the database's clock measures its offset again (default 5
     /// minutes); unused on any other clock.
     pub clock_resync: Duration,
+    /// What a start does when a live incarnation of its node id heartbeats in the registry:
+    /// refuse with [`RuntimeError::NodeIdInUse`] (false, the default) or wait until that
+    /// incarnation is dead (true).
+    pub takeover: bool,
 }
 
 impl RuntimeConfig {
@@ -118,9 +124,10 @@ impl RuntimeConfig {
             cancel_grace: Duration::from_secs(5),
             kind_timeouts: BTreeMap::new(),
             reaper: true,
-            monitor: false,
+            monitor: true,
             monitor_interval: None,
             clock_resync: Duration::from_secs(300),
+            takeover: false,
         }
     }
 
@@ -308,6 +315,17 @@ impl LeaseholdBuilder {
         self
     }
 
+    /// What [`start`](Self::start) does when a live incarnation of this node id heartbeats in
+    /// the worker registry: with `false` (the default) it fails at once with
+    /// [`RuntimeError::NodeIdInUse`]; with `true` it waits until that incarnation is dead (its
+    /// heartbeat older than [`dead_after_missed`](Self::dead_after_missed) of its intervals,
+    /// or stopped), then starts and takes back its items. Either way two live processes never
+    /// share a node id. A row left by a crash that is already stale never delays a start.
+    pub fn takeover(mut self, on: bool) -> Self {
+        self.cfg.takeover = on;
+        self
+    }
+
     /// The longest idle wait between looks for work.
     pub fn poll_interval(mut self, d: Duration) -> Self {
         self.cfg.poll_interval = d;
@@ -394,8 +412,9 @@ impl LeaseholdBuilder {
         self
     }
 
-    /// Whether to run the monitor in this node (default false): it takes back the items of
-    /// nodes the worker registry declares dead and raises an alert for each.
+    /// Whether to run the monitor in this node (default true): it takes back the items of
+    /// nodes the worker registry declares dead — those whose own heartbeat is as old — and
+    /// raises an alert for each.
     pub fn monitor(mut self, on: bool) -> Self {
         self.cfg.monitor = on;
         self
@@ -465,9 +484,14 @@ impl LeaseholdBuilder {
         self.events.subscribe()
     }
 
-    /// Validates everything and starts the tree: the registry row is written, every worker runs
+    /// Validates everything, claims the node id, and starts the tree: every worker runs
     /// `recover_mine` for its owner id before it acquires anything, and the reaper starts
     /// sweeping.
+    ///
+    /// The claim ([`Store::node_register`]) fails with [`RuntimeError::NodeIdInUse`] while a
+    /// live incarnation of the node id heartbeats in the registry, unless
+    /// [`takeover`](Self::takeover) is set (then it waits). While the store fails with a
+    /// backend error, the claim is retried: this call returns once the store answers.
     pub async fn start(self) -> Result<NodeHandle, RuntimeError> {
         if let Some(e) = self.env_error {
             return Err(RuntimeError::Config(e));
@@ -514,7 +538,6 @@ impl LeaseholdBuilder {
             .worker_id
             .clone()
             .unwrap_or_else(default_node_id);
-        let incarnation = new_incarnation(clock.now().0);
         // With a fallback handler every kind is served: an empty filter acquires any kind.
         let mut kinds: Vec<String> = if self.fallback.is_some() {
             Vec::new()
@@ -522,6 +545,20 @@ impl LeaseholdBuilder {
             self.handlers.keys().cloned().collect()
         };
         kinds.sort();
+        let worker_type = if kinds.is_empty() {
+            "*".to_string()
+        } else {
+            kinds.join(",")
+        };
+        let incarnation = crate::identity::claim(
+            self.store.as_ref(),
+            clock.as_ref(),
+            &self.cfg,
+            &node_id,
+            &worker_type,
+            &self.events,
+        )
+        .await?;
         let workers = self.cfg.workers;
         let metrics = Metrics {
             completions: self.record_completions.then(|| Mutex::new(Vec::new())),
@@ -531,7 +568,7 @@ impl LeaseholdBuilder {
             store: self.store,
             clock,
             cfg: self.cfg,
-            node_id,
+            node_id: node_id.clone(),
             incarnation,
             handlers: self.handlers,
             fallback: self.fallback,
@@ -544,24 +581,17 @@ impl LeaseholdBuilder {
             events: self.events,
             on_node_dead: self.on_node_dead,
         });
-        NodeHandle::start(ctx, chosen).await
+        let (store, clock) = (ctx.store.clone(), ctx.clock.clone());
+        let started = NodeHandle::start(ctx, chosen).await;
+        if started.is_err() {
+            // Nothing runs under this incarnation: free the id now rather than after the window.
+            let _ = store.node_stop(&node_id, incarnation, clock.now()).await;
+        }
+        started
     }
 }
 
 /// `host-pid`, from `HOSTNAME` or /etc/hostname.
 fn default_node_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "node".to_string());
-    format!("{host}-{}", std::process::id())
-}
-
-/// A new incarnation number: the start time in ms in the high bits and random low bits, so a
-/// restart under the same node id (even within one millisecond) gets a different one.
-fn new_incarnation(now_ms: i64) -> i64 {
-    let low: i64 = rand::random::<u16>().into();
-    (now_ms.max(0) << 12 | (low & 0xfff)) & i64::MAX
+    format!("{}-{}", crate::identity::host(), std::process::id())
 }

@@ -1,5 +1,7 @@
 //! The runtime's error type.
 
+use std::time::Duration;
+
 use leasehold_core::{ConfigError, StoreError};
 
 /// What starting, driving or stopping a node can fail with.
@@ -12,6 +14,30 @@ pub enum RuntimeError {
     /// The builder was given something unusable (no handlers, zero workers, …).
     #[error("invalid node setup: {0}")]
     Setup(String),
+    /// A live incarnation of this node id heartbeats in the worker registry (fresh heartbeat,
+    /// not stopped): starting beside it would take its in-flight items. Nothing was started.
+    /// Give each process its own node id, stop the other one, or start with
+    /// [`takeover`](crate::LeaseholdBuilder::takeover) to wait until it is dead.
+    #[error(
+        "node id {node_id:?} is in use by a live incarnation ({incarnation}) on host {}, pid {}, \
+         which last beat {:.1}s ago; give each process its own LEASEHOLD_WORKER_ID, stop that \
+         one, or start with --takeover to wait until it is dead",
+        host.as_deref().unwrap_or("(unknown)"),
+        pid.map_or_else(|| "(unknown)".to_string(), |p| p.to_string()),
+        since.as_secs_f64()
+    )]
+    NodeIdInUse {
+        /// The node id.
+        node_id: String,
+        /// The live incarnation.
+        incarnation: i64,
+        /// The host it recorded, if any.
+        host: Option<String>,
+        /// The process id it recorded, if any.
+        pid: Option<u32>,
+        /// How long ago its last heartbeat was.
+        since: Duration,
+    },
     /// The store refused or failed an operation.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -29,4 +55,11 @@ pub enum RuntimeError {
     /// The tree stopped itself because its restart intensity was exceeded.
     #[error("the node's tree escalated and stopped: {0}")]
     Escalated(String),
+}
+
+impl RuntimeError {
+    /// Whether the start was refused because a live incarnation holds the node id.
+    pub fn is_node_id_in_use(&self) -> bool {
+        matches!(self, RuntimeError::NodeIdInUse { .. })
+    }
 }

@@ -105,6 +105,15 @@ pub enum NodeEvent {
         /// Why.
         reason: String,
     },
+    /// The start found a live incarnation of this node id and, with
+    /// [`takeover`](crate::LeaseholdBuilder::takeover), waits until it is dead (sent once per
+    /// incarnation waited for, before the node runs; subscribe through the builder).
+    WaitingForTakeover {
+        /// The node id.
+        node_id: String,
+        /// The live incarnation waited for.
+        incarnation: i64,
+    },
     /// The restart intensity was exceeded and the tree stopped.
     Escalated {
         /// Why.

@@ -34,8 +34,8 @@ use serde_json::Value;
 use leasehold_core::{
     AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
     FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats, StatusCounts,
-    Store, StoreError, StoreResult, Timestamp,
+    LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
+    StatusCounts, Store, StoreError, StoreResult, Timestamp,
 };
 
 use crate::node::NodeCtx;
@@ -571,12 +571,22 @@ impl Store for FaultyStore {
         &self,
         node_id: &str,
         incarnation: i64,
+        heartbeat_before: Timestamp,
         now: Timestamp,
     ) -> StoreResult<Vec<RecoveredItem>> {
         self.gate().await?;
         self.inner
-            .items_recover_node(node_id, incarnation, now)
+            .items_recover_node(node_id, incarnation, heartbeat_before, now)
             .await
+    }
+    async fn node_register(
+        &self,
+        node: &NodeRecord,
+        missed_intervals: u32,
+        now: Timestamp,
+    ) -> StoreResult<NodeClaim> {
+        self.gate().await?;
+        self.inner.node_register(node, missed_intervals, now).await
     }
     async fn node_heartbeat(&self, node: &NodeRecord) -> StoreResult<()> {
         self.gate().await?;

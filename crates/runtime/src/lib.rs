@@ -7,7 +7,7 @@
 //! ├── Worker 1 …
 //! ├── Reaper      (sweeps expired leases in batches, pings owners, requeues or dead-letters)
 //! ├── Registry    (this node's row in the worker registry)
-//! └── Monitor     (optional: takes back dead nodes' items and alerts; see [`monitor`])
+//! └── Monitor     (on by default: takes back dead nodes' silent items and alerts; see [`monitor`])
 //! ```
 //!
 //! Build a node with [`Leasehold::builder`], register handlers by kind, and [`start`](LeaseholdBuilder::start)
@@ -35,12 +35,13 @@
 //! - [`handler`]: [`JobContext`], [`JobError`] and the handler type.
 //! - [`handle`]: [`NodeHandle`], statistics and shutdown reports.
 //! - `node`: the state every actor of one node shares.
+//! - `identity`: claiming the node id at start (one live incarnation per id; `takeover`).
 //! - `supervisor`, `worker`, `heartbeat`, `reaper`, `registry`: the actors.
 //! - [`clock_sync`]: which clock lease times come from ([`ClockSource`]: the database's on
 //!   PostgreSQL by default) and the task that resyncs it.
 //! - `wakeups`: the task that wakes idle workers on the store's wake-ups
 //!   ([`Store::wakeups`](leasehold_core::Store::wakeups)), e.g. PostgreSQL's NOTIFY.
-//! - [`monitor`]: the optional monitor actor, [`DeadNode`] and its reports.
+//! - [`monitor`]: the monitor actor, [`DeadNode`] and its reports.
 //! - [`liveness`]: how the reaper judges an owner (local ping or the worker registry).
 //! - [`chaos`]: a seeded chaos run with random kills, checked by the invariant checker.
 //! - [`faults`]: the public fault-injection harness and invariant checker.
@@ -56,6 +57,7 @@ pub mod faults;
 pub mod handle;
 pub mod handler;
 mod heartbeat;
+mod identity;
 pub mod liveness;
 pub mod monitor;
 mod node;

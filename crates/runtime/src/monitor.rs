@@ -1,6 +1,7 @@
 //! The monitor: every interval it reads the worker registry, takes back the items of node
-//! incarnations the registry no longer vouches for (dead, or stopped with work still held),
-//! and raises an alert — a tracing event, a [`NodeEvent::NodeDead`] and the builder's
+//! incarnations the registry no longer vouches for (dead, or stopped with work still held) —
+//! only those items whose own last heartbeat is older than the same window, so an item whose
+//! worker still renews it is never taken whatever the row says — and raises an alert — a tracing event, a [`NodeEvent::NodeDead`] and the builder's
 //! [`on_node_dead`](crate::LeaseholdBuilder::on_node_dead) callback — the first time it sees
 //! a node dead. It judges liveness only through [`NodeRecord::state`](leasehold_core::NodeRecord::state), the same judgement the
 //! reaper's [`RegistryLiveness`](leasehold_core::RegistryLiveness), `leasehold workers` and
@@ -156,9 +157,13 @@ pub(crate) async fn check_once(
         let recovered = if !holds {
             Vec::new()
         } else {
+            // The row is stale, but it can lag the leases' own heartbeats (a registry write
+            // failing or late while renewals land): take only items whose own last heartbeat
+            // is as old as the row's judgement requires.
+            let cutoff = node.heartbeat_cutoff(now, ctx.cfg.dead_after_missed);
             match ctx
                 .store
-                .items_recover_node(&node.node_id, node.incarnation, now)
+                .items_recover_node(&node.node_id, node.incarnation, cutoff, now)
                 .await
             {
                 Ok(r) => r,

@@ -144,7 +144,9 @@ impl RegistryState {
             heartbeat_interval_ms: duration_millis(ctx.cfg.base.heartbeat),
             started_at: self.started_at,
             metadata: json!({
-                "pid": std::process::id(),
+                // Which process this is: what a start refused under the same node id names.
+                leasehold_core::METADATA_HOST: crate::identity::host(),
+                leasehold_core::METADATA_PID: std::process::id(),
                 "workers": ctx.cfg.workers,
                 "busy_items": busy.iter().map(|i| i.0).collect::<Vec<_>>(),
                 // This incarnation's running totals: the dashboard, another process, reads

@@ -347,3 +347,124 @@ async fn monitor_judges_nobody_while_its_own_store_is_failing() {
     assert!(stats.stand_downs >= 1 && stats.dead_nodes == 1, "{stats:?}");
     alpha.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_leaves_an_item_whose_heartbeat_is_fresh_although_its_nodes_row_is_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(SystemClock.now());
+    let store = open(&dir).await;
+    // Node "lagging" (incarnation 7) holds two items. Its registry row stops at the start,
+    // while one worker keeps renewing its lease: the row lags the leases' heartbeats.
+    let row = leasehold_core::NodeRecord {
+        node_id: "lagging".into(),
+        incarnation: 7,
+        worker_type: "*".into(),
+        status: leasehold_core::NodeStatus::Processing,
+        current_item: None,
+        task_text: None,
+        last_heartbeat_at: clock.now(),
+        heartbeat_interval_ms: 10_000,
+        started_at: clock.now(),
+        metadata: json!({}),
+    };
+    store.node_heartbeat(&row).await.unwrap();
+    store
+        .items_enqueue(
+            vec![
+                NewItem::new("elsewhere", json!({ "n": 0 })),
+                NewItem::new("elsewhere", json!({ "n": 1 })),
+            ],
+            clock.now(),
+        )
+        .await
+        .unwrap();
+    let mut leases = Vec::new();
+    for w in ["lagging/w0", "lagging/w1"] {
+        let req =
+            leasehold_core::AcquireRequest::new(w, Duration::from_secs(600)).node("lagging", 7);
+        leases.push(
+            store
+                .item_acquire(&req, clock.now())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let (silent, renewed) = (&leases[0], &leases[1]);
+
+    let alpha = builder(store.clone(), "alpha", &clock)
+        .handler("other", |_ctx: JobContext| async move {
+            Ok::<_, JobError>(json!(1))
+        })
+        .start()
+        .await
+        .unwrap();
+    assert!(alpha.config().monitor, "the monitor is on by default");
+    clock.advance(BEAT * 3 + Duration::from_millis(1));
+    assert_eq!(
+        WorkerView::of(&row, clock.now(), 3).state,
+        WorkerState::Dead,
+        "the row is stale"
+    );
+    store
+        .lease_renew(&renewed.lease, Duration::from_secs(600), clock.now())
+        .await
+        .unwrap();
+
+    let report = checked(alpha.monitor_now().await.unwrap());
+    assert_eq!(report.dead.len(), 1, "{report:?}");
+    let taken: Vec<ItemId> = report.dead[0].recovered.iter().map(|r| r.id).collect();
+    assert_eq!(
+        taken,
+        vec![silent.item.id],
+        "only the silent item: {report:?}"
+    );
+    assert_eq!(status(&store, silent.item.id).await, ItemStatus::Pending);
+    let kept = store.item_get(renewed.item.id).await.unwrap().unwrap();
+    assert_eq!(
+        (kept.status, kept.epoch, kept.owner.as_deref()),
+        (
+            ItemStatus::InProgress,
+            renewed.item.epoch,
+            Some("lagging/w1")
+        ),
+        "the renewed item keeps its lease"
+    );
+    store
+        .item_complete(
+            &renewed.lease,
+            json!("finished by its own worker"),
+            clock.now(),
+        )
+        .await
+        .expect("its worker still completes it");
+
+    // Had a worker gone silent too, the next window takes its item: the same worker takes
+    // the requeued item again and is heard from no more.
+    let req = leasehold_core::AcquireRequest::new("lagging/w1", Duration::from_secs(600))
+        .node("lagging", 7)
+        .kinds(["elsewhere"]);
+    let late = store
+        .item_acquire(&req, clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(late.item.id, renewed.item.id);
+    let report = checked(alpha.monitor_now().await.unwrap());
+    assert!(
+        report
+            .dead
+            .iter()
+            .all(|d| d.recovered.iter().all(|r| r.id != late.item.id)),
+        "a fresh acquisition is not taken: {report:?}"
+    );
+    clock.advance(BEAT * 3 + Duration::from_millis(1));
+    let report = checked(alpha.monitor_now().await.unwrap());
+    let taken: Vec<ItemId> = report
+        .dead
+        .iter()
+        .flat_map(|d| d.recovered.iter().map(|r| r.id))
+        .collect();
+    assert_eq!(taken, vec![late.item.id], "{report:?}");
+    alpha.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -38,8 +38,8 @@ use async_trait::async_trait;
 use leasehold_core::{
     AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
     FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats, StatusCounts,
-    Store, StoreResult, Timestamp,
+    LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
+    StatusCounts, Store, StoreResult, Timestamp,
 };
 use serde_json::Value;
 
@@ -254,13 +254,27 @@ impl Store for SqliteStore {
         &self,
         node_id: &str,
         incarnation: i64,
+        heartbeat_before: Timestamp,
         now: Timestamp,
     ) -> StoreResult<Vec<RecoveredItem>> {
         let holder = recover::Holder::Node {
             node_id: node_id.to_owned(),
             incarnation,
+            heartbeat_before,
         };
         self.db.call(move |c| recover::run(c, &holder, now)).await
+    }
+
+    async fn node_register(
+        &self,
+        node: &NodeRecord,
+        missed_intervals: u32,
+        now: Timestamp,
+    ) -> StoreResult<NodeClaim> {
+        let node = node.clone();
+        self.db
+            .call(move |c| registry::register(c, &node, missed_intervals, now))
+            .await
     }
 
     async fn node_heartbeat(&self, node: &NodeRecord) -> StoreResult<()> {

@@ -49,9 +49,13 @@ pub(crate) struct Args {
     #[arg(long)]
     exit_when_done: bool,
     /// Do not run the monitor, which takes back the items of nodes the worker registry
-    /// declares dead and reports each death on stderr.
+    /// declares dead (those whose own heartbeat is as old) and reports each death on stderr.
     #[arg(long)]
     no_monitor: bool,
+    /// When a live process already runs under this node id (LEASEHOLD_WORKER_ID), wait until
+    /// it is dead and take over, instead of exiting with an error.
+    #[arg(long, env = "LEASEHOLD_TAKEOVER")]
+    takeover: bool,
 }
 
 /// What `--json` prints when the tree stops.
@@ -83,6 +87,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
         .workers(args.workers as usize)
         .drain_timeout(args.drain_s)
         .monitor(!args.no_monitor)
+        .takeover(args.takeover)
         .on_node_dead(|dead| {
             eprintln!(
                 "leasehold work: node {} (incarnation {}) is dead, silent for {} ms; took back {} items",
@@ -102,7 +107,11 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
             builder = builder.handler(kind.clone(), make(exec.clone()));
         }
     }
-    let node = builder.start().await.map_err(|e| match e {
+    let waiting = tokio::spawn(announce_takeover_waits(builder.subscribe()));
+    let started = builder.start().await;
+    waiting.abort();
+    // A node id in use is a failure (exit 1) with the runtime's one-line message.
+    let node = started.map_err(|e| match e {
         leasehold_runtime::RuntimeError::Config(c) => CliError::usage(c.to_string()),
         other => CliError::failure(other.to_string()),
     })?;
@@ -153,6 +162,26 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     match exit {
         TreeExit::Shutdown => Ok(()),
         TreeExit::Escalated(why) => Err(CliError::failure(format!("the tree escalated: {why}"))),
+    }
+}
+
+/// Says on stderr, once per incarnation, that `--takeover` is waiting for a live process
+/// under the same node id to die.
+async fn announce_takeover_waits(
+    mut events: tokio::sync::broadcast::Receiver<leasehold_runtime::NodeEvent>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(leasehold_runtime::NodeEvent::WaitingForTakeover {
+                node_id,
+                incarnation,
+            }) => eprintln!(
+                "leasehold work: node id {node_id} is in use by live incarnation {incarnation}; waiting until it is dead (--takeover)"
+            ),
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 

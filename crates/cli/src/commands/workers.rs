@@ -3,6 +3,7 @@
 
 use leasehold_core::{
     leased_items, Clock, Timestamp, WorkerTypeCounts, WorkerView, DEFAULT_MISSED_INTERVALS,
+    METADATA_HOST, METADATA_PID,
 };
 
 use crate::args;
@@ -55,6 +56,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
         &[
             "NODE",
             "INCARNATION",
+            "PROCESS",
             "TYPE",
             "STATUS",
             "STATE",
@@ -70,10 +72,24 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     ctx.out.text(&text)
 }
 
+/// `host:pid` of the process the row says it is (what a start refused under the same node id
+/// names), or `-` for a row written without them.
+fn process(v: &WorkerView) -> String {
+    let host = v.metadata.get(METADATA_HOST).and_then(|h| h.as_str());
+    let pid = v.metadata.get(METADATA_PID).and_then(|p| p.as_u64());
+    match (host, pid) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        (None, Some(p)) => format!("pid {p}"),
+        (None, None) => "-".into(),
+    }
+}
+
 fn row(v: &WorkerView, now: Timestamp) -> Vec<String> {
     vec![
         v.node_id.clone(),
         v.incarnation.to_string(),
+        process(v),
         v.worker_type.clone(),
         v.status.to_string(),
         v.state.to_string(),

@@ -148,7 +148,7 @@ pub async fn recover_node_takes_back_only_that_incarnations_items(store: Arc<dyn
     let theirs = acquire(s, &other, T0).await;
 
     let recovered = s
-        .items_recover_node("n1", 7, at_s(1))
+        .items_recover_node("n1", 7, at_s(1), at_s(1))
         .await
         .expect("items_recover_node");
     let mut ids: Vec<_> = recovered.iter().map(|r| r.id).collect();
@@ -171,7 +171,56 @@ pub async fn recover_node_takes_back_only_that_incarnations_items(store: Arc<dyn
         "another node keeps its item"
     );
     assert!(s
-        .items_recover_node("n1", 7, at_s(3))
+        .items_recover_node("n1", 7, at_s(3), at_s(3))
+        .await
+        .expect("items_recover_node")
+        .is_empty());
+}
+
+/// The monitor's rule, store side: of a dead incarnation's items, only those whose own last
+/// heartbeat is before the cut-off are taken back. An item its worker renewed since (the
+/// registry row can lag the leases' heartbeats) keeps its lease and its epoch.
+pub async fn recover_node_leaves_items_whose_own_heartbeat_is_fresh(store: Arc<dyn Store>) {
+    let s = &*store;
+    for n in 0..2 {
+        enqueue(s, new_item("a", n), T0).await;
+    }
+    let w0 = AcquireRequest::new("n1/w0", LEASE).node("n1", 7);
+    let w1 = AcquireRequest::new("n1/w1", LEASE).node("n1", 7);
+    let silent = acquire(s, &w0, T0).await;
+    let renewed = acquire(s, &w1, T0).await;
+    s.lease_renew(&renewed.lease, LEASE, at_s(40))
+        .await
+        .expect("the live worker renews");
+    let before = get(s, renewed.item.id).await;
+
+    // The cut-off: heartbeats before T0 + 30 s count as silent; at_s(40) does not.
+    let recovered = s
+        .items_recover_node("n1", 7, at_s(30), at_s(60))
+        .await
+        .expect("items_recover_node");
+    let ids: Vec<_> = recovered.iter().map(|r| r.id).collect();
+    assert_eq!(
+        ids,
+        vec![silent.item.id],
+        "only the silent item: {recovered:?}"
+    );
+    assert_eq!(get(s, silent.item.id).await.status, ItemStatus::Pending);
+    assert_eq!(
+        get(s, renewed.item.id).await,
+        before,
+        "the renewed item keeps its lease, epoch and heartbeat"
+    );
+    s.item_complete(&renewed.lease, json!("done"), at_s(61))
+        .await
+        .expect("its worker completes it under the same lease");
+
+    // A heartbeat exactly at the cut-off is not before it.
+    let third = enqueue(s, new_item("b", 9), at_s(70)).await;
+    let at_cut = acquire(s, &w0.kinds(["b"]), at_s(70)).await;
+    assert_eq!(at_cut.item.id, third);
+    assert!(s
+        .items_recover_node("n1", 7, at_s(70), at_s(100))
         .await
         .expect("items_recover_node")
         .is_empty());

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use leasehold_core::{
-    ItemId, Liveness, LivenessCheck, NodeStatus, ReapCandidate, RegistryLiveness, Store,
+    ItemId, Liveness, LivenessCheck, NodeClaim, NodeRecord, NodeStatus, ReapCandidate,
+    RegistryLiveness, Store,
 };
 use serde_json::json;
 
@@ -524,4 +525,171 @@ pub async fn recently_finished_lists_newest_first_and_refuses_bad_input(store: A
             "{status} limit {limit}"
         );
     }
+}
+
+fn registered(claim: NodeClaim) -> NodeRecord {
+    match claim {
+        NodeClaim::Registered(row) => row,
+        NodeClaim::InUse(row) => panic!("refused: a live incarnation holds the id: {row:?}"),
+    }
+}
+
+fn in_use(claim: NodeClaim) -> NodeRecord {
+    match claim {
+        NodeClaim::InUse(row) => row,
+        NodeClaim::Registered(row) => panic!("registered over a live incarnation: {row:?}"),
+    }
+}
+
+/// `node_register` claims a free id, refuses (writing nothing) while the row's incarnation is
+/// alive — returning that row, host and pid included — and claims the row once that
+/// incarnation is dead (silent past 3 intervals) or stopped, at a greater incarnation.
+pub async fn node_register_refuses_a_live_incarnation_and_claims_a_dead_or_stopped_one(
+    store: Arc<dyn Store>,
+) {
+    let s = &*store;
+    let first = node("node-a", 100, T0);
+    assert_eq!(
+        registered(s.node_register(&first, 3, T0).await.expect("node_register")),
+        first,
+        "a free id is claimed as proposed"
+    );
+    assert_eq!(
+        s.node_get("node-a").await.expect("node_get"),
+        Some(first.clone())
+    );
+
+    // Another process under the same id, 30 s later (exactly 3 intervals: still alive).
+    let second = NodeRecord {
+        metadata: json!({ "host": "other", "pid": 7 }),
+        ..node("node-a", 200, at_s(30))
+    };
+    let live = in_use(
+        s.node_register(&second, 3, at_s(30))
+            .await
+            .expect("node_register"),
+    );
+    assert_eq!(live, first, "the live row comes back");
+    assert_eq!((live.host(), live.pid()), (Some("test"), Some(42)));
+    assert_eq!(
+        s.node_get("node-a").await.expect("node_get"),
+        Some(first.clone()),
+        "a refused registration writes nothing"
+    );
+
+    // One millisecond later the first incarnation is dead: the id is claimed.
+    let later = at_s(30).plus(std::time::Duration::from_millis(1));
+    let claimed = registered(
+        s.node_register(&second, 3, later)
+            .await
+            .expect("node_register"),
+    );
+    assert_eq!(claimed.incarnation, 200);
+    assert_eq!(s.node_get("node-a").await.expect("node_get"), Some(claimed));
+
+    // A stopped incarnation is claimed at once, however fresh its last heartbeat.
+    s.node_stop("node-a", 200, at_s(31))
+        .await
+        .expect("node_stop");
+    let third = node("node-a", 300, at_s(31));
+    assert_eq!(
+        registered(
+            s.node_register(&third, 3, at_s(31))
+                .await
+                .expect("node_register")
+        )
+        .incarnation,
+        300
+    );
+    // A longer tolerance keeps a row alive longer: the caller's `missed_intervals` counts.
+    let fourth = node("node-a", 400, at_s(70));
+    in_use(
+        s.node_register(&fourth, 5, at_s(70))
+            .await
+            .expect("node_register"),
+    );
+    registered(
+        s.node_register(&fourth, 3, at_s(70))
+            .await
+            .expect("node_register"),
+    );
+}
+
+/// Incarnations of one id grow even when the proposing clock stepped back: a proposal below
+/// the row's incarnation registers as that incarnation + 1, so the predecessor's late
+/// heartbeats can never overwrite the new row.
+pub async fn node_register_incarnation_grows_when_the_clock_steps_back(store: Arc<dyn Store>) {
+    let s = &*store;
+    let first = registered(
+        s.node_register(&node("node-a", 5_000, T0), 3, T0)
+            .await
+            .expect("node_register"),
+    );
+    s.node_stop("node-a", first.incarnation, at_s(1))
+        .await
+        .expect("node_stop");
+    // The clock stepped back an hour: the new process proposes a smaller number.
+    let behind = T0.minus(std::time::Duration::from_secs(3600));
+    let second = registered(
+        s.node_register(&node("node-a", 1_000, behind), 3, behind)
+            .await
+            .expect("node_register"),
+    );
+    assert_eq!(
+        second.incarnation, 5_001,
+        "previous + 1, not the smaller proposal"
+    );
+    assert_eq!(
+        s.node_get("node-a").await.expect("node_get"),
+        Some(second.clone())
+    );
+    // The predecessor's late heartbeat changes nothing.
+    s.node_heartbeat(&NodeRecord {
+        status: NodeStatus::Processing,
+        ..node("node-a", 5_000, at_s(2))
+    })
+    .await
+    .expect("node_heartbeat");
+    assert_eq!(s.node_get("node-a").await.expect("node_get"), Some(second));
+}
+
+/// Many nodes registering one free id at the same moment: exactly one is registered, every
+/// other one is told the id is in use by that one.
+pub async fn concurrent_node_registrations_of_one_id_let_exactly_one_through(
+    store: Arc<dyn Store>,
+) {
+    let claims = futures::future::join_all((0..8).map(|i| {
+        let store = store.clone();
+        async move {
+            let mut row = node("node-a", 100 + i, T0);
+            row.metadata = json!({ "host": "test", "pid": i });
+            store
+                .node_register(&row, 3, T0)
+                .await
+                .expect("node_register")
+        }
+    }))
+    .await;
+    let winners: Vec<_> = claims
+        .iter()
+        .filter_map(|c| match c {
+            NodeClaim::Registered(r) => Some(r.clone()),
+            NodeClaim::InUse(_) => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "{claims:?}");
+    for c in &claims {
+        if let NodeClaim::InUse(live) = c {
+            assert_eq!(live, &winners[0], "refused in favour of the winner");
+        }
+    }
+    assert_eq!(
+        s_get(&*store).await,
+        Some(winners[0].clone()),
+        "the row is the winner's"
+    );
+}
+
+async fn s_get(s: &dyn Store) -> Option<NodeRecord> {
+    s.node_get("node-a").await.expect("node_get")
 }

@@ -15,20 +15,28 @@ const HELD_BY_OWNER: &str = concat!(
     ", false FROM items WHERE status = 'in_progress' AND owner = $1 ORDER BY id FOR UPDATE"
 );
 
-/// Everything one incarnation of a node holds, through any of its workers.
+/// What one incarnation of a node holds, through any of its workers, and has not heartbeated
+/// since `$3`: an item whose worker still renews it is not taken, whatever the registry row
+/// says (the row can lag the leases' own heartbeats).
 const HELD_BY_NODE: &str = concat!(
     "SELECT ",
     candidate_columns!(),
     ", false FROM items WHERE status = 'in_progress' AND owner_node = $1 \
-     AND owner_incarnation = $2 ORDER BY id FOR UPDATE"
+     AND owner_incarnation = $2 \
+     AND (last_heartbeat_at IS NULL OR last_heartbeat_at < $3) ORDER BY id FOR UPDATE"
 );
 
 /// Whose items to take back.
 pub(crate) enum Holder {
     /// One owner id (`recover_mine`).
     Owner(String),
-    /// Every owner of one node incarnation.
-    Node { node_id: String, incarnation: i64 },
+    /// Every owner of one node incarnation, for items not heartbeated since
+    /// `heartbeat_before`.
+    Node {
+        node_id: String,
+        incarnation: i64,
+        heartbeat_before: Timestamp,
+    },
 }
 
 /// Requeues (bumping epoch) or dead-letters every in-progress item of `holder`, in one
@@ -49,9 +57,11 @@ pub(crate) async fn run(
         Holder::Node {
             node_id,
             incarnation,
+            heartbeat_before,
         } => {
             let stmt = prepared(&tx, HELD_BY_NODE).await?;
-            tx.query(&stmt, &[node_id, incarnation]).await
+            tx.query(&stmt, &[node_id, incarnation, &heartbeat_before.0])
+                .await
         }
     }
     .map_err(from_pg)?;

@@ -1,9 +1,13 @@
-//! The worker registry: `node_heartbeat`, `node_stop`, `node_get`, `nodes_list`.
+//! The worker registry: `node_register`, `node_heartbeat`, `node_stop`, `node_get`,
+//! `nodes_list`.
 
-use leasehold_core::{NodeRecord, StoreResult, Timestamp};
+use deadpool_postgres::Transaction;
+use leasehold_core::{
+    next_incarnation, NodeClaim, NodeRecord, StoreResult, Timestamp, WorkerState,
+};
 
-use crate::db::Db;
-use crate::error::no_nul;
+use crate::db::{prepared, Db};
+use crate::error::{from_pg, no_nul};
 use crate::row::{self, node_columns};
 
 /// A write for an older incarnation, or for one already stopped, changes nothing.
@@ -30,6 +34,22 @@ const GET: &str = concat!(
     "SELECT ",
     node_columns!(),
     " FROM workers WHERE node_id = $1"
+);
+
+/// A first registration: writes nothing when the id has a row (or a concurrent first
+/// registration holds the unique index's entry: this then waits for it and writes nothing).
+const INSERT_NEW: &str = concat!(
+    "INSERT INTO workers (",
+    node_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (node_id) DO NOTHING"
+);
+
+/// The row, locked until the registration's transaction ends: a concurrent registration of the
+/// same id waits here and then reads this one's outcome.
+const GET_LOCKED: &str = concat!(
+    "SELECT ",
+    node_columns!(),
+    " FROM workers WHERE node_id = $1 FOR UPDATE"
 );
 
 /// Byte order (`COLLATE "C"`), as SQLite sorts, whatever the database's collation.
@@ -61,6 +81,64 @@ pub(crate) async fn heartbeat(db: &Db, node: &NodeRecord) -> StoreResult<()> {
     )
     .await?;
     Ok(())
+}
+
+/// Claims the row for a new incarnation unless a live one holds it, in one transaction: the
+/// insert of a first registration, or the locked read, the judgement and the replacing write.
+pub(crate) async fn register(
+    db: &Db,
+    node: &NodeRecord,
+    missed_intervals: u32,
+    now: Timestamp,
+) -> StoreResult<NodeClaim> {
+    no_nul("node id", &node.node_id)?;
+    no_nul("worker type", &node.worker_type)?;
+    let mut c = db.conn().await?;
+    let tx = c.transaction().await.map_err(from_pg)?;
+    if write_row(&tx, INSERT_NEW, node).await? == 1 {
+        tx.commit().await.map_err(from_pg)?;
+        return Ok(NodeClaim::Registered(node.clone()));
+    }
+    let stmt = prepared(&tx, GET_LOCKED).await?;
+    let rows = tx.query(&stmt, &[&node.node_id]).await.map_err(from_pg)?;
+    let current = rows.first().map(row::node).transpose()?;
+    if let Some(live) = current
+        .as_ref()
+        .filter(|r| r.state(now, missed_intervals) == WorkerState::Alive)
+    {
+        // Nothing written: dropping the transaction rolls it back and releases the lock.
+        return Ok(NodeClaim::InUse(live.clone()));
+    }
+    let claimed = NodeRecord {
+        incarnation: next_incarnation(current.map(|r| r.incarnation), node.incarnation),
+        ..node.clone()
+    };
+    write_row(&tx, UPSERT, &claimed).await?;
+    tx.commit().await.map_err(from_pg)?;
+    Ok(NodeClaim::Registered(claimed))
+}
+
+/// Runs `sql` (an insert of [`node_columns!`]) with `node`'s values; returns the rows written.
+async fn write_row(tx: &Transaction<'_>, sql: &str, node: &NodeRecord) -> StoreResult<u64> {
+    let task_text = node.task_text.as_ref().map(|t| t.replace('\0', "\u{FFFD}"));
+    let stmt = prepared(tx, sql).await?;
+    tx.execute(
+        &stmt,
+        &[
+            &node.node_id,
+            &node.incarnation,
+            &node.worker_type,
+            &node.status.as_str(),
+            &node.current_item.map(|i| i.0),
+            &task_text,
+            &node.last_heartbeat_at.0,
+            &node.heartbeat_interval_ms,
+            &node.started_at.0,
+            &node.metadata,
+        ],
+    )
+    .await
+    .map_err(from_pg)
 }
 
 /// Marks `incarnation` of `node_id` stopped; any other row is left alone.

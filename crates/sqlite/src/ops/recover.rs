@@ -17,21 +17,29 @@ pub(crate) const HELD_BY_OWNER: &str = concat!(
      WHERE status = 'in_progress' AND owner = ?1 ORDER BY id"
 );
 
-/// Everything one incarnation of a node holds, through any of its workers.
+/// What one incarnation of a node holds, through any of its workers, and has not heartbeated
+/// since `?3`: an item whose worker still renews it is not taken, whatever the registry row
+/// says (the row can lag the leases' own heartbeats).
 pub(crate) const HELD_BY_NODE: &str = concat!(
     "SELECT ",
     candidate_columns!(),
     ", 0 FROM items INDEXED BY items_lease_expiry \
      WHERE status = 'in_progress' AND owner_node = ?1 \
-     AND owner_incarnation = ?2 ORDER BY id"
+     AND owner_incarnation = ?2 \
+     AND (last_heartbeat_at IS NULL OR last_heartbeat_at < ?3) ORDER BY id"
 );
 
 /// Whose items to take back.
 pub(crate) enum Holder {
     /// One owner id (`recover_mine`).
     Owner(String),
-    /// Every owner of one node incarnation.
-    Node { node_id: String, incarnation: i64 },
+    /// Every owner of one node incarnation, for items not heartbeated since
+    /// `heartbeat_before`.
+    Node {
+        node_id: String,
+        incarnation: i64,
+        heartbeat_before: Timestamp,
+    },
 }
 
 /// Requeues (bumping epoch) or dead-letters every in-progress item of `holder`, in one
@@ -51,9 +59,13 @@ pub(crate) fn run(
             Holder::Node {
                 node_id,
                 incarnation,
+                heartbeat_before,
             } => {
                 let mut stmt = tx.prepare_cached(HELD_BY_NODE)?;
-                let rows = stmt.query_map(params![node_id, incarnation], row::candidate)?;
+                let rows = stmt.query_map(
+                    params![node_id, incarnation, heartbeat_before.0],
+                    row::candidate,
+                )?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()?
             }
         };

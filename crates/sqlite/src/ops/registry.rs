@@ -1,7 +1,8 @@
-//! The worker registry: `node_heartbeat`, `node_stop`, `node_get`, `nodes_list`.
+//! The worker registry: `node_register`, `node_heartbeat`, `node_stop`, `node_get`,
+//! `nodes_list`.
 
-use leasehold_core::{NodeRecord, Timestamp};
-use rusqlite::{params, Connection, OptionalExtension};
+use leasehold_core::{next_incarnation, NodeClaim, NodeRecord, Timestamp, WorkerState};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::db::write;
 use crate::error::OpResult;
@@ -37,22 +38,54 @@ const LIST: &str = concat!("SELECT ", node_columns!(), " FROM workers ORDER BY n
 /// Inserts or replaces the node's row, unless the row belongs to a newer incarnation or this
 /// incarnation was marked stopped.
 pub(crate) fn heartbeat(c: &mut Connection, node: &NodeRecord) -> OpResult<()> {
-    let metadata = json_text(&node.metadata)?;
+    write(c, |tx| upsert(tx, node))
+}
+
+/// Claims the row for a new incarnation unless a live one holds it. The read, the judgement
+/// and the write share one `BEGIN IMMEDIATE` transaction: it holds the write lock from the
+/// start, so a second node registering the same id (through any connection or process) waits
+/// and then reads the first one's fresh row.
+pub(crate) fn register(
+    c: &mut Connection,
+    node: &NodeRecord,
+    missed_intervals: u32,
+    now: Timestamp,
+) -> OpResult<NodeClaim> {
     write(c, |tx| {
-        tx.prepare_cached(UPSERT)?.execute(params![
-            node.node_id,
-            node.incarnation,
-            node.worker_type,
-            node.status.as_str(),
-            node.current_item.map(|i| i.0),
-            node.task_text,
-            node.last_heartbeat_at.0,
-            node.heartbeat_interval_ms,
-            node.started_at.0,
-            metadata,
-        ])?;
-        Ok(())
+        let current = tx
+            .prepare_cached(GET)?
+            .query_row(params![node.node_id], row::node)
+            .optional()?;
+        if let Some(live) = current
+            .as_ref()
+            .filter(|r| r.state(now, missed_intervals) == WorkerState::Alive)
+        {
+            return Ok(NodeClaim::InUse(live.clone()));
+        }
+        let claimed = NodeRecord {
+            incarnation: next_incarnation(current.map(|r| r.incarnation), node.incarnation),
+            ..node.clone()
+        };
+        upsert(tx, &claimed)?;
+        Ok(NodeClaim::Registered(claimed))
     })
+}
+
+fn upsert(tx: &Transaction<'_>, node: &NodeRecord) -> OpResult<()> {
+    let metadata = json_text(&node.metadata)?;
+    tx.prepare_cached(UPSERT)?.execute(params![
+        node.node_id,
+        node.incarnation,
+        node.worker_type,
+        node.status.as_str(),
+        node.current_item.map(|i| i.0),
+        node.task_text,
+        node.last_heartbeat_at.0,
+        node.heartbeat_interval_ms,
+        node.started_at.0,
+        metadata,
+    ])?;
+    Ok(())
 }
 
 /// Marks `incarnation` of `node_id` stopped; any other row is left alone.

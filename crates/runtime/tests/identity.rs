@@ -1,0 +1,292 @@
+//! One live incarnation per node id, through the builder, on a real SQLite file: a second start
+//! under a live node id is refused (naming the other incarnation's host, pid and silence) and
+//! takes nothing; `takeover` waits until that incarnation is dead, then starts and takes back
+//! its items; incarnations grow when the clock steps back. Time is a ManualClock moved by hand;
+//! tests wait on events, never on sleeps.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::Notify;
+
+use leasehold_core::{
+    Clock, ItemStatus, ManualClock, NewItem, Store, SystemClock, Timestamp, WorkerState,
+};
+use leasehold_runtime::faults::{check_invariants, FaultyStore};
+use leasehold_runtime::{
+    JobContext, JobError, Leasehold, LeaseholdBuilder, NodeEvent, RuntimeError,
+};
+use leasehold_sqlite::SqliteStore;
+
+mod common;
+use common::{wait_for, WAIT};
+
+/// Every node here heartbeats this often (real time); the manual clock alone ages its row.
+const BEAT: Duration = Duration::from_millis(100);
+
+async fn open(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    Arc::new(
+        SqliteStore::open(dir.path().join("identity.db"))
+            .await
+            .expect("open store"),
+    )
+}
+
+fn builder(store: Arc<dyn Store>, node: &str, clock: &ManualClock) -> LeaseholdBuilder {
+    Leasehold::builder(store)
+        .node_id(node)
+        .workers(1)
+        .lease(Duration::from_secs(600))
+        .heartbeat(BEAT)
+        .sweep(Duration::from_secs(3600))
+        .stale(Duration::from_secs(3600))
+        .poll_interval(Duration::from_millis(50))
+        .monitor_interval(Duration::from_secs(3600))
+        .clock(Arc::new(clock.clone()))
+        .record_completions(true)
+}
+
+/// Registers a "job" handler whose first run blocks until `gate` is notified; later runs
+/// finish at once.
+fn blocking_once(b: LeaseholdBuilder, gate: Arc<Notify>) -> LeaseholdBuilder {
+    let runs = Arc::new(AtomicU32::new(0));
+    b.handler("job", move |_ctx: JobContext| {
+        let (gate, runs) = (gate.clone(), runs.clone());
+        async move {
+            if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                gate.notified().await;
+            }
+            Ok::<_, JobError>(json!("done"))
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_start_under_a_live_node_id_is_refused_naming_host_pid_and_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(SystemClock.now());
+    let store = open(&dir).await;
+    let gate = Arc::new(Notify::new());
+    let first = blocking_once(builder(store.clone(), "dup", &clock), gate.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut events = first.events();
+    let id = first.enqueue(NewItem::new("job", json!({}))).await.unwrap();
+    wait_for(&mut events, "the first node's acquisition", |e| {
+        matches!(e, NodeEvent::Acquired { item, .. } if *item == id).then_some(())
+    })
+    .await;
+    let held = store.item_get(id).await.unwrap().unwrap();
+
+    clock.advance(Duration::from_millis(250));
+    let err = builder(store.clone(), "dup", &clock)
+        .handler("job", |_ctx: JobContext| async move {
+            Ok::<_, JobError>(json!("second"))
+        })
+        .start()
+        .await
+        .expect_err("a second start under a live node id");
+    assert!(err.is_node_id_in_use(), "{err:?}");
+    let RuntimeError::NodeIdInUse {
+        node_id,
+        incarnation,
+        host,
+        pid,
+        since,
+    } = &err
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (node_id.as_str(), *incarnation, *pid),
+        ("dup", first.incarnation(), Some(std::process::id()))
+    );
+    assert!(host.as_deref().is_some_and(|h| !h.is_empty()), "{host:?}");
+    assert!(*since <= Duration::from_millis(250), "{since:?}");
+    let message = err.to_string();
+    for part in [
+        "node id \"dup\" is in use",
+        &format!("pid {}", std::process::id()),
+        host.as_deref().unwrap(),
+        "s ago",
+        "--takeover",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+    assert!(!message.contains('\n'), "one line: {message}");
+
+    // The refused start took nothing: the item is still the first node's, same lease.
+    assert_eq!(store.item_get(id).await.unwrap().unwrap(), held);
+    let row = store.node_get("dup").await.unwrap().expect("row");
+    assert_eq!(
+        row.incarnation,
+        first.incarnation(),
+        "the row is still the first's"
+    );
+    assert_eq!(row.pid(), Some(std::process::id()));
+
+    gate.notify_one();
+    wait_for(&mut events, "the first node's completion", |e| {
+        matches!(e, NodeEvent::Completed { item, .. } if *item == id).then_some(())
+    })
+    .await;
+    let done = store.item_get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.epoch),
+        (ItemStatus::Completed, held.epoch)
+    );
+    let report = check_invariants(
+        store.as_ref(),
+        &[id],
+        first.faults().completions().as_deref(),
+    )
+    .await
+    .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    first.shutdown(Duration::from_secs(5)).await.unwrap();
+
+    // Stopped: the same id starts at once.
+    let again = builder(store.clone(), "dup", &clock)
+        .handler("job", |_ctx: JobContext| async move {
+            Ok::<_, JobError>(json!(1))
+        })
+        .start()
+        .await
+        .expect("a stopped incarnation does not hold its id");
+    again.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_waits_until_the_live_incarnation_is_dead_then_starts_and_recovers_its_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(SystemClock.now());
+    let store = open(&dir).await;
+    // The first node's store access can be cut, as a crash or a partition would.
+    let first_store = Arc::new(FaultyStore::new(store.clone()));
+    let gate = Arc::new(Notify::new());
+    let first = blocking_once(builder(first_store.clone(), "dup", &clock), gate.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut first_events = first.events();
+    let id = first.enqueue(NewItem::new("job", json!({}))).await.unwrap();
+    wait_for(&mut first_events, "the first node's acquisition", |e| {
+        matches!(e, NodeEvent::Acquired { item, .. } if *item == id).then_some(())
+    })
+    .await;
+    let held = store.item_get(id).await.unwrap().unwrap();
+
+    let second = builder(store.clone(), "dup", &clock)
+        .takeover(true)
+        .handler("job", |_ctx: JobContext| async move {
+            Ok::<_, JobError>(json!("taken over"))
+        });
+    let mut second_events = second.subscribe();
+    let mut starting = tokio::spawn(second.start());
+    let waited = wait_for(&mut second_events, "the takeover's wait", |e| match e {
+        NodeEvent::WaitingForTakeover {
+            node_id,
+            incarnation,
+        } if node_id == "dup" => Some(*incarnation),
+        _ => None,
+    })
+    .await;
+    assert_eq!(waited, first.incarnation());
+    // While the first lives (its row beats at the manual clock's now), the second waits.
+    // Exactly one window on: still alive, and its beats keep it so. (A wait that must not end
+    // can only be shown with a timeout.)
+    clock.advance(BEAT * 3);
+    tokio::time::timeout(Duration::from_millis(500), &mut starting)
+        .await
+        .expect_err("the takeover started beside a live incarnation");
+    let now_held = store.item_get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (now_held.status, now_held.owner_incarnation, now_held.epoch),
+        (ItemStatus::InProgress, held.owner_incarnation, held.epoch),
+        "nothing taken while it waits"
+    );
+
+    // The first node dies: nothing it writes lands any more. One window later its row is dead.
+    first_store.fail_for(Duration::from_secs(3600));
+    let row = store.node_get("dup").await.unwrap().expect("row");
+    clock.advance(BEAT * 3 + Duration::from_millis(1));
+    assert_eq!(row.state(clock.now(), 3), WorkerState::Dead);
+    let second = tokio::time::timeout(WAIT, starting)
+        .await
+        .expect("the takeover started once the row was dead")
+        .unwrap()
+        .expect("start");
+    assert!(
+        second.incarnation() > first.incarnation(),
+        "{} after {}",
+        second.incarnation(),
+        first.incarnation()
+    );
+    // Its worker's recover_mine took the dead incarnation's item back; it completes it.
+    let epoch = wait_for(&mut second_events, "the item's completion", |e| match e {
+        NodeEvent::Completed { item, epoch } if *item == id => Some(*epoch),
+        _ => None,
+    })
+    .await;
+    assert!(epoch > held.epoch, "completed under a new lease");
+    let done = store.item_get(id).await.unwrap().unwrap();
+    assert_eq!(done.output, Some(json!("taken over")));
+    // The first node comes back as a zombie: its late result is fenced out, and its late
+    // registry beats cannot take the row back from the newer incarnation.
+    first_store.heal();
+    gate.notify_one();
+    wait_for(&mut first_events, "the zombie's lease loss", |e| {
+        matches!(e, NodeEvent::LeaseLost { item, epoch } if *item == id && *epoch == held.epoch)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        store.item_get(id).await.unwrap().unwrap().output,
+        Some(json!("taken over"))
+    );
+    let row = store.node_get("dup").await.unwrap().expect("row");
+    assert_eq!(row.incarnation, second.incarnation());
+    second.shutdown(Duration::from_secs(5)).await.unwrap();
+    first.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incarnation_grows_when_the_clock_steps_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = SystemClock.now();
+    let clock = ManualClock::new(start);
+    let store = open(&dir).await;
+    let mut last = 0;
+    for (i, at) in [
+        start,
+        // NTP stepped the clock back an hour, then another.
+        Timestamp(start.0 - 3_600_000),
+        Timestamp(start.0 - 7_200_000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        clock.set(at);
+        let node = builder(store.clone(), "steady", &clock)
+            .handler("job", |_ctx: JobContext| async move {
+                Ok::<_, JobError>(json!(1))
+            })
+            .start()
+            .await
+            .unwrap();
+        assert!(
+            node.incarnation() > last,
+            "start {i}: incarnation {} after {last}",
+            node.incarnation()
+        );
+        last = node.incarnation();
+        assert_eq!(
+            store.node_get("steady").await.unwrap().unwrap().incarnation,
+            last
+        );
+        node.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+}
