@@ -559,7 +559,9 @@ mod tests {
             })
             .await
         });
-        holding.await.expect("the connection thread runs the blocker");
+        holding
+            .await
+            .expect("the connection thread runs the blocker");
         release
     }
 
