@@ -4,6 +4,8 @@
 //! - [`Zombie`] completes by item id alone when the holder's lease is gone — the bug River,
 //!   Oban and graphile-worker had (invariant 3).
 //! - [`Deaf`] sweeps without asking owners, as a time-only rescuer does (invariant 5).
+//! - [`Unbounded`] ignores the release limit, so an item that always outlasts the drain
+//!   timeout is released forever without spending its budget (invariant 4).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use leasehold_core::{
     AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
     FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
     LivenessCheck, NewItem, NoLiveness, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
-    StatusCounts, Store, StoreResult, Timestamp,
+    ReleaseOutcome, StatusCounts, Store, StoreResult, Timestamp,
 };
 use leasehold_sqlite::SqliteStore;
 use proptest::test_runner::{TestCaseError, TestRunner};
@@ -29,6 +31,8 @@ enum Flaw {
     Zombie,
     /// `items_reap_expired` ignores the liveness check it is given.
     Deaf,
+    /// `item_release` ignores its release limit: every release gives its attempt back.
+    Unbounded,
 }
 
 #[derive(Debug)]
@@ -103,8 +107,17 @@ impl Store for Mutant {
     ) -> StoreResult<FailOutcome> {
         self.inner.item_fail(l, error, d, now).await
     }
-    async fn item_release(&self, l: &LeaseRef, now: Timestamp) -> StoreResult<()> {
-        self.inner.item_release(l, now).await
+    async fn item_release(
+        &self,
+        l: &LeaseRef,
+        max_releases: Option<u32>,
+        now: Timestamp,
+    ) -> StoreResult<ReleaseOutcome> {
+        let limit = match self.flaw {
+            Flaw::Unbounded => None,
+            _ => max_releases,
+        };
+        self.inner.item_release(l, limit, now).await
     }
     async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
         self.inner.item_cancel(id, now).await
@@ -147,7 +160,7 @@ impl Store for Mutant {
     ) -> StoreResult<RecoveryStats> {
         match self.flaw {
             Flaw::Deaf => self.inner.items_reap_expired(req, &NoLiveness, now).await,
-            Flaw::Zombie => self.inner.items_reap_expired(req, liveness, now).await,
+            Flaw::Zombie | Flaw::Unbounded => self.inner.items_reap_expired(req, liveness, now).await,
         }
     }
     async fn items_recover_owner(
@@ -268,6 +281,21 @@ async fn reaper_cases_catch_a_store_that_does_not_ask_liveness() {
             cases::reap_with_registry_liveness_spares_live_nodes_and_requeues_dead_ones
         )
         .await
+    );
+}
+
+#[tokio::test]
+async fn release_cases_catch_a_store_that_ignores_the_release_limit() {
+    assert!(
+        fails(
+            Flaw::Unbounded,
+            cases::releases_past_the_limit_count_attempts_and_dead_letter_when_spent
+        )
+        .await
+    );
+    assert!(
+        !fails(Flaw::Unbounded, cases::release_does_not_count_an_attempt).await,
+        "an unlimited release passes the case that sets no limit"
     );
 }
 

@@ -353,6 +353,7 @@ mod tests {
             created_at: Timestamp(0),
             updated_at: Timestamp(0),
             finished_at: None,
+            releases: 0,
         }
     }
 

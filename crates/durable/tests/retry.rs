@@ -166,6 +166,7 @@ fn item(kind: &str, input: serde_json::Value) -> Item {
         created_at: Timestamp(0),
         updated_at: Timestamp(0),
         finished_at: None,
+        releases: 0,
     }
 }
 

@@ -52,8 +52,8 @@ use leasehold_core::store::Wakeups;
 use leasehold_core::{
     AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
     FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats, StatusCounts,
-    Store, StoreError, StoreResult, Timestamp,
+    LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
+    StatusCounts, Store, StoreError, StoreResult, Timestamp,
 };
 use serde_json::Value;
 use tokio::sync::{broadcast, OnceCell};
@@ -263,8 +263,13 @@ impl Store for PgStore {
         fail::run(&self.db, lease, error, disposition, now).await
     }
 
-    async fn item_release(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()> {
-        release::run(&self.db, lease, now).await
+    async fn item_release(
+        &self,
+        lease: &LeaseRef,
+        max_releases: Option<u32>,
+        now: Timestamp,
+    ) -> StoreResult<ReleaseOutcome> {
+        release::run(&self.db, lease, max_releases, now).await
     }
 
     async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {

@@ -18,7 +18,7 @@ macro_rules! item_columns {
     () => {
         "id, kind, input, status, attempts, max_attempts, priority, run_at, group_id, owner, \
          owner_node, owner_incarnation, epoch, lease_expires_at, last_heartbeat_at, output, \
-         error, progress, created_at, updated_at, finished_at"
+         error, progress, created_at, updated_at, finished_at, releases"
     };
 }
 pub(crate) use item_columns;
@@ -99,6 +99,7 @@ pub(crate) fn item(row: &Row) -> StoreResult<Item> {
         created_at: ts(row, 18)?,
         updated_at: ts(row, 19)?,
         finished_at: ts_opt(row, 20)?,
+        releases: count(row, 21)?,
     })
 }
 

@@ -18,8 +18,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use leasehold_core::{
-    AcquireRequest, Backoff, FailDisposition, FailOutcome, ItemId, LeaseRef, Leased, StoreError,
-    Timestamp,
+    AcquireRequest, Backoff, FailDisposition, FailOutcome, ItemId, LeaseRef, Leased,
+    ReleaseOutcome, StoreError, Timestamp,
 };
 
 use crate::events::NodeEvent;
@@ -695,7 +695,12 @@ impl WorkerState {
     /// pending, its attempt not counted. If even that fails, recovery takes it back.
     async fn give_back(&self, leased: Leased) {
         let ctx = &self.ctx;
-        if let Err(e) = ctx.store.item_release(&leased.lease, ctx.clock.now()).await {
+        // Not counted against the release limit: its handler never started.
+        if let Err(e) = ctx
+            .store
+            .item_release(&leased.lease, None, ctx.clock.now())
+            .await
+        {
             tracing::warn!(item = %leased.lease.item, error = %e, "could not give back an unstarted item; recovery will requeue it");
         }
     }
@@ -777,16 +782,34 @@ impl WorkerState {
         }
     }
 
-    /// Graceful-stop release: back to pending without counting the attempt (invariant 7).
+    /// Graceful-stop release: back to pending (invariant 7), its attempt given back unless the
+    /// item has been released more than `max_releases` times (invariant 4's bound: an item
+    /// that always outlasts the drain timeout still spends its budget, and is dead-lettered
+    /// when it is spent).
     async fn release(&mut self, cur: Current) -> DrainOutcome {
         let ctx = self.ctx.clone();
         let lease = cur.lease.clone();
         drop(cur);
         ctx.set_busy(self.index, None);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        match retry_store(deadline, || ctx.store.item_release(&lease, ctx.clock.now())).await {
-            Ok(()) => {
+        let limit = Some(ctx.cfg.base.max_releases);
+        match retry_store(deadline, || {
+            ctx.store.item_release(&lease, limit, ctx.clock.now())
+        })
+        .await
+        {
+            Ok(outcome) => {
                 Metrics::bump(&ctx.metrics.released);
+                match outcome {
+                    ReleaseOutcome::Released => {}
+                    ReleaseOutcome::AttemptCounted => {
+                        tracing::warn!(item = %lease.item, limit = ctx.cfg.base.max_releases, "released more often than the limit: this release counted as an attempt");
+                    }
+                    ReleaseOutcome::DeadLettered => {
+                        Metrics::bump(&ctx.metrics.dead_lettered);
+                        tracing::warn!(item = %lease.item, limit = ctx.cfg.base.max_releases, "released more often than the limit with its attempts spent: dead-lettered");
+                    }
+                }
                 ctx.emit(NodeEvent::Released { item: lease.item });
                 DrainOutcome::Released
             }

@@ -44,8 +44,8 @@ use async_trait::async_trait;
 use leasehold_core::{
     AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
     FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats, StatusCounts,
-    Store, StoreResult, Timestamp,
+    LivenessCheck, NewItem, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
+    StatusCounts, Store, StoreResult, Timestamp,
 };
 use serde_json::Value;
 
@@ -212,9 +212,16 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn item_release(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()> {
+    async fn item_release(
+        &self,
+        lease: &LeaseRef,
+        max_releases: Option<u32>,
+        now: Timestamp,
+    ) -> StoreResult<ReleaseOutcome> {
         let lease = lease.clone();
-        self.db.call(move |c| release::run(c, &lease, now)).await
+        self.db
+            .call(move |c| release::run(c, &lease, max_releases, now))
+            .await
     }
 
     async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {

@@ -46,7 +46,7 @@ const OWN_TABLES: [&str; 6] = [
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Schema migrations, oldest first; `MIGRATIONS[n]` takes version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V_RELEASES];
 
 /// Version 1: items, their checkpoints, and the worker registry.
 ///
@@ -244,6 +244,12 @@ CREATE INDEX items_kind ON items (kind, id);
 CREATE INDEX items_group ON items (group_id, id) WHERE group_id IS NOT NULL;
 CREATE INDEX items_finished ON items (status, finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX items_dead ON items (status, id) WHERE status = 'failed' OR status = 'cancelled';
+";
+
+/// Graceful releases per item, so that past the configured limit a release counts as an
+/// attempt (`item_release`). Existing items start at 0.
+const V_RELEASES: &str = "
+ALTER TABLE items ADD COLUMN releases INTEGER NOT NULL DEFAULT 0 CHECK (releases >= 0);
 ";
 
 /// Opens (creating if needed) the database at `path`, checks it, configures the connection and
