@@ -160,7 +160,9 @@ impl Store for Mutant {
     ) -> StoreResult<RecoveryStats> {
         match self.flaw {
             Flaw::Deaf => self.inner.items_reap_expired(req, &NoLiveness, now).await,
-            Flaw::Zombie | Flaw::Unbounded => self.inner.items_reap_expired(req, liveness, now).await,
+            Flaw::Zombie | Flaw::Unbounded => {
+                self.inner.items_reap_expired(req, liveness, now).await
+            }
         }
     }
     async fn items_recover_owner(
