@@ -245,7 +245,7 @@ fn acquire_at_depth(c: &mut Criterion) {
                             .expect("an item");
                         spent += t.elapsed();
                         store
-                            .item_release(&leased.lease, Timestamp(2_000))
+                            .item_release(&leased.lease, None, Timestamp(2_000))
                             .await
                             .expect("release");
                     }

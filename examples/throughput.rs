@@ -31,6 +31,8 @@
 //! (the last line is then one JSON object), with
 //! `-- --db postgres://postgres@127.0.0.1:5432/test --jobs 20000 --workers 16 --nodes 3 --json`
 //! on PostgreSQL, or `cargo run --release --example throughput -- --idle-workers 1000 --json`.
+//! The SQLite store honours `LEASEHOLD_SQLITE_SYNC` (`normal`, the default, or `full`): prefix
+//! the command with `LEASEHOLD_SQLITE_SYNC=full` to measure full durability.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -91,6 +91,7 @@ macro_rules! conformance_tests {
             retried_item_is_not_acquired_before_its_backoff,
             permanent_failure_dead_letters_at_once,
             release_does_not_count_an_attempt,
+            releases_past_the_limit_count_attempts_and_dead_letter_when_spent,
             cancel_pending_item_cancels_it,
             cancel_in_progress_or_finished_item_is_invalid_state,
             cancel_unknown_item_is_not_found,

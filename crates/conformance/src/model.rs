@@ -686,7 +686,10 @@ impl Runner {
                 .item_fail(lease, "permanent", FailDisposition::Permanent, now)
                 .await
                 .map(Written::Failed),
-            Write::Release => s.item_release(lease, now).await.map(|()| Written::Done),
+            Write::Release => s
+                .item_release(lease, None, now)
+                .await
+                .map(|_| Written::Done),
             Write::Checkpoint => s
                 .checkpoint_save(lease, "step", json!({ "epoch": lease.epoch }), now)
                 .await

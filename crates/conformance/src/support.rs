@@ -181,7 +181,11 @@ pub async fn assert_every_write_fenced(store: &dyn Store, lease: &LeaseRef, now:
         "item_fail(Permanent)",
     );
     unchanged("item_fail(Permanent)").await;
-    expect_lease_lost(store.item_release(lease, now).await, lease, "item_release");
+    expect_lease_lost(
+        store.item_release(lease, Some(0), now).await,
+        lease,
+        "item_release",
+    );
     unchanged("item_release").await;
     expect_lease_lost(
         store

@@ -6,6 +6,8 @@
 //! - [`Deaf`] sweeps without asking owners, as a time-only rescuer does (invariant 5).
 //! - [`Grabby`] lets the monitor's take-back seize items whose worker still renews them.
 //! - [`Impostor`] lets a node start under an id a live incarnation holds.
+//! - [`Unbounded`] ignores the release limit, so an item that always outlasts the drain
+//!   timeout is released forever without spending its budget (invariant 4).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use leasehold_core::{
     AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
     FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
     LivenessCheck, NewItem, NoLiveness, NodeClaim, NodeRecord, ReapRequest, RecoveredItem,
-    RecoveryStats, StatusCounts, Store, StoreResult, Timestamp,
+    RecoveryStats, ReleaseOutcome, StatusCounts, Store, StoreResult, Timestamp,
 };
 use leasehold_sqlite::SqliteStore;
 use proptest::test_runner::{TestCaseError, TestRunner};
@@ -35,6 +37,8 @@ enum Flaw {
     Grabby,
     /// `node_register` claims a node id whatever its live incarnation says.
     Impostor,
+    /// `item_release` ignores its release limit: every release gives its attempt back.
+    Unbounded,
 }
 
 #[derive(Debug)]
@@ -109,8 +113,17 @@ impl Store for Mutant {
     ) -> StoreResult<FailOutcome> {
         self.inner.item_fail(l, error, d, now).await
     }
-    async fn item_release(&self, l: &LeaseRef, now: Timestamp) -> StoreResult<()> {
-        self.inner.item_release(l, now).await
+    async fn item_release(
+        &self,
+        l: &LeaseRef,
+        max_releases: Option<u32>,
+        now: Timestamp,
+    ) -> StoreResult<ReleaseOutcome> {
+        let limit = match self.flaw {
+            Flaw::Unbounded => None,
+            _ => max_releases,
+        };
+        self.inner.item_release(l, limit, now).await
     }
     async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
         self.inner.item_cancel(id, now).await
@@ -343,6 +356,21 @@ async fn registration_cases_catch_a_store_that_lets_an_id_be_claimed_twice() {
         )
         .await,
         "a case of stopped rows only passes on this mutant"
+    );
+}
+
+#[tokio::test]
+async fn release_cases_catch_a_store_that_ignores_the_release_limit() {
+    assert!(
+        fails(
+            Flaw::Unbounded,
+            cases::releases_past_the_limit_count_attempts_and_dead_letter_when_spent
+        )
+        .await
+    );
+    assert!(
+        !fails(Flaw::Unbounded, cases::release_does_not_count_an_attempt).await,
+        "an unlimited release passes the case that sets no limit"
     );
 }
 

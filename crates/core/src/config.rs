@@ -59,6 +59,11 @@ pub struct Config {
     /// default, lets a handler run as long as its heartbeat keeps the lease. An item's own
     /// timeout, then its kind's, win over this one.
     pub timeout: Option<Duration>,
+    /// Graceful releases of one item that give their attempt back (`LEASEHOLD_MAX_RELEASES`,
+    /// default 3). A release past this many counts as an attempt, so an item that always
+    /// outlasts the drain timeout is dead-lettered once its budget is spent instead of being
+    /// released forever. 0 makes every release count.
+    pub max_releases: u32,
 }
 
 impl Default for Config {
@@ -72,6 +77,7 @@ impl Default for Config {
             reap_batch: 200,
             worker_id: None,
             timeout: None,
+            max_releases: 3,
         }
     }
 }
@@ -86,6 +92,7 @@ const REAP_BATCH_VARS: &[&str] = &["LEASEHOLD_REAP_BATCH", "TASK_REAP_BATCH"];
 const WORKER_ID_VARS: &[&str] = &["LEASEHOLD_WORKER_ID", "TASK_WORKER_ID"];
 /// No alias: the seeds had no execution timeout.
 const TIMEOUT_VARS: &[&str] = &["LEASEHOLD_TIMEOUT_S"];
+const MAX_RELEASES_VARS: &[&str] = &["LEASEHOLD_MAX_RELEASES"];
 
 impl Config {
     /// Defaults overridden by the process environment. Not validated: call
@@ -119,6 +126,9 @@ impl Config {
         }
         if let Some((var, v)) = find(REAP_BATCH_VARS) {
             cfg.reap_batch = parse_count(&var, &v)?;
+        }
+        if let Some((var, v)) = find(MAX_RELEASES_VARS) {
+            cfg.max_releases = parse_whole(&var, &v)?;
         }
         if let Some((var, v)) = find(WORKER_ID_VARS) {
             let v = v.trim().to_string();
@@ -220,6 +230,23 @@ pub fn parse_seconds(setting: &str, raw: &str) -> Result<Duration, ConfigError> 
     Duration::try_from_secs_f64(secs).map_err(|_| err("out of range"))
 }
 
+/// Parses a whole number that may be zero.
+fn parse_whole(setting: &str, raw: &str) -> Result<u32, ConfigError> {
+    let err = |reason: &str| ConfigError::Parse {
+        setting: setting.to_string(),
+        value: raw.to_string(),
+        reason: reason.to_string(),
+    };
+    let n: i64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| err("expected a whole number (0 or more)"))?;
+    if n < 0 {
+        return Err(err("must not be negative"));
+    }
+    u32::try_from(n).map_err(|_| err("too large"))
+}
+
 fn parse_count(setting: &str, raw: &str) -> Result<u32, ConfigError> {
     let err = |reason: &str| ConfigError::Parse {
         setting: setting.to_string(),
@@ -259,6 +286,7 @@ mod tests {
         assert_eq!(c.max_attempts, 3);
         assert_eq!(c.reap_batch, 200);
         assert_eq!(c.timeout, None, "no execution timeout unless one is set");
+        assert_eq!(c.max_releases, 3);
         c.validate().unwrap();
     }
 
@@ -278,6 +306,14 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(e.to_string().contains("LEASEHOLD_TIMEOUT_S"), "{e}");
+    }
+
+    #[test]
+    fn max_releases_reads_zero_and_refuses_a_negative_value_naming_the_variable() {
+        let c = Config::from_lookup(env(&[("LEASEHOLD_MAX_RELEASES", "0")])).unwrap();
+        assert_eq!(c.max_releases, 0);
+        let e = Config::from_lookup(env(&[("LEASEHOLD_MAX_RELEASES", "-1")])).unwrap_err();
+        assert!(e.to_string().contains("LEASEHOLD_MAX_RELEASES"), "{e}");
     }
 
     #[test]

@@ -157,6 +157,11 @@ pub struct Item {
     /// whichever node runs it applies it.
     #[serde(default)]
     pub timeout: Option<Duration>,
+    /// Graceful releases (a drain that outlasted its timeout gave the item back) so far. The
+    /// first `max_releases` of them give their attempt back; later ones count it (see
+    /// [`Store::item_release`](crate::Store::item_release)).
+    #[serde(default)]
+    pub releases: u32,
 }
 
 impl Item {
@@ -407,6 +412,19 @@ pub enum FailOutcome {
         run_at: Timestamp,
     },
     /// Dead-lettered (`failed`).
+    DeadLettered,
+}
+
+/// What a release did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReleaseOutcome {
+    /// Back to pending, ready now, its attempt given back.
+    Released,
+    /// Back to pending, ready now, but its attempt stays counted: the item was released more
+    /// often than the limit allows.
+    AttemptCounted,
+    /// Dead-lettered (`failed`): released past the limit with its attempts spent.
     DeadLettered,
 }
 

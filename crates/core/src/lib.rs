@@ -41,7 +41,7 @@ pub use config::{Config, ConfigError};
 pub use error::{StoreError, StoreResult};
 pub use item::{
     AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, ItemStatus,
-    LeaseRef, LeaseStatus, Leased, NewItem, RecoveredItem, StatusCounts,
+    LeaseRef, LeaseStatus, Leased, NewItem, RecoveredItem, ReleaseOutcome, StatusCounts,
 };
 pub use registry::{
     cleanup_candidates, leased_items, next_incarnation, CleanupReport, CleanupRequest, NodeClaim,

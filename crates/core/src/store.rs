@@ -14,7 +14,7 @@ use crate::clock::{SharedClock, Timestamp};
 use crate::error::StoreResult;
 use crate::item::{
     AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, LeaseRef,
-    LeaseStatus, Leased, NewItem, RecoveredItem, StatusCounts,
+    LeaseStatus, Leased, NewItem, RecoveredItem, ReleaseOutcome, StatusCounts,
 };
 use crate::registry::{CleanupReport, CleanupRequest, NodeClaim, NodeRecord};
 
@@ -92,8 +92,21 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         now: Timestamp,
     ) -> StoreResult<FailOutcome>;
 
-    /// Gives the item back to pending without counting the attempt (graceful stop).
-    async fn item_release(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()>;
+    /// Gives the item back to pending, ready at `now` (a graceful stop whose drain timed out).
+    ///
+    /// With `max_releases: Some(n)` the release is counted in the item's `releases`; while
+    /// that count (this release included) is at most `n` the attempt is given back, as a
+    /// graceful stop is not the item's failure. Past it the attempt stays counted, so an item
+    /// that always outlasts the drain timeout still spends its budget: when `attempts` has
+    /// reached `max_attempts` it is dead-lettered, its error saying it was released too often.
+    /// With `None` the release is neither counted nor limited (an item given back before its
+    /// handler started).
+    async fn item_release(
+        &self,
+        lease: &LeaseRef,
+        max_releases: Option<u32>,
+        now: Timestamp,
+    ) -> StoreResult<ReleaseOutcome>;
 
     /// Cancels a pending item; any other status is `InvalidState`.
     async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()>;

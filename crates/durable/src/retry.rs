@@ -354,6 +354,7 @@ mod tests {
             updated_at: Timestamp(0),
             finished_at: None,
             timeout: None,
+            releases: 0,
         }
     }
 

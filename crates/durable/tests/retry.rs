@@ -167,6 +167,7 @@ fn item(kind: &str, input: serde_json::Value) -> Item {
         updated_at: Timestamp(0),
         finished_at: None,
         timeout: None,
+        releases: 0,
     }
 }
 

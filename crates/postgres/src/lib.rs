@@ -53,7 +53,8 @@ use leasehold_core::{
     AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, Clock, FailDisposition, FailOutcome,
     FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
     LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
-    SharedClock, StatusCounts, Store, StoreError, StoreResult, SystemClock, Timestamp,
+    ReleaseOutcome, SharedClock, StatusCounts, Store, StoreError, StoreResult, SystemClock,
+    Timestamp,
 };
 use serde_json::Value;
 use tokio::sync::{broadcast, OnceCell};
@@ -274,8 +275,13 @@ impl Store for PgStore {
         fail::run(&self.db, lease, error, disposition, now).await
     }
 
-    async fn item_release(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()> {
-        release::run(&self.db, lease, now).await
+    async fn item_release(
+        &self,
+        lease: &LeaseRef,
+        max_releases: Option<u32>,
+        now: Timestamp,
+    ) -> StoreResult<ReleaseOutcome> {
+        release::run(&self.db, lease, max_releases, now).await
     }
 
     async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {

@@ -18,7 +18,7 @@ macro_rules! item_columns {
     () => {
         "id, kind, input, status, attempts, max_attempts, priority, run_at, group_id, owner, \
          owner_node, owner_incarnation, epoch, lease_expires_at, last_heartbeat_at, output, \
-         error, progress, created_at, updated_at, finished_at, timeout_ms"
+         error, progress, created_at, updated_at, finished_at, timeout_ms, releases"
     };
 }
 pub(crate) use item_columns;
@@ -112,6 +112,7 @@ pub(crate) fn item(row: &Row) -> StoreResult<Item> {
         updated_at: ts(row, 19)?,
         finished_at: ts_opt(row, 20)?,
         timeout: timeout_opt(row, 21)?,
+        releases: count(row, 22)?,
     })
 }
 

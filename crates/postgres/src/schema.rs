@@ -26,7 +26,13 @@ pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 const OWN_TABLES: [&str; 4] = ["items", "checkpoints", "workers", "schema_migrations"];
 
 /// Schema migrations, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2_TIMEOUT];
+const MIGRATIONS: &[&str] = &[V1, V2_TIMEOUT, V3_RELEASES];
+
+/// Graceful releases per item, so that past the configured limit a release counts as an
+/// attempt (`item_release`). Existing items start at 0.
+const V3_RELEASES: &str = "
+ALTER TABLE items ADD COLUMN releases BIGINT NOT NULL DEFAULT 0 CHECK (releases >= 0);
+";
 
 /// Version 1: items, their checkpoints, and the worker registry, as in the SQLite backend.
 ///

@@ -309,6 +309,14 @@ impl LeaseholdBuilder {
         self
     }
 
+    /// Graceful releases of one item that give their attempt back (default 3,
+    /// `LEASEHOLD_MAX_RELEASES`); later releases count as attempts (see
+    /// [`Config::max_releases`]).
+    pub fn max_releases(mut self, n: u32) -> Self {
+        self.cfg.base.max_releases = n;
+        self
+    }
+
     /// This node's id (default: `LEASEHOLD_WORKER_ID`, else derived from host and pid).
     pub fn node_id(mut self, id: impl Into<String>) -> Self {
         self.cfg.base.worker_id = Some(id.into());

@@ -35,7 +35,7 @@ use leasehold_core::{
     AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
     FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
     LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
-    StatusCounts, Store, StoreError, StoreResult, Timestamp,
+    ReleaseOutcome, StatusCounts, Store, StoreError, StoreResult, Timestamp,
 };
 
 use crate::node::NodeCtx;
@@ -499,9 +499,14 @@ impl Store for FaultyStore {
         self.gate().await?;
         self.inner.item_fail(lease, error, d, now).await
     }
-    async fn item_release(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()> {
+    async fn item_release(
+        &self,
+        lease: &LeaseRef,
+        max_releases: Option<u32>,
+        now: Timestamp,
+    ) -> StoreResult<ReleaseOutcome> {
         self.gate().await?;
-        self.inner.item_release(lease, now).await
+        self.inner.item_release(lease, max_releases, now).await
     }
     async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
         self.gate().await?;

@@ -18,8 +18,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use leasehold_core::{
-    AcquireRequest, Backoff, FailDisposition, FailOutcome, ItemId, LeaseRef, Leased, StoreError,
-    Timestamp,
+    AcquireRequest, Backoff, FailDisposition, FailOutcome, ItemId, LeaseRef, Leased,
+    ReleaseOutcome, StoreError, Timestamp,
 };
 
 use crate::events::NodeEvent;
@@ -30,11 +30,19 @@ use crate::supervisor::SupervisorMsg;
 
 /// The shortest idle wait; doubles up to the poll interval while nothing is found.
 const MIN_IDLE_BACKOFF: Duration = Duration::from_millis(5);
-/// Attempts at `recover_mine` before the worker gives up and lets its supervisor restart it.
-const RECOVER_TRIES: u32 = 8;
+/// The first wait after a failed `recover_mine`; doubles up to [`MAX_RECOVER_BACKOFF`].
+const MIN_RECOVER_BACKOFF: Duration = Duration::from_millis(10);
+/// The longest wait between `recover_mine` attempts while the store is down. A worker whose
+/// store is down keeps trying at this pace instead of failing: a restart would only run the
+/// same call against the same dead store and spend the supervisor's restart intensity, so an
+/// outage of a minute would escalate the whole tree.
+const MAX_RECOVER_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Messages a worker handles.
 pub(crate) enum WorkerMsg {
+    /// Run `recover_mine` (sent by `post_start`, then by itself after a backoff while the store
+    /// fails); the worker takes no work until it has succeeded.
+    Recover,
     /// Look for work (`woken`: sent by an enqueue through the handle).
     Poll { woken: bool },
     /// The handler task finished.
@@ -117,6 +125,11 @@ pub(crate) struct WorkerState {
     idle_backoff: Duration,
     draining: bool,
     drain_reply: Option<RpcReplyPort<DrainOutcome>>,
+    /// Whether `recover_mine` has succeeded for this incarnation of the worker (invariant 6:
+    /// nothing is acquired before).
+    recovered: bool,
+    /// The wait before the next `recover_mine` attempt.
+    recover_backoff: Duration,
 }
 
 /// The item in hand (the item itself went to the handler).
@@ -208,45 +221,20 @@ impl Actor for Worker {
             idle_backoff: MIN_IDLE_BACKOFF,
             draining: false,
             drain_reply: None,
+            recovered: false,
+            recover_backoff: MIN_RECOVER_BACKOFF,
         })
     }
 
     /// recover_mine before anything else (invariant 6): whatever this owner id still holds was
-    /// left by a previous incarnation of this worker, which is gone.
+    /// left by a previous incarnation of this worker, which is gone. Sent as a message, so that
+    /// while the store is down the worker still answers drains and pings between attempts.
     async fn post_start(
         &self,
         myself: ActorRef<WorkerMsg>,
-        state: &mut WorkerState,
+        _state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
-        let ctx = state.ctx.clone();
-        let owner = &state.request.owner;
-        let mut delay = Duration::from_millis(10);
-        let mut tries = 0;
-        let recovered = loop {
-            match ctx.store.items_recover_owner(owner, ctx.clock.now()).await {
-                Ok(recovered) => {
-                    if !recovered.is_empty() {
-                        tracing::info!(owner = %owner, count = recovered.len(), "recover_mine took back items left by a previous incarnation");
-                    }
-                    Metrics::add(&ctx.metrics.recovered_on_start, recovered.len() as u64);
-                    break recovered.len();
-                }
-                Err(e) if tries + 1 < RECOVER_TRIES && e.is_backend_failure() => {
-                    tries += 1;
-                    tracing::warn!(owner = %owner, error = %e, "recover_mine failed; retrying before taking any work");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                }
-                Err(e) => return Err(format!("recover_mine for {owner} failed: {e}").into()),
-            }
-        };
-        // Started now, so an idle worker already has it; a failure here is retried by `poll`.
-        state.ensure_heartbeat(&myself).await;
-        ctx.emit(NodeEvent::WorkerStarted {
-            worker: state.index,
-            recovered,
-        });
-        myself.cast(WorkerMsg::Poll { woken: false })?;
+        myself.cast(WorkerMsg::Recover)?;
         Ok(())
     }
 
@@ -257,6 +245,7 @@ impl Actor for Worker {
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            WorkerMsg::Recover => state.recover(&myself).await?,
             WorkerMsg::Poll { woken } => state.poll(&myself, woken).await,
             WorkerMsg::HandlerDone {
                 item,
@@ -406,7 +395,50 @@ impl Actor for Worker {
 }
 
 impl WorkerState {
+    /// One `recover_mine` attempt. A backend failure (the store is down) schedules the next
+    /// attempt after a backoff (10 ms doubling to 5 s) and the worker stays without work; any
+    /// other error fails the worker, for its supervisor to restart. On success the worker
+    /// starts its heartbeat, announces itself and looks for work.
+    async fn recover(&mut self, myself: &ActorRef<WorkerMsg>) -> Result<(), ActorProcessingErr> {
+        if self.recovered || self.draining {
+            return Ok(());
+        }
+        let ctx = self.ctx.clone();
+        let owner = &self.request.owner;
+        let recovered = match ctx.store.items_recover_owner(owner, ctx.clock.now()).await {
+            Ok(recovered) => recovered.len(),
+            Err(e) if e.is_backend_failure() => {
+                let wait = self.recover_backoff;
+                self.recover_backoff = (wait * 2).min(MAX_RECOVER_BACKOFF);
+                tracing::warn!(owner = %owner, error = %e, retry_in = ?wait, "recover_mine failed: the store is failing; retrying before taking any work");
+                myself.send_after(wait, || WorkerMsg::Recover);
+                return Ok(());
+            }
+            Err(e) => return Err(format!("recover_mine for {owner} failed: {e}").into()),
+        };
+        if recovered > 0 {
+            tracing::info!(owner = %owner, count = recovered, "recover_mine took back items left by a previous incarnation");
+        }
+        Metrics::add(&ctx.metrics.recovered_on_start, recovered as u64);
+        self.recovered = true;
+        // Started now, so an idle worker already has it; a failure here is retried by `poll`.
+        self.ensure_heartbeat(myself).await;
+        ctx.emit(NodeEvent::WorkerStarted {
+            worker: self.index,
+            recovered,
+        });
+        myself.cast(WorkerMsg::Poll { woken: false })?;
+        Ok(())
+    }
+
     async fn poll(&mut self, myself: &ActorRef<WorkerMsg>, woken: bool) {
+        if !self.recovered {
+            // Not yet entitled to work; the wake-up goes to a worker that is.
+            if woken {
+                self.ctx.wake(1);
+            }
+            return;
+        }
         if self.current.is_some() || self.draining {
             if woken && !self.draining {
                 // The wake-up was meant for an idle worker: pass it on.
@@ -689,7 +721,12 @@ impl WorkerState {
     /// pending, its attempt not counted. If even that fails, recovery takes it back.
     async fn give_back(&self, leased: Leased) {
         let ctx = &self.ctx;
-        if let Err(e) = ctx.store.item_release(&leased.lease, ctx.clock.now()).await {
+        // Not counted against the release limit: its handler never started.
+        if let Err(e) = ctx
+            .store
+            .item_release(&leased.lease, None, ctx.clock.now())
+            .await
+        {
             tracing::warn!(item = %leased.lease.item, error = %e, "could not give back an unstarted item; recovery will requeue it");
         }
     }
@@ -811,16 +848,34 @@ impl WorkerState {
         drop(cur);
     }
 
-    /// Graceful-stop release: back to pending without counting the attempt (invariant 7).
+    /// Graceful-stop release: back to pending (invariant 7), its attempt given back unless the
+    /// item has been released more than `max_releases` times (invariant 4's bound: an item
+    /// that always outlasts the drain timeout still spends its budget, and is dead-lettered
+    /// when it is spent).
     async fn release(&mut self, cur: Current) -> DrainOutcome {
         let ctx = self.ctx.clone();
         let lease = cur.lease.clone();
         drop(cur);
         ctx.set_busy(self.index, None);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        match retry_store(deadline, || ctx.store.item_release(&lease, ctx.clock.now())).await {
-            Ok(()) => {
+        let limit = Some(ctx.cfg.base.max_releases);
+        match retry_store(deadline, || {
+            ctx.store.item_release(&lease, limit, ctx.clock.now())
+        })
+        .await
+        {
+            Ok(outcome) => {
                 Metrics::bump(&ctx.metrics.released);
+                match outcome {
+                    ReleaseOutcome::Released => {}
+                    ReleaseOutcome::AttemptCounted => {
+                        tracing::warn!(item = %lease.item, limit = ctx.cfg.base.max_releases, "released more often than the limit: this release counted as an attempt");
+                    }
+                    ReleaseOutcome::DeadLettered => {
+                        Metrics::bump(&ctx.metrics.dead_lettered);
+                        tracing::warn!(item = %lease.item, limit = ctx.cfg.base.max_releases, "released more often than the limit with its attempts spent: dead-lettered");
+                    }
+                }
                 ctx.emit(NodeEvent::Released { item: lease.item });
                 DrainOutcome::Released
             }

@@ -11,7 +11,10 @@
 //!   to the operation that does the work.
 //! - `db`: the connection handle, the `BEGIN IMMEDIATE` write-transaction helper, and the group
 //!   commit that lets the hot path's fenced writes (acquire, renew, complete, fail) arriving
-//!   together share one transaction, each answered only after it commits.
+//!   together share one transaction, each answered only after it commits; it reopens the
+//!   connection when a panic killed its thread.
+//! - `options`: [`SqliteOptions`], the durability setting ([`Synchronous`], from
+//!   `LEASEHOLD_SQLITE_SYNC` or the caller).
 //! - `schema`: the tables and indexes, the versioned migrations (`PRAGMA user_version`) and the
 //!   order in which a file is checked, configured and migrated.
 //! - `ops`: one module per operation, each holding its own SQL (`acquire`, `renew`,
@@ -27,8 +30,11 @@ mod db;
 mod durable;
 mod error;
 mod ops;
+mod options;
 mod row;
 mod schema;
+
+pub use options::{SqliteOptions, Synchronous, SYNC_VAR};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,7 +45,7 @@ use leasehold_core::{
     AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
     FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
     LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
-    StatusCounts, Store, StoreResult, Timestamp,
+    ReleaseOutcome, StatusCounts, Store, StoreResult, Timestamp,
 };
 use serde_json::Value;
 
@@ -61,19 +67,54 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file at `path` and applies migrations.
+    /// Opens (creating if needed) the database file at `path` and applies migrations, with the
+    /// options of the environment ([`SqliteOptions::from_env`]: `LEASEHOLD_SQLITE_SYNC`).
     ///
     /// Refuses, leaving the file byte-for-byte as it was: a file that is not a SQLite database
     /// (or is another application's) with `NotADatabase`, and a schema written by a newer
-    /// leasehold with `SchemaTooNew`. Opening an up-to-date database again changes nothing.
+    /// leasehold with `SchemaTooNew`. Opening an up-to-date database again changes nothing. An
+    /// unparsable `LEASEHOLD_SQLITE_SYNC` is `InvalidInput` naming the variable.
     pub async fn open(path: impl AsRef<Path>) -> StoreResult<SqliteStore> {
+        Self::open_with(path, SqliteOptions::from_env()?).await
+    }
+
+    /// [`open`](Self::open) with explicit options (the environment is not read).
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> StoreResult<SqliteStore> {
         let path = path.as_ref().to_path_buf();
-        let conn = schema::open(&path).await?;
-        tracing::debug!(path = %path.display(), version = schema::SCHEMA_VERSION, "opened SQLite store");
+        let conn = schema::open(&path, options).await?;
+        tracing::debug!(path = %path.display(), version = schema::SCHEMA_VERSION, synchronous = ?options.synchronous, "opened SQLite store");
+        // A connection whose thread died (a panic inside an operation) is replaced by one opened
+        // the same way.
+        let reopen_at = path.clone();
+        let opener: db::Opener = Arc::new(move || {
+            let path = reopen_at.clone();
+            Box::pin(async move { schema::open(&path, options).await })
+        });
         Ok(SqliteStore {
-            db: Db::new(conn),
+            db: Db::new(conn, Some(opener)),
             path: Arc::new(path),
         })
+    }
+
+    /// The durability setting in force on the store's connection, as SQLite reports it
+    /// (`PRAGMA synchronous`).
+    pub async fn synchronous(&self) -> StoreResult<Synchronous> {
+        let value = self
+            .db
+            .call(|c| -> error::OpResult<i64> {
+                Ok(c.pragma_query_value(None, "synchronous", |r| r.get(0))?)
+            })
+            .await?;
+        match value {
+            1 => Ok(Synchronous::Normal),
+            2 => Ok(Synchronous::Full),
+            other => Err(leasehold_core::StoreError::Corrupt(format!(
+                "PRAGMA synchronous is {other}, which leasehold never sets"
+            ))),
+        }
     }
 
     /// The database file this store was opened on.
@@ -171,9 +212,16 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn item_release(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()> {
+    async fn item_release(
+        &self,
+        lease: &LeaseRef,
+        max_releases: Option<u32>,
+        now: Timestamp,
+    ) -> StoreResult<ReleaseOutcome> {
         let lease = lease.clone();
-        self.db.call(move |c| release::run(c, &lease, now)).await
+        self.db
+            .call(move |c| release::run(c, &lease, max_releases, now))
+            .await
     }
 
     async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {

@@ -64,7 +64,7 @@ mod ceiling {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("ceiling.db");
         let mut c = Connection::open(&path).expect("open");
-        configure(&mut c, &path).expect("configure");
+        configure(&mut c, &path, crate::Synchronous::Normal).expect("configure");
         migrate(&mut c).expect("migrate");
         for start in (0..ITEMS).step_by(1000) {
             let batch = (start..start + 1000)

@@ -20,6 +20,7 @@ use leasehold_core::{StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::{from_sqlite, OpError, OpResult};
+use crate::options::{SqliteOptions, Synchronous};
 
 /// The newest schema version this build knows.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -45,7 +46,7 @@ const OWN_TABLES: [&str; 6] = [
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Schema migrations, oldest first; `MIGRATIONS[n]` takes version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// Version 1: items, their checkpoints, and the worker registry.
 ///
@@ -266,9 +267,18 @@ const V5: &str = "
 ALTER TABLE items ADD COLUMN timeout_ms INTEGER CHECK (timeout_ms IS NULL OR timeout_ms > 0);
 ";
 
+/// Version 6: graceful releases per item, so that past the configured limit a release counts as an
+/// attempt (`item_release`). Existing items start at 0.
+const V6: &str = "
+ALTER TABLE items ADD COLUMN releases INTEGER NOT NULL DEFAULT 0 CHECK (releases >= 0);
+";
+
 /// Opens (creating if needed) the database at `path`, checks it, configures the connection and
 /// migrates it to [`SCHEMA_VERSION`].
-pub(crate) async fn open(path: &Path) -> StoreResult<tokio_rusqlite::Connection> {
+pub(crate) async fn open(
+    path: &Path,
+    options: SqliteOptions,
+) -> StoreResult<tokio_rusqlite::Connection> {
     match inspect(path).await? {
         FileState::New => {}
         FileState::Sqlite(header) => check_header(path, &header)?,
@@ -282,7 +292,7 @@ pub(crate) async fn open(path: &Path) -> StoreResult<tokio_rusqlite::Connection>
         c.busy_timeout(BUSY_TIMEOUT)?;
         // Still only reads: a refused file must not even be switched to WAL.
         check_version(c, &reported)?;
-        configure(c, &reported)?;
+        configure(c, &reported, options.synchronous)?;
         migrate(c)
     })
     .await
@@ -421,15 +431,16 @@ fn check_version(c: &Connection, path: &Path) -> OpResult<()> {
 }
 
 /// Per-connection settings. WAL lets readers in other processes (the CLI beside a running
-/// tree) proceed while this connection writes; `synchronous=NORMAL` is durable across process
-/// crashes in WAL mode and only risks the last commits on power loss.
-pub(crate) fn configure(c: &mut Connection, path: &Path) -> OpResult<()> {
+/// tree) proceed while this connection writes. `synchronous` is the caller's choice
+/// ([`Synchronous`]): `NORMAL` is durable across process crashes in WAL mode and only risks the
+/// last commits on power loss; `FULL` syncs the log at every commit.
+pub(crate) fn configure(c: &mut Connection, path: &Path, sync: Synchronous) -> OpResult<()> {
     c.set_prepared_statement_cache_capacity(64);
     let mode: String = c.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(path = %path.display(), mode = %mode, "SQLite refused WAL mode; continuing with this journal mode");
     }
-    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.pragma_update(None, "synchronous", sync.keyword())?;
     c.pragma_update(None, "foreign_keys", true)?;
     Ok(())
 }

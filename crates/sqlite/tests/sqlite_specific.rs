@@ -441,7 +441,10 @@ async fn release_gives_the_attempt_back_and_cancel_only_takes_pending_items() {
         .await
         .expect("acq")
         .expect("item");
-    store.item_release(&l.lease, at(2)).await.expect("release");
+    store
+        .item_release(&l.lease, None, at(2))
+        .await
+        .expect("release");
     let item = store.item_get(id).await.expect("get").expect("item");
     assert_eq!(
         (
@@ -454,7 +457,7 @@ async fn release_gives_the_attempt_back_and_cancel_only_takes_pending_items() {
         (ItemStatus::Pending, 0, 1, at(2), None)
     );
     assert!(store
-        .item_release(&l.lease, at(3))
+        .item_release(&l.lease, None, at(3))
         .await
         .expect_err("twice")
         .is_lease_lost());

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use leasehold_core::{FailDisposition, FailOutcome, ItemId, ItemStatus, Store, StoreError};
+use leasehold_core::{
+    FailDisposition, FailOutcome, ItemId, ItemStatus, ReleaseOutcome, Store, StoreError,
+};
 use serde_json::json;
 
 use crate::support::{
@@ -133,12 +135,13 @@ pub async fn release_does_not_count_an_attempt(store: Arc<dyn Store>) {
         assert_eq!(leased.item.attempts, 1, "released attempts are not counted");
         assert!(leased.lease.epoch > last_epoch);
         last_epoch = leased.lease.epoch;
-        s.item_release(&leased.lease, now.plus(secs(1)))
+        s.item_release(&leased.lease, None, now.plus(secs(1)))
             .await
             .expect("item_release");
         let item = get(s, id).await;
         assert_eq!(item.status, ItemStatus::Pending);
         assert_eq!(item.attempts, 0, "release gives the attempt back");
+        assert_eq!(item.releases, 0, "a release without a limit is not counted");
         assert!(
             item.run_at <= now.plus(secs(1)),
             "a released item is ready at once"
@@ -151,6 +154,65 @@ pub async fn release_does_not_count_an_attempt(store: Arc<dyn Store>) {
         .await
         .expect("complete");
     assert_eq!(get(s, id).await.status, ItemStatus::Completed);
+}
+
+/// Releases are bounded: with a limit of 2, the first two releases give their attempt back
+/// (`Released`), the third keeps it (`AttemptCounted`, back to pending and ready), and the
+/// fourth, with the budget of 2 spent, dead-letters the item with an error that says it was
+/// released too often; it is never acquired again and its lease is fenced.
+pub async fn releases_past_the_limit_count_attempts_and_dead_letter_when_spent(
+    store: Arc<dyn Store>,
+) {
+    let s = &*store;
+    let id = enqueue(s, new_item("slow", 1).max_attempts(2), T0).await;
+    let limit = Some(2);
+    let expected = [
+        (ReleaseOutcome::Released, 0),
+        (ReleaseOutcome::Released, 0),
+        (ReleaseOutcome::AttemptCounted, 1),
+    ];
+    for (round, (outcome, attempts_after)) in expected.into_iter().enumerate() {
+        let now = at_s(round as i64 * 10);
+        let leased = acquire(s, &req("worker-a"), now).await;
+        assert_eq!(leased.item.id, id);
+        let got = s
+            .item_release(&leased.lease, limit, now.plus(secs(1)))
+            .await
+            .expect("item_release");
+        assert_eq!(got, outcome, "release {}", round + 1);
+        let item = get(s, id).await;
+        assert_eq!(item.status, ItemStatus::Pending);
+        assert_eq!(
+            item.releases,
+            round as u32 + 1,
+            "every limited release is counted"
+        );
+        assert_eq!(item.attempts, attempts_after, "release {}", round + 1);
+        assert!(
+            item.run_at <= now.plus(secs(1)),
+            "a released item is ready at once"
+        );
+        assert_eq!(item.lease(), None);
+        assert_every_write_fenced(s, &leased.lease, now.plus(secs(2))).await;
+    }
+    let last = acquire(s, &req("worker-b"), at_s(100)).await;
+    assert_eq!(last.item.attempts, 2);
+    let got = s
+        .item_release(&last.lease, limit, at_s(101))
+        .await
+        .expect("item_release");
+    assert_eq!(got, ReleaseOutcome::DeadLettered);
+    let item = get(s, id).await;
+    assert_eq!(item.status, ItemStatus::Failed);
+    assert_eq!((item.attempts, item.releases), (2, 4));
+    assert_eq!(item.finished_at, Some(at_s(101)));
+    let error = item.error.unwrap_or_default();
+    assert!(
+        error.contains("released 4 times") && error.contains("limit of 2"),
+        "the error says why: {error}"
+    );
+    assert_every_write_fenced(s, &last.lease, at_s(102)).await;
+    acquire_none(s, &req("worker-a"), at_s(200)).await;
 }
 
 /// Cancelling a pending (even a delayed) item makes it `cancelled` and finished; it is never

@@ -203,7 +203,7 @@ pub async fn finished_or_released_lease_refuses_further_writes(store: Arc<dyn St
     assert_eq!(get(s, dead).await.error.as_deref(), Some("bad input"));
 
     let l = acquire(s, &owner.kinds(["c"]), T0).await.lease;
-    s.item_release(&l, at_s(1)).await.expect("release");
+    s.item_release(&l, None, at_s(1)).await.expect("release");
     assert_every_write_fenced(s, &l, at_s(2)).await;
     assert_eq!(get(s, given_back).await.status, ItemStatus::Pending);
 }

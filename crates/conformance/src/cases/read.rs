@@ -81,7 +81,9 @@ pub async fn leases_of_owner_lists_only_that_owners_in_progress_items(store: Arc
     s.item_complete(&a2.lease, json!(null), at_s(1))
         .await
         .expect("complete");
-    s.item_release(&a3.lease, at_s(1)).await.expect("release");
+    s.item_release(&a3.lease, None, at_s(1))
+        .await
+        .expect("release");
 
     let ids = |items: Vec<leasehold_core::Item>| -> BTreeSet<ItemId> {
         items
