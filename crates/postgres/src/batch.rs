@@ -33,7 +33,7 @@ use leasehold_core::{
     Timestamp,
 };
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Row, Statement};
 
@@ -43,6 +43,11 @@ use crate::ops::acquire::{self, Acquisitions, Filter, ACQUIRE_MANY};
 use crate::ops::complete::{Completions, COMPLETE_MANY};
 use crate::ops::fail::{Failures, FAIL_MANY};
 use crate::ops::renew::{Renewals, RENEW_MANY};
+
+/// Batches in flight at once. With one, a node's workers split into two halves: one half's
+/// calls are being written while the other's queue up, so a batch carries half of them. With
+/// two, the second half's batch is written while the first commits.
+const IN_FLIGHT: usize = 2;
 
 /// The most calls one batch carries; the rest wait for the next.
 const MAX_BATCH: usize = 1024;
@@ -277,9 +282,16 @@ impl Batcher {
     }
 }
 
-/// The task: one batch in flight at a time; whatever arrives meanwhile is the next batch.
+/// The task: up to [`IN_FLIGHT`] batches at a time, each on a connection of its own; whatever
+/// arrives while they are in flight is the next batch. A call to an item that a batch in
+/// flight writes waits for that batch to finish, so two writes to one item are applied in the
+/// order they came, never side by side.
 async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Call>, shared: Arc<Shared>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let finished = Arc::new(Notify::new());
     let mut waiting: VecDeque<Call> = VecDeque::new();
+    let mut open = true;
     loop {
         if waiting.is_empty() {
             match rx.recv().await {
@@ -287,27 +299,62 @@ async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Call>, shared: Arc<Shared>)
                 None => return,
             }
         }
-        while waiting.len() < MAX_BATCH {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        while open && waiting.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(call) => waiting.push_back(call),
-                Err(_) => break,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
             }
         }
         let mut batch = Vec::with_capacity(waiting.len().min(MAX_BATCH));
+        let mut items = Vec::new();
         let mut later = VecDeque::new();
-        let mut items = HashSet::new();
-        while let Some(call) = waiting.pop_front() {
-            if batch.len() == MAX_BATCH {
-                later.push_back(call);
-                continue;
-            }
-            match call.item() {
-                Some(id) if !items.insert(id) => later.push_back(call),
-                _ => batch.push(call),
+        {
+            let mut busy = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some(call) = waiting.pop_front() {
+                if batch.len() == MAX_BATCH {
+                    later.push_back(call);
+                    continue;
+                }
+                match call.item() {
+                    // Already written by this batch or one in flight: the next batch.
+                    Some(id) if !busy.insert(id) => later.push_back(call),
+                    Some(id) => {
+                        items.push(id);
+                        batch.push(call);
+                    }
+                    None => batch.push(call),
+                }
             }
         }
         waiting = later;
-        write(&db, batch, &shared).await;
+        if batch.is_empty() {
+            // Everything waits on a batch in flight.
+            drop(slot);
+            tokio::select! {
+                () = finished.notified() => {}
+                call = rx.recv(), if open => match call {
+                    Some(call) => waiting.push_back(call),
+                    None => open = false,
+                },
+            }
+            continue;
+        }
+        let (db, shared) = (db.clone(), shared.clone());
+        let (in_flight, finished) = (in_flight.clone(), finished.clone());
+        tokio::spawn(async move {
+            write(&db, batch, &shared).await;
+            let mut busy = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            for id in items {
+                busy.remove(&id);
+            }
+            drop(busy);
+            finished.notify_one();
+            drop(slot);
+        });
     }
 }
 
