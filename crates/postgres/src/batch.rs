@@ -46,7 +46,8 @@ use crate::ops::renew::{Renewals, RENEW_MANY};
 
 /// Batches in flight at once. With one, a node's workers split into two halves: one half's
 /// calls are being written while the other's queue up, so a batch carries half of them. With
-/// two, the second half's batch is written while the first commits.
+/// two, the second half's batch is written while the first commits. More (8, 16) made smaller
+/// batches and ran slower on the project's 2-core machine (docs/performance.md).
 const IN_FLIGHT: usize = 2;
 
 /// The most calls one batch carries; the rest wait for the next.
