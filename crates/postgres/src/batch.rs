@@ -44,11 +44,12 @@ use crate::ops::complete::{Completions, COMPLETE_MANY};
 use crate::ops::fail::{Failures, FAIL_MANY};
 use crate::ops::renew::{Renewals, RENEW_MANY};
 
-/// Batches in flight at once. With one, a node's workers split into two halves: one half's
-/// calls are being written while the other's queue up, so a batch carries half of them. With
-/// two, the second half's batch is written while the first commits. More (8, 16) made smaller
-/// batches and ran slower on the project's 2-core machine (docs/performance.md).
-const IN_FLIGHT: usize = 2;
+/// Batches in flight at once, each on a connection of its own. With one, a node's workers
+/// split into two halves (one half's calls are written while the other's queue up), so a batch
+/// carries about half of them; more batches in flight carry fewer calls each. On the
+/// project's 2-core machine, where the server's CPU bounds the hot path, one measured 10–15%
+/// faster than two, and 8 or 16 slower still (docs/performance.md).
+const IN_FLIGHT: usize = 1;
 
 /// Opens a batch's transaction. Its statements are planned once per connection: left to
 /// itself, PostgreSQL plans these statements anew for every execution (their generic plans'
@@ -289,7 +290,7 @@ impl Batcher {
     }
 }
 
-/// The task: up to [`IN_FLIGHT`] batches at a time, each on a connection of its own; whatever
+/// The task: up to [`IN_FLIGHT`] batches at a time; whatever
 /// arrives while they are in flight is the next batch. A call to an item that a batch in
 /// flight writes waits for that batch to finish, so two writes to one item are applied in the
 /// order they came, never side by side.
