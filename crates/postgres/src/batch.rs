@@ -16,6 +16,10 @@
 //! would after a failed write of its own); a deadlock or serialization failure is retried
 //! here first, since nothing of the rolled-back batch applied.
 //!
+//! A caller that goes away after its call was queued (its future dropped) does not withdraw
+//! it, as a statement already sent on a connection is not withdrawn either: the call is
+//! written with its batch and its answer dropped.
+//!
 //! A batch never carries two writes to one item (a completion and a renewal of the same
 //! lease, say): the later one waits for the next batch, so each caller's result is the one it
 //! would get from a store that applied the calls one at a time, in some order.
