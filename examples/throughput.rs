@@ -1,5 +1,5 @@
-//! Throughput against the raw SQLite floor, in one process and one run; on SQLite or PostgreSQL,
-//! with one node or several sharing the queue.
+//! Throughput against the raw floor of its database, in one process and one run; on SQLite or
+//! PostgreSQL, with one node or several sharing the queue.
 //!
 //! 1. Enqueues `--jobs` no-op items in batches (timed: `enqueue_per_s`).
 //! 2. Runs `--nodes` full trees on them (heartbeat children on, fencing on, default
@@ -14,15 +14,25 @@
 //!    then complete and acquire the next together) without the actor tree, its heartbeats and
 //!    its handler tasks (`store_loop_per_s`; 0 without the flag). Between the floor and the full
 //!    tree, it says which of the two the gap is in.
-//! 5. The floor (SQLite only; 0 on PostgreSQL): a raw rusqlite loop over a minimal table on its
-//!    own file, WAL and `synchronous=NORMAL` like the store, leasing 64 pending rows with one
-//!    `UPDATE … RETURNING` per transaction and completing them in one transaction
-//!    (`floor_per_s`).
+//! 5. The floor (`floor_per_s`, and `ratio_to_floor` = `process_per_s / floor_per_s`). On
+//!    SQLite: a raw rusqlite loop over a minimal table on its own file, WAL and
+//!    `synchronous=NORMAL` like the store, leasing 64 pending rows with one `UPDATE … RETURNING`
+//!    per transaction and completing them in one transaction. On PostgreSQL: one tokio-postgres
+//!    connection to the same server, with its settings, on a minimal table in the run's schema
+//!    (`id, status, owner, epoch, lease_expires_at, payload`, one partial index on pending
+//!    rows), leasing 64 rows per transaction with one
+//!    `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT 64) RETURNING` and completing
+//!    them with one `UPDATE … WHERE id = ANY($1)`, prepared statements. The output says
+//!    whether the server runs autovacuum (`autovacuum` in the JSON line); neither the floor nor
+//!    the store relies on it (both take fresh statistics themselves after their bulk load, and
+//!    neither vacuums).
 //!
 //! `--db` takes a new SQLite file (default: a temporary one) or a `postgres://` URL: the run
 //! then works in a fresh schema of its own (`throughput_<pid>_…`), dropped when it ends.
 //! `--analyze` refreshes the planner's statistics after the enqueue (untimed), as autovacuum
 //! would; `--workers` counts each node's workers. The JSON line also says `nodes` and `backend`.
+//! `group_commits` and `writes_per_group` count the transactions that carried the hot path's
+//! writes during the bulk run: SQLite's group commits, PostgreSQL's batches.
 //!
 //! With `--idle-workers N` it instead starts a tree of N workers (each with its heartbeat child),
 //! waits until every worker is idle and reports the process's resident memory.
@@ -51,6 +61,7 @@ use leasehold::runtime::{JobContext, JobError, Leasehold, NodeEvent, NodeHandle}
 use leasehold::{
     AcquireRequest, Clock, NewItem, PgStore, SqliteStore, Store, StoreError, SystemClock,
 };
+use tokio_postgres::NoTls;
 
 /// Items per enqueue transaction.
 const ENQUEUE_BATCH: usize = 1000;
@@ -59,6 +70,16 @@ const ENQUEUE_BATCH: usize = 1000;
 const FLOOR_LEASE: &str = "UPDATE jobs SET status = 1, owner = ?1, lease_expires_at = ?2 \
      WHERE id IN (SELECT id FROM jobs WHERE status = 0 ORDER BY id LIMIT 64) \
      RETURNING id, payload";
+/// The PostgreSQL floor's lease: 64 pending rows in id order (its partial index's order),
+/// passed over when another transaction holds them, as the store's acquisition does.
+const PG_FLOOR_LEASE: &str = "UPDATE floor_jobs SET status = 1, owner = $1, epoch = epoch + 1, \
+         lease_expires_at = $2 \
+     WHERE id IN (SELECT id FROM floor_jobs WHERE status = 0 ORDER BY id LIMIT 64 \
+                  FOR UPDATE SKIP LOCKED) \
+     RETURNING id, payload";
+/// The PostgreSQL floor's completion of one leased batch, fenced by owner like the store's.
+const PG_FLOOR_COMPLETE: &str = "UPDATE floor_jobs SET status = 2, lease_expires_at = NULL \
+     WHERE id = ANY($1) AND status = 1 AND owner = $2";
 /// Single-item pickups measured after the bulk run.
 const PICKUP_SAMPLES: usize = 200;
 /// The longest the bulk run may take before the example gives up.
@@ -79,7 +100,7 @@ struct Args {
     nodes: usize,
     /// A SQLite file for the trees (must not exist yet; default: a fresh temporary file; the
     /// floor uses a file beside it with `.floor` appended), or a `postgres://` URL (the run
-    /// works in a fresh schema of its own there, dropped at the end; no floor).
+    /// works in a fresh schema of its own there, floor included, dropped at the end).
     #[arg(long)]
     db: Option<String>,
     /// Instead of the throughput run: start this many idle workers and report memory.
@@ -88,7 +109,7 @@ struct Args {
     /// Also time the store alone, driven by plain tasks instead of the tree (`store_loop_per_s`).
     #[arg(long)]
     store_loop: bool,
-    /// Skip the raw SQLite floor (its fields are then 0).
+    /// Skip the raw floor (its fields are then 0).
     #[arg(long)]
     no_floor: bool,
     /// On PostgreSQL, refresh the planner's statistics (`ANALYZE`) after the enqueue, untimed,
@@ -166,7 +187,7 @@ impl Target {
 
     /// A store of its own on the target (one per node: its own SQLite connection, or its own
     /// PostgreSQL pool). On SQLite, `hook` counts the store's group commits (and the writes
-    /// they carried); PostgreSQL has no group commit, and its counts stay 0.
+    /// they carried); a PostgreSQL store is kept in `hook` to read its batch counts from.
     async fn open(&self, hook: &GroupCounts) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
         Ok(match self {
             Target::Sqlite(path) => {
@@ -178,7 +199,11 @@ impl Target {
                 })));
                 Arc::new(sqlite)
             }
-            Target::Postgres(schema) => Arc::new(PgStore::open(&schema.url()).await?),
+            Target::Postgres(schema) => {
+                let pg = PgStore::open(&schema.url()).await?;
+                hook.pg.lock().unwrap().push(pg.clone());
+                Arc::new(pg)
+            }
         })
     }
 }
@@ -188,6 +213,25 @@ impl Target {
 struct GroupCounts {
     groups: Arc<AtomicU64>,
     ops: Arc<AtomicU64>,
+    /// The PostgreSQL stores, whose batchers count their own.
+    pg: std::sync::Mutex<Vec<PgStore>>,
+}
+
+impl GroupCounts {
+    /// Transactions that carried hot-path writes, and the writes they carried.
+    fn read(&self) -> (u64, u64) {
+        let pg = self.pg.lock().unwrap();
+        let (mut groups, mut ops) = (
+            self.groups.load(Ordering::Relaxed),
+            self.ops.load(Ordering::Relaxed),
+        );
+        for store in pg.iter() {
+            let s = store.batch_stats();
+            groups += s.batches;
+            ops += s.calls;
+        }
+        (groups, ops)
+    }
 }
 
 async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::error::Error>> {
@@ -227,10 +271,7 @@ async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::err
     }
     wait_completed(&nodes, args.jobs as u64).await?;
     let process_s = t1.elapsed().as_secs_f64();
-    let (groups, grouped_ops) = (
-        counts.groups.load(Ordering::Relaxed),
-        counts.ops.load(Ordering::Relaxed),
-    );
+    let (groups, grouped_ops) = counts.read();
     let status = store.items_count().await?;
     if status.completed != args.jobs as u64 {
         return Err(format!("expected {} completed items, found {status:?}", args.jobs).into());
@@ -269,15 +310,23 @@ async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::err
         0.0
     };
 
-    // 5. The floor (SQLite only).
-    let floor_per_s = if let (false, Target::Sqlite(path)) = (args.no_floor, target) {
-        let mut floor_path = path.as_os_str().to_owned();
-        floor_path.push(".floor");
-        let floor_path = PathBuf::from(floor_path);
-        let jobs = args.jobs;
-        tokio::task::spawn_blocking(move || floor(&floor_path, jobs)).await??
-    } else {
-        0.0
+    // 5. The floor.
+    let mut autovacuum = None;
+    let floor_per_s = match (args.no_floor, target) {
+        (true, _) => 0.0,
+        (false, Target::Sqlite(path)) => {
+            let mut floor_path = path.as_os_str().to_owned();
+            floor_path.push(".floor");
+            let floor_path = PathBuf::from(floor_path);
+            let jobs = args.jobs;
+            tokio::task::spawn_blocking(move || floor(&floor_path, jobs)).await??
+        }
+        (false, Target::Postgres(schema)) => {
+            let url = args.db.as_deref().unwrap_or_default();
+            let (per_s, av) = pg_floor(url, schema.schema(), args.jobs).await?;
+            autovacuum = Some(av);
+            per_s
+        }
     };
 
     let enqueue_per_s = args.jobs as f64 / enqueue_s;
@@ -294,7 +343,7 @@ async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::err
     println!(
         "{} jobs, {} × {} workers on {}: enqueue {:.0}/s, process {:.0}/s, floor {:.0}/s \
          (ratio {:.3}); pickup p50 {:.3} ms, p99 {:.3} ms; peak RSS {:.1} MB; {} group commits, \
-         {:.1} writes each{}",
+         {:.1} writes each{}{}",
         args.jobs,
         args.nodes,
         args.workers,
@@ -312,6 +361,10 @@ async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::err
             format!("; store alone {store_loop_per_s:.0}/s")
         } else {
             String::new()
+        },
+        match &autovacuum {
+            Some(av) => format!("; the server runs with autovacuum={av}"),
+            None => String::new(),
         }
     );
     if args.json {
@@ -332,6 +385,7 @@ async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::err
                 "nodes": args.nodes,
                 "backend": target.backend(),
                 "store_loop_per_s": store_loop_per_s.round(),
+                "autovacuum": autovacuum,
             })
         );
     }
@@ -597,6 +651,73 @@ fn floor(path: &Path, jobs: usize) -> Result<f64, rusqlite::Error> {
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(done, jobs, "the floor processed every row");
     Ok(jobs as f64 / secs)
+}
+
+/// The raw PostgreSQL floor, on one connection of its own to the server `url` names: `jobs`
+/// rows in a minimal table in `schema` (dropped with it), leased 64 per transaction and
+/// completed with one statement per leased batch. Returns rows processed per second (the
+/// insert and its `ANALYZE` are not timed) and the server's `autovacuum` setting. The table is
+/// analyzed after the load, as the store analyzes its own: with autovacuum off, the planner
+/// would otherwise take it for empty.
+async fn pg_floor(
+    url: &str,
+    schema: &str,
+    jobs: usize,
+) -> Result<(f64, String), Box<dyn std::error::Error>> {
+    let (client, connection) = url
+        .parse::<tokio_postgres::Config>()?
+        .connect(NoTls)
+        .await?;
+    let conn = tokio::spawn(connection);
+    let autovacuum: String = client.query_one("SHOW autovacuum", &[]).await?.get(0);
+    client
+        .batch_execute(&format!(
+            "SET search_path = {schema};
+             CREATE TABLE floor_jobs (
+                 id               BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+                 status           SMALLINT NOT NULL DEFAULT 0,
+                 owner            TEXT,
+                 epoch            BIGINT NOT NULL DEFAULT 0,
+                 lease_expires_at BIGINT,
+                 payload          JSON NOT NULL
+             );
+             CREATE INDEX floor_jobs_pending ON floor_jobs (id) WHERE status = 0;"
+        ))
+        .await?;
+    client
+        .execute(
+            "INSERT INTO floor_jobs (payload) \
+             SELECT json_build_object('n', n) FROM generate_series(1, $1::bigint) AS n",
+            &[&(jobs as i64)],
+        )
+        .await?;
+    client.batch_execute("ANALYZE floor_jobs").await?;
+    let lease = client.prepare(PG_FLOOR_LEASE).await?;
+    let complete = client.prepare(PG_FLOOR_COMPLETE).await?;
+    let started = Instant::now();
+    let mut done = 0usize;
+    loop {
+        let expires = SystemClock.now().0 + 300_000;
+        let leased = client.query(&lease, &[&"floor", &expires]).await?;
+        if leased.is_empty() {
+            break;
+        }
+        let ids: Vec<i64> = leased.iter().map(|r| r.get(0)).collect();
+        let changed = client.execute(&complete, &[&ids, &"floor"]).await?;
+        assert_eq!(
+            changed as usize,
+            ids.len(),
+            "the floor completed what it leased"
+        );
+        done += ids.len();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    drop(client);
+    let _ = conn.await;
+    if done != jobs {
+        return Err(format!("the PostgreSQL floor processed {done} of {jobs} rows").into());
+    }
+    Ok((jobs as f64 / secs, autovacuum))
 }
 
 /// A field of /proc/self/status in MB (`VmHWM`: peak resident set; `VmRSS`: current).

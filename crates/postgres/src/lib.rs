@@ -25,6 +25,8 @@
 //! - `schema`: the tables and indexes, the versioned migrations and the open sequence.
 //! - [`DatabaseClock`]: a `Clock` anchored to the server's clock, for every node to share.
 //! - `db`: the pool and the helpers every operation runs statements with.
+//! - `batch`: the hot path's batcher: every caller's acquisitions, completions, failed
+//!   attempts and renewals written together, one transaction per batch.
 //! - `ops`: one module per operation, each holding its own SQL.
 //! - `notify`: LISTEN/NOTIFY wake-ups for idle workers ([`PgStore::subscribe`], and the
 //!   runtime's [`Store::wakeups`], which every node listens to).
@@ -32,6 +34,7 @@
 //! - `error`: how PostgreSQL's errors become [`StoreError`]s.
 //! - [`testing`]: a fresh schema per test from `LEASEHOLD_PG_URL`, or the reason to skip.
 
+mod batch;
 mod clock;
 mod db;
 mod error;
@@ -60,15 +63,17 @@ use serde_json::Value;
 use tokio::sync::{broadcast, OnceCell};
 use tokio_postgres::NoTls;
 
+pub use batch::{BatchCommitHook, BatchStats};
 pub use clock::DatabaseClock;
 pub use notify::WAKE_ALL;
 pub use options::{is_postgres_url, PgOptions};
 
+use crate::batch::Batcher;
 use crate::db::Db;
 use crate::notify::{Listener, Subscription};
 use crate::ops::{
-    acquire, activity, cancel, checkpoint, cleanup, complete, enqueue, fail, progress, read, reap,
-    recover, registry, release, renew,
+    activity, cancel, checkpoint, cleanup, enqueue, progress, read, reap, recover, registry,
+    release, renew,
 };
 
 /// How long a connection attempt may take before the open (or an operation) fails.
@@ -81,6 +86,8 @@ const POOL_WAIT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct PgStore {
     db: Db,
+    /// Where the hot path's fenced writes and acquisitions go (see `batch`).
+    batch: Batcher,
     opts: Arc<PgOptions>,
     config: Arc<tokio_postgres::Config>,
     channel: Arc<str>,
@@ -163,8 +170,10 @@ impl PgStore {
             .map_err(|e| StoreError::Backend(format!("PostgreSQL pool: {e}").into()))?;
         schema::open(&pool, &opts).await?;
         tracing::debug!(schema = %opts.schema, version = schema::SCHEMA_VERSION, "opened PostgreSQL store");
+        let db = Db::new(pool);
         Ok(PgStore {
-            db: Db::new(pool),
+            batch: Batcher::start(db.clone()),
+            db,
             channel: opts.channel().into(),
             opts: Arc::new(opts),
             config: Arc::new(listen_config),
@@ -181,6 +190,18 @@ impl PgStore {
     pub fn with_host_clock(mut self, host: Arc<dyn Clock>) -> PgStore {
         self.host_clock = host;
         self
+    }
+
+    /// Sets (or clears) the hook called right before each batch of the hot path's writes
+    /// commits (see [`BatchCommitHook`]); a fault-injection point for tests.
+    pub fn set_batch_commit_hook(&self, hook: Option<BatchCommitHook>) {
+        self.batch.set_hook(hook);
+    }
+
+    /// How many batches of the hot path's writes this store (and its clones) committed, and
+    /// how many calls they carried.
+    pub fn batch_stats(&self) -> BatchStats {
+        self.batch.stats()
     }
 
     /// The schema this store works in.
@@ -235,7 +256,7 @@ impl Store for PgStore {
         req: &AcquireRequest,
         now: Timestamp,
     ) -> StoreResult<Vec<Leased>> {
-        acquire::run(&self.db, req, now).await
+        self.batch.acquire(req, now).await
     }
 
     async fn lease_renew(
@@ -244,7 +265,7 @@ impl Store for PgStore {
         duration: Duration,
         now: Timestamp,
     ) -> StoreResult<Timestamp> {
-        renew::one(&self.db, lease, duration, now).await
+        self.batch.renew(lease, duration, now).await
     }
 
     async fn leases_renew_owner(
@@ -262,7 +283,7 @@ impl Store for PgStore {
         output: Value,
         now: Timestamp,
     ) -> StoreResult<()> {
-        complete::run(&self.db, lease, &output, now).await
+        self.batch.complete(lease, output, now).await
     }
 
     async fn item_fail(
@@ -272,7 +293,7 @@ impl Store for PgStore {
         disposition: FailDisposition,
         now: Timestamp,
     ) -> StoreResult<FailOutcome> {
-        fail::run(&self.db, lease, error, disposition, now).await
+        self.batch.fail(lease, error, disposition, now).await
     }
 
     async fn item_release(

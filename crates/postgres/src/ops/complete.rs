@@ -1,32 +1,64 @@
 //! `item_complete`: the one place output is committed.
 
-use leasehold_core::{LeaseRef, StoreResult, Timestamp};
+use std::collections::HashSet;
+
+use leasehold_core::{LeaseRef, Timestamp};
 use serde_json::Value;
+use tokio_postgres::{Client, Statement};
 
-use crate::db::Db;
-use crate::error::lease_lost;
+/// Fenced per row, so output is committed once, by the current holder only: owner and epoch
+/// are part of the join, and a row whose lease was taken over is simply not in the result.
+/// The owner columns stay as a record of who finished the item; the lease expiry goes.
+pub(crate) const COMPLETE_MANY: &str =
+    "UPDATE items SET status = 'completed', output = b.output, finished_at = b.now, \
+         updated_at = b.now, lease_expires_at = NULL \
+     FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::json[], $5::bigint[]) \
+         AS b(id, owner, epoch, output, now) \
+     WHERE items.id = b.id AND items.status = 'in_progress' AND items.owner = b.owner \
+       AND items.epoch = b.epoch \
+     RETURNING items.id";
 
-/// Fenced, so output is committed once, by the current holder only. The owner columns stay as
-/// a record of who finished the item; the lease expiry goes.
-const COMPLETE: &str = "UPDATE items SET status = 'completed', output = $4, finished_at = $5, \
-         updated_at = $5, lease_expires_at = NULL \
-     WHERE id = $1 AND status = 'in_progress' AND owner = $2 AND epoch = $3";
+/// One batch's completions, as the columns [`COMPLETE_MANY`] takes.
+#[derive(Default)]
+pub(crate) struct Completions {
+    ids: Vec<i64>,
+    owners: Vec<String>,
+    epochs: Vec<i64>,
+    outputs: Vec<Value>,
+    nows: Vec<i64>,
+}
 
-/// Completes the item with `output`.
-pub(crate) async fn run(
-    db: &Db,
-    lease: &LeaseRef,
-    output: &Value,
-    now: Timestamp,
-) -> StoreResult<()> {
-    let changed = db
-        .execute(
-            COMPLETE,
-            &[&lease.item.0, &lease.owner, &lease.epoch, output, &now.0],
-        )
-        .await?;
-    if changed == 0 {
-        return Err(lease_lost(lease));
+impl Completions {
+    pub(crate) fn push(&mut self, lease: &LeaseRef, output: Value, now: Timestamp) {
+        self.ids.push(lease.item.0);
+        self.owners.push(lease.owner.clone());
+        self.epochs.push(lease.epoch);
+        self.outputs.push(output);
+        self.nows.push(now.0);
     }
-    Ok(())
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Runs the statement; returns the ids it completed (the others' leases were lost).
+    pub(crate) async fn run(
+        &self,
+        c: &Client,
+        stmt: &Statement,
+    ) -> Result<HashSet<i64>, tokio_postgres::Error> {
+        let rows = c
+            .query(
+                stmt,
+                &[
+                    &self.ids,
+                    &self.owners,
+                    &self.epochs,
+                    &self.outputs,
+                    &self.nows,
+                ],
+            )
+            .await?;
+        rows.iter().map(|r| r.try_get::<_, i64>(0)).collect()
+    }
 }

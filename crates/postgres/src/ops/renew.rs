@@ -1,16 +1,22 @@
 //! `lease_renew` and `leases_renew_owner`: the heartbeat's writes.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use leasehold_core::{LeaseRef, StoreResult, Timestamp};
+use tokio_postgres::{Client, Statement};
 
 use crate::db::Db;
-use crate::error::lease_lost;
 
-/// Fenced: an expired lease that nobody has taken back yet is still its holder's to renew.
-const RENEW: &str =
-    "UPDATE items SET lease_expires_at = $4, last_heartbeat_at = $5, updated_at = $5 \
-     WHERE id = $1 AND status = 'in_progress' AND owner = $2 AND epoch = $3";
+/// Fenced per row: an expired lease that nobody has taken back yet is still its holder's to
+/// renew; a row whose lease was taken over is not in the result.
+pub(crate) const RENEW_MANY: &str =
+    "UPDATE items SET lease_expires_at = b.expires, last_heartbeat_at = b.now, updated_at = b.now \
+     FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) \
+         AS b(id, owner, epoch, expires, now) \
+     WHERE items.id = b.id AND items.status = 'in_progress' AND items.owner = b.owner \
+       AND items.epoch = b.epoch \
+     RETURNING items.id";
 
 /// Locks the owner's rows in id order first (the order every multi-row write uses), so a
 /// renewal and a concurrent recovery of the same rows cannot deadlock.
@@ -20,30 +26,51 @@ const RENEW_OWNER: &str =
                   ORDER BY id FOR UPDATE) \
        AND status = 'in_progress' AND owner = $1";
 
-/// Extends one lease to `now + duration`.
-pub(crate) async fn one(
-    db: &Db,
-    lease: &LeaseRef,
-    duration: Duration,
-    now: Timestamp,
-) -> StoreResult<Timestamp> {
-    let expires_at = now.plus(duration);
-    let changed = db
-        .execute(
-            RENEW,
-            &[
-                &lease.item.0,
-                &lease.owner,
-                &lease.epoch,
-                &expires_at.0,
-                &now.0,
-            ],
-        )
-        .await?;
-    if changed == 0 {
-        return Err(lease_lost(lease));
+/// One batch's renewals, as the columns [`RENEW_MANY`] takes.
+#[derive(Default)]
+pub(crate) struct Renewals {
+    ids: Vec<i64>,
+    owners: Vec<String>,
+    epochs: Vec<i64>,
+    expires: Vec<i64>,
+    nows: Vec<i64>,
+}
+
+impl Renewals {
+    /// Adds a renewal to `now + duration`.
+    pub(crate) fn push(&mut self, lease: &LeaseRef, duration: Duration, now: Timestamp) {
+        let expires_at = now.plus(duration);
+        self.ids.push(lease.item.0);
+        self.owners.push(lease.owner.clone());
+        self.epochs.push(lease.epoch);
+        self.expires.push(expires_at.0);
+        self.nows.push(now.0);
     }
-    Ok(expires_at)
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Runs the statement; returns the ids it renewed (the others' leases were lost).
+    pub(crate) async fn run(
+        &self,
+        c: &Client,
+        stmt: &Statement,
+    ) -> Result<HashSet<i64>, tokio_postgres::Error> {
+        let rows = c
+            .query(
+                stmt,
+                &[
+                    &self.ids,
+                    &self.owners,
+                    &self.epochs,
+                    &self.expires,
+                    &self.nows,
+                ],
+            )
+            .await?;
+        rows.iter().map(|r| r.try_get::<_, i64>(0)).collect()
+    }
 }
 
 /// Extends every lease `owner` holds, in one statement.

@@ -1,0 +1,155 @@
+//! The batched hot path on PostgreSQL: concurrent calls share one transaction, and each caller
+//! still hears its own result. Each test works in its own schema; without `LEASEHOLD_PG_URL`
+//! each prints why it was skipped.
+//!
+//! The tests run on tokio's current-thread runtime on purpose: every call queues itself when
+//! first polled, so calls joined in one `join!` are all queued before the store's batcher
+//! task first runs, and they form one batch (the tests check that with the store's counts).
+
+use std::time::Duration;
+
+use leasehold_conformance::support::{acquire, at_s, enqueue_n, expect_lease_lost, get, req, T0};
+use leasehold_core::{FailDisposition, FailOutcome, ItemStatus, Store};
+use leasehold_postgres::testing::store_or_skip;
+use leasehold_postgres::BatchStats;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_batch_with_one_lost_lease_commits_the_others_and_refuses_that_one_alone() {
+    let Some((store, _schema)) = store_or_skip(
+        "a_batch_with_one_lost_lease_commits_the_others_and_refuses_that_one_alone",
+        "lh_batch",
+    )
+    .await
+    else {
+        return;
+    };
+    let ids = enqueue_n(&store, "job", 5, T0).await;
+    let mut leases = Vec::new();
+    for w in 0..5 {
+        leases.push(acquire(&store, &req(&format!("w{w}")), at_s(1)).await.lease);
+    }
+    // w1's and w4's leases are taken over: their previous incarnations recovered the items
+    // (requeued, epoch bumped), so every write under the old leases must be refused.
+    store.items_recover_owner("w1", at_s(2)).await.unwrap();
+    store.items_recover_owner("w4", at_s(2)).await.unwrap();
+
+    let before = store.batch_stats();
+    let now = at_s(3);
+    let (done0, lost1, failed2, renewed3, lost4) = tokio::join!(
+        store.item_complete(&leases[0], json!("zero"), now),
+        store.item_complete(&leases[1], json!("zombie"), now),
+        store.item_fail(
+            &leases[2],
+            "boom",
+            FailDisposition::Retry {
+                delay: Duration::from_secs(10)
+            },
+            now
+        ),
+        store.lease_renew(&leases[3], Duration::from_secs(60), now),
+        store.lease_renew(&leases[4], Duration::from_secs(60), now),
+    );
+    let after = store.batch_stats();
+    assert_eq!(
+        after,
+        BatchStats {
+            batches: before.batches + 1,
+            calls: before.calls + 5,
+        },
+        "the five calls were written in one batch"
+    );
+
+    done0.expect("the holder's completion applies");
+    expect_lease_lost(lost1, &leases[1], "a completion under a lost lease");
+    assert_eq!(
+        failed2.expect("the holder's failure applies"),
+        FailOutcome::Retrying { run_at: at_s(13) }
+    );
+    assert_eq!(renewed3.expect("the holder's renewal applies"), at_s(63));
+    expect_lease_lost(lost4, &leases[4], "a renewal under a lost lease");
+
+    let zero = get(&store, ids[0]).await;
+    assert_eq!(zero.status, ItemStatus::Completed);
+    assert_eq!(zero.output, Some(json!("zero")));
+    let one = get(&store, ids[1]).await;
+    assert_eq!(one.status, ItemStatus::Pending, "{one:?}");
+    assert_eq!(one.output, None, "the zombie's output was not written");
+    let two = get(&store, ids[2]).await;
+    assert_eq!(two.status, ItemStatus::Pending);
+    assert_eq!(two.error.as_deref(), Some("boom"));
+    assert_eq!(two.run_at, at_s(13));
+    let three = get(&store, ids[3]).await;
+    assert_eq!(three.lease_expires_at, Some(at_s(63)));
+    let four = get(&store, ids[4]).await;
+    assert_eq!(four.status, ItemStatus::Pending);
+    assert_eq!(
+        four.last_heartbeat_at, None,
+        "the lost renewal changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn idle_workers_acquisitions_share_one_statement_and_never_share_an_item() {
+    let Some((store, _schema)) = store_or_skip(
+        "idle_workers_acquisitions_share_one_statement_and_never_share_an_item",
+        "lh_batch",
+    )
+    .await
+    else {
+        return;
+    };
+    enqueue_n(&store, "job", 5, T0).await;
+    let reqs: Vec<_> = (0..8).map(|w| req(&format!("w{w}"))).collect();
+    let before = store.batch_stats();
+    let got = futures::future::join_all(reqs.iter().map(|r| store.item_acquire(r, at_s(1)))).await;
+    assert_eq!(store.batch_stats().batches, before.batches + 1, "one batch");
+    let mut items = std::collections::BTreeSet::new();
+    let mut served = 0;
+    for (r, leased) in reqs.iter().zip(got) {
+        if let Some(leased) = leased.expect("acquire") {
+            served += 1;
+            assert_eq!(
+                leased.lease.owner, r.owner,
+                "leased to the worker that asked"
+            );
+            assert_eq!(leased.item.owner.as_deref(), Some(r.owner.as_str()));
+            assert_eq!(leased.expires_at, at_s(1).plus(r.lease));
+            assert!(items.insert(leased.item.id), "an item went to two workers");
+        }
+    }
+    assert_eq!(
+        served, 5,
+        "five items for eight idle workers: five leased, no more"
+    );
+    // The statement leased one item per worker, so the rest wait as pending.
+    assert_eq!(store.items_count().await.unwrap().in_progress, 5);
+}
+
+#[tokio::test]
+async fn a_renewal_and_a_completion_of_one_lease_go_to_separate_batches() {
+    let Some((store, _schema)) = store_or_skip(
+        "a_renewal_and_a_completion_of_one_lease_go_to_separate_batches",
+        "lh_batch",
+    )
+    .await
+    else {
+        return;
+    };
+    let ids = enqueue_n(&store, "job", 1, T0).await;
+    let lease = acquire(&store, &req("w0"), at_s(1)).await.lease;
+    let before = store.batch_stats();
+    let (renewed, completed) = tokio::join!(
+        store.lease_renew(&lease, Duration::from_secs(60), at_s(2)),
+        store.item_complete(&lease, json!("done"), at_s(2)),
+    );
+    assert_eq!(
+        store.batch_stats().batches,
+        before.batches + 2,
+        "one statement never writes one row twice"
+    );
+    // As if applied one at a time, in the order they came: the renewal, then the completion.
+    assert_eq!(renewed.expect("renewed first"), at_s(62));
+    completed.expect("completed second");
+    assert_eq!(get(&store, ids[0]).await.status, ItemStatus::Completed);
+}
