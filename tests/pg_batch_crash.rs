@@ -24,6 +24,9 @@ use leasehold::{Clock, ItemFilter, ItemStatus, LeaseRef, NewItem, NodeEvent, PgS
 
 const CHILD_URL: &str = "LEASEHOLD_PG_BATCH_CRASH_CHILD_URL";
 const NODE: &str = "pg-batch-crash";
+/// Both processes' heartbeat: short, so the killed child's registry row goes stale soon and the
+/// restart under its node id waits for it briefly.
+const BEAT: Duration = Duration::from_millis(200);
 const AT_COMMIT: &str = "AT_COMMIT";
 const ITEMS: usize = 8;
 const WORKERS: usize = 4;
@@ -107,9 +110,12 @@ async fn kill_before_a_batch_commits_loses_nothing_and_completes_once() {
         .collect();
 
     // The node restarts under the same id: its workers' recover_mine takes the items back.
+    // Its predecessor's registry row is still fresh: takeover waits until it is stale.
     let builder = Leasehold::builder(store.clone())
         .node_id(NODE)
         .workers(WORKERS)
+        .heartbeat(BEAT)
+        .takeover(true)
         .record_completions(true)
         .handler("job", |_ctx: JobContext| async move {
             Ok::<_, JobError>(json!("after restart"))
@@ -187,6 +193,7 @@ async fn child_runs_items_and_stops_at_commit() {
     let builder = Leasehold::builder(store)
         .node_id(NODE)
         .workers(WORKERS)
+        .heartbeat(BEAT)
         .handler("job", |_ctx: JobContext| async move {
             Ok::<_, JobError>(json!("before the kill"))
         });
