@@ -26,6 +26,9 @@
 //! - [`DatabaseClock`]: a `Clock` anchored to the server's clock, for every node to share.
 //! - `db`: the pool and the helpers every operation runs statements with.
 //! - `ops`: one module per operation, each holding its own SQL.
+//! - `durable`: the [`DurableStore`](leasehold_core::durable::DurableStore) impl (checkpoints
+//!   with evidence, the tool ledger, the LLM output cache with cross-host claims), one module
+//!   per concern as in `ops`.
 //! - `notify`: LISTEN/NOTIFY wake-ups for idle workers ([`PgStore::subscribe`], and the
 //!   runtime's [`Store::wakeups`], which every node listens to).
 //! - `row`: the column lists every query selects and their decoders to core types.
@@ -34,6 +37,7 @@
 
 mod clock;
 mod db;
+mod durable;
 mod error;
 mod notify;
 mod ops;
