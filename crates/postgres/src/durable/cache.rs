@@ -9,11 +9,12 @@
 
 use std::time::Duration;
 
+use deadpool_postgres::Transaction;
 use leasehold_core::durable::{CacheClaim, CacheEntry, NewCacheEntry};
 use leasehold_core::{StoreError, StoreResult, Timestamp};
 use serde_json::Value;
 
-use crate::db::{prepared, Db};
+use crate::db::{finish, prepared, Db};
 use crate::error::{corrupt, from_pg, no_nul};
 use crate::row::col;
 
@@ -72,17 +73,27 @@ pub(super) async fn claim(
     let until = now.plus(ttl);
     let mut c = db.conn().await?;
     let tx = c.transaction().await.map_err(from_pg)?;
+    let outcome = claim_in(&tx, key, claimant, until, now).await;
+    finish(tx, outcome).await
+}
+
+async fn claim_in(
+    tx: &Transaction<'_>,
+    key: &str,
+    claimant: &str,
+    until: Timestamp,
+    now: Timestamp,
+) -> StoreResult<CacheClaim> {
     for _ in 0..CLAIM_ROUNDS {
-        let stmt = prepared(&tx, CLAIM_NEW).await?;
+        let stmt = prepared(tx, CLAIM_NEW).await?;
         let inserted = tx
             .query_opt(&stmt, &[&key, &claimant, &until.0, &now.0])
             .await
             .map_err(from_pg)?;
         if inserted.is_some() {
-            tx.commit().await.map_err(from_pg)?;
             return Ok(CacheClaim::Claimed { until });
         }
-        let stmt = prepared(&tx, LOCK).await?;
+        let stmt = prepared(tx, LOCK).await?;
         let Some(r) = tx.query_opt(&stmt, &[&key]).await.map_err(from_pg)? else {
             // Deleted since the insert saw it: try to insert again.
             continue;
@@ -90,13 +101,12 @@ pub(super) async fn claim(
         let state: String = col(&r, 0)?;
         let expires_at: Option<i64> = col(&r, 5)?;
         if state == "ready" && expires_at.is_some_and(|e| e > now.0) {
-            let stmt = prepared(&tx, HIT).await?;
+            let stmt = prepared(tx, HIT).await?;
             tx.execute(&stmt, &[&key]).await.map_err(from_pg)?;
             let output: Option<Value> = col(&r, 1)?;
             let output =
                 output.ok_or_else(|| corrupt(format!("cached output of {key} is missing")))?;
             let hits: i64 = col(&r, 6)?;
-            tx.commit().await.map_err(from_pg)?;
             return Ok(CacheClaim::Hit(CacheEntry {
                 key: key.to_owned(),
                 output,
@@ -110,7 +120,6 @@ pub(super) async fn claim(
             let other = other.unwrap_or_default();
             let claim_expires_at: Option<i64> = col(&r, 3)?;
             if claim_expires_at.is_some_and(|t| t > now.0) && other != claimant {
-                tx.commit().await.map_err(from_pg)?;
                 return Ok(CacheClaim::Busy {
                     claimant: other,
                     until: Timestamp(claim_expires_at.unwrap_or_default()),
@@ -118,11 +127,10 @@ pub(super) async fn claim(
             }
         }
         // An expired entry, a lapsed claim, or our own (renewed): take the key.
-        let stmt = prepared(&tx, TAKE).await?;
+        let stmt = prepared(tx, TAKE).await?;
         tx.execute(&stmt, &[&key, &claimant, &until.0, &now.0])
             .await
             .map_err(from_pg)?;
-        tx.commit().await.map_err(from_pg)?;
         return Ok(CacheClaim::Claimed { until });
     }
     Err(StoreError::Backend(

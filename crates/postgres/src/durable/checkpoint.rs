@@ -9,7 +9,7 @@ use leasehold_core::{ItemId, LeaseRef, StoreError, StoreResult, Timestamp};
 use serde_json::Value;
 use tokio_postgres::Row;
 
-use crate::db::{prepared, Db};
+use crate::db::{finish, prepared, Db};
 use crate::error::{corrupt, from_pg, lease_lost, no_nul};
 use crate::row::col;
 
@@ -117,22 +117,32 @@ pub(super) async fn commit(
     commit: &StepCommit<'_>,
     now: Timestamp,
 ) -> StoreResult<CheckpointRecord> {
-    let (lease, id, tool) = (commit.lease, commit.checkpoint, commit.tool);
     commit
         .evidence
         .validate()
         .map_err(StoreError::InvalidInput)?;
     let evidence = serde_json::to_value(commit.evidence)
         .map_err(|e| StoreError::InvalidInput(format!("evidence is not storable: {e}")))?;
-    if let Some(t) = tool {
+    if let Some(t) = commit.tool {
         no_nul("ledger key", &t.key)?;
         no_nul("tool", &t.tool)?;
         no_nul("command", &t.command)?;
     }
     let mut c = db.conn().await?;
     let tx = c.transaction().await.map_err(from_pg)?;
-    fence(&tx, lease).await?;
-    let stmt = prepared(&tx, COMMIT).await?;
+    let outcome = commit_in(&tx, commit, &evidence, now).await;
+    finish(tx, outcome).await
+}
+
+async fn commit_in(
+    tx: &Transaction<'_>,
+    commit: &StepCommit<'_>,
+    evidence: &Value,
+    now: Timestamp,
+) -> StoreResult<CheckpointRecord> {
+    let (lease, id, tool) = (commit.lease, commit.checkpoint, commit.tool);
+    fence(tx, lease).await?;
+    let stmt = prepared(tx, COMMIT).await?;
     let changed = tx
         .execute(
             &stmt,
@@ -140,7 +150,7 @@ pub(super) async fn commit(
                 &id,
                 &lease.item.0,
                 &lease.epoch,
-                &evidence,
+                evidence,
                 &now.0,
                 &commit.snapshot,
             ],
@@ -154,7 +164,7 @@ pub(super) async fn commit(
         )));
     }
     if let Some(t) = tool {
-        let stmt = prepared(&tx, RECORD_TOOL).await?;
+        let stmt = prepared(tx, RECORD_TOOL).await?;
         tx.execute(
             &stmt,
             &[
@@ -172,15 +182,13 @@ pub(super) async fn commit(
         .await
         .map_err(from_pg)?;
     }
-    let stmt = prepared(&tx, GET).await?;
+    let stmt = prepared(tx, GET).await?;
     let row = tx
         .query_opt(&stmt, &[&id])
         .await
         .map_err(from_pg)?
         .ok_or_else(|| corrupt(format!("checkpoint {id} vanished")))?;
-    let record = record(&row)?;
-    tx.commit().await.map_err(from_pg)?;
-    Ok(record)
+    record(&row)
 }
 
 /// Refuses with `LeaseLost` unless `lease` is current, and holds the item row (shared) until
@@ -237,8 +245,18 @@ pub(super) async fn rollback(
 ) -> StoreResult<u64> {
     let mut c = db.conn().await?;
     let tx = c.transaction().await.map_err(from_pg)?;
-    fence(&tx, lease).await?;
-    let stmt = prepared(&tx, TARGET_STATE).await?;
+    let outcome = rollback_in(&tx, lease, to, now).await;
+    finish(tx, outcome).await
+}
+
+async fn rollback_in(
+    tx: &Transaction<'_>,
+    lease: &LeaseRef,
+    to: i64,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    fence(tx, lease).await?;
+    let stmt = prepared(tx, TARGET_STATE).await?;
     let target: Option<String> = tx
         .query_opt(&stmt, &[&to, &lease.item.0])
         .await
@@ -259,12 +277,11 @@ pub(super) async fn rollback(
             )))
         }
     }
-    let stmt = prepared(&tx, ROLLBACK).await?;
+    let stmt = prepared(tx, ROLLBACK).await?;
     let n = tx
         .execute(&stmt, &[&lease.item.0, &to, &now.0])
         .await
         .map_err(from_pg)?;
-    tx.commit().await.map_err(from_pg)?;
     Ok(n)
 }
 
