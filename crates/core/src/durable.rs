@@ -3,9 +3,18 @@
 //!
 //! The logic (verifying evidence, single-flight, replay, resuming a task) lives in
 //! `leasehold-durable`; this module only says what is stored and which writes are fenced.
-//! Every checkpoint write by a lease holder carries a [`LeaseRef`] and is refused with
-//! [`StoreError::LeaseLost`](crate::StoreError::LeaseLost) when the holder's lease is gone,
-//! exactly like [`Store::checkpoint_save`](crate::Store::checkpoint_save).
+//!
+//! # The fencing rule
+//! Every durable write made on behalf of an item — beginning, committing, rolling back and
+//! pruning checkpoints, recording a verification, recording a tool's result, counting a
+//! replay, and claiming, renewing, filling or releasing an LLM cache key — carries the
+//! holder's [`LeaseRef`] and applies only while that lease is current (the item is
+//! `in_progress` under the same owner and epoch), checked in the same transaction as the
+//! write. A stale holder (a "zombie" whose item was requeued, taken over or finished) gets
+//! [`StoreError::LeaseLost`](crate::StoreError::LeaseLost) and changes nothing, exactly like
+//! [`Store::checkpoint_save`](crate::Store::checkpoint_save). Only reads and maintenance that
+//! acts on no item's behalf (`checkpoint_get`, `checkpoints_of`, `evidence_row_exists`, an
+//! uncounted `ledger_get`, `ledger_history`, the purges, `cache_invalidate`) are unfenced.
 
 use std::fmt;
 use std::str::FromStr;
@@ -374,12 +383,15 @@ pub struct CheckpointRecord {
 /// A tool execution to record with its step's checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewLedgerEntry {
-    /// The ledger key (a digest of tool, command and task).
+    /// The ledger key (a digest of tool, command, task and call).
     pub key: String,
     /// The tool's name.
     pub tool: String,
     /// The command it ran.
     pub command: String,
+    /// The call's identity within its task (its position within its step, or a key the
+    /// caller chose), so that the same command run twice in one task is two records.
+    pub call: String,
     /// Its result.
     pub result: Value,
     /// When the entry stops being replayed.
@@ -401,6 +413,9 @@ pub struct LedgerEntry {
     pub tool: String,
     /// The command.
     pub command: String,
+    /// The call's identity within its task (see [`NewLedgerEntry::call`]); empty for records
+    /// written before calls had one.
+    pub call: String,
     /// The recorded result, replayed instead of executing again.
     pub result: Value,
     /// The `tool_executed` checkpoint committed with it.
@@ -455,11 +470,12 @@ pub enum CacheClaim {
         /// When the claim lapses and another claimant may take over.
         until: Timestamp,
     },
-    /// Someone else is generating this key until at most `until`: wait and ask again.
+    /// Another current lease is generating this key until at most `until`: wait and ask
+    /// again. (A claim whose lease is no longer current is never `Busy`: it is dead at once.)
     Busy {
-        /// The other claimant.
-        claimant: String,
-        /// When its claim lapses.
+        /// The lease that holds the claim.
+        holder: LeaseRef,
+        /// When its claim lapses unless renewed.
         until: Timestamp,
     },
 }
@@ -467,11 +483,17 @@ pub enum CacheClaim {
 /// Storage for durable execution: checkpoints, the tool ledger and the LLM output cache.
 ///
 /// Backend-agnostic and object-safe (`Arc<dyn DurableStore>`); `now` comes from the caller's
-/// clock. Writes that carry a [`LeaseRef`] apply only while that lease is current and otherwise
-/// fail with `LeaseLost`, changing nothing.
+/// clock. **Fencing:** every method that takes a [`LeaseRef`] writes on behalf of that lease's
+/// item and applies only while the lease is current — the item is `in_progress` under the
+/// same owner and epoch, read in the same transaction as the write. Otherwise it fails with
+/// [`StoreError::LeaseLost`](crate::StoreError::LeaseLost) and changes nothing (no row, no
+/// counter, no claim). Checks of the arguments alone (an empty name, a zero ttl) may come
+/// before the fence; everything that reads stored state comes after it.
 #[async_trait]
 pub trait DurableStore: Send + Sync + fmt::Debug + 'static {
-    /// Writes a `begun` checkpoint for `step` (fenced); returns its id.
+    /// Writes a `begun` checkpoint for `step` of the lease's item; returns its id.
+    ///
+    /// Fenced (`LeaseLost`). `InvalidInput` for a negative position or an empty name.
     async fn step_begin(
         &self,
         lease: &LeaseRef,
@@ -479,34 +501,42 @@ pub trait DurableStore: Send + Sync + fmt::Debug + 'static {
         now: Timestamp,
     ) -> StoreResult<i64>;
 
-    /// Commits a begun checkpoint with its evidence (fenced: the same item, owner and epoch
-    /// that began it), replacing its snapshot when `snapshot` is given (the state after the
-    /// step); with `tool`, records the tool execution in the same transaction (replacing an
-    /// earlier record of the same key), so a crash can never leave one without the other.
-    /// `InvalidInput` if `checkpoint` is not a begun checkpoint of this lease's item.
+    /// Commits a begun checkpoint with its evidence, replacing its snapshot when `snapshot`
+    /// is given (the state after the step); with `tool`, records the tool execution in the
+    /// same transaction (replacing an earlier record of the same key), so a crash can never
+    /// leave one without the other.
+    ///
+    /// Fenced (`LeaseLost`), and only the epoch that began a step commits it: `InvalidInput`
+    /// if `checkpoint` is not a begun checkpoint of this lease's item and epoch.
     async fn step_commit(
         &self,
         commit: &StepCommit<'_>,
         now: Timestamp,
     ) -> StoreResult<CheckpointRecord>;
 
-    /// One checkpoint.
+    /// One checkpoint. A read: not fenced.
     async fn checkpoint_get(&self, id: i64) -> StoreResult<Option<CheckpointRecord>>;
 
-    /// An item's checkpoints, newest first, at most `limit`.
+    /// An item's checkpoints, newest first, at most `limit`. A read: not fenced.
     async fn checkpoints_of(&self, item: ItemId, limit: u32) -> StoreResult<Vec<CheckpointRecord>>;
 
-    /// Records a verification result on a checkpoint.
+    /// Records a verification result on checkpoint `id` of the lease's item.
+    ///
+    /// Fenced (`LeaseLost`): verifying is done by the holder resuming the item, and a stale
+    /// holder's verdict (taken against a world that may have moved on) must not overwrite the
+    /// current holder's. `InvalidInput` if `id` is not a checkpoint of the lease's item.
     async fn checkpoint_record_verification(
         &self,
+        lease: &LeaseRef,
         id: i64,
         verification: &Verification,
         now: Timestamp,
     ) -> StoreResult<()>;
 
-    /// Sets aside (`rolled_back`) every checkpoint of the lease's item newer than `to`
-    /// (fenced); returns how many. `InvalidInput` if `to` is not a committed checkpoint of
-    /// that item.
+    /// Sets aside (`rolled_back`) every checkpoint of the lease's item newer than `to`;
+    /// returns how many.
+    ///
+    /// Fenced (`LeaseLost`). `InvalidInput` if `to` is not a committed checkpoint of that item.
     async fn checkpoints_rollback(
         &self,
         lease: &LeaseRef,
@@ -514,53 +544,84 @@ pub trait DurableStore: Send + Sync + fmt::Debug + 'static {
         now: Timestamp,
     ) -> StoreResult<u64>;
 
-    /// Deletes an item's oldest checkpoints beyond the newest `keep` (retention); returns how
-    /// many. `keep` must be at least 1.
-    async fn checkpoints_prune(&self, item: ItemId, keep: u32) -> StoreResult<u64>;
+    /// Deletes the lease's item's oldest checkpoints beyond the newest `keep` (retention);
+    /// returns how many.
+    ///
+    /// Fenced (`LeaseLost`): a stale holder must not delete the checkpoint the current holder
+    /// is about to resume from. `InvalidInput` if `keep` is 0 (checked after the fence).
+    async fn checkpoints_prune(
+        &self,
+        lease: &LeaseRef,
+        keep: u32,
+        now: Timestamp,
+    ) -> StoreResult<u64>;
 
     /// Whether a row matching `probe` exists in the store's database. `InvalidInput` for an
-    /// unknown table or column.
+    /// unknown table or column. A read: not fenced.
     async fn evidence_row_exists(&self, probe: &RowProbe) -> StoreResult<bool>;
 
-    /// The live ledger entry for `key` (expired entries are not returned); counts a replay
-    /// when `count_replay`.
+    /// The live ledger entry for `key` (expired entries are not returned).
+    ///
+    /// With `replay: None` a plain read, not fenced. With `replay: Some(lease)` the lookup is
+    /// a replay on behalf of the lease's item and counts one on the entry in the same
+    /// statement: fenced (`LeaseLost`, nothing counted), and only an entry of the lease's
+    /// item is replayed (an entry of another item is not returned and not counted).
     async fn ledger_get(
         &self,
         key: &str,
-        count_replay: bool,
+        replay: Option<&LeaseRef>,
         now: Timestamp,
     ) -> StoreResult<Option<LedgerEntry>>;
 
-    /// An item's ledger, newest first, at most `limit`.
+    /// An item's ledger, newest first, at most `limit`. A read: not fenced.
     async fn ledger_history(&self, item: ItemId, limit: u32) -> StoreResult<Vec<LedgerEntry>>;
 
-    /// Deletes expired ledger entries; returns how many.
+    /// Deletes expired ledger entries; returns how many. Maintenance: not fenced.
     async fn ledger_purge_expired(&self, now: Timestamp) -> StoreResult<u64>;
 
-    /// Returns the live entry for `key` (counting a hit), or claims the key for `claimant`
-    /// for `ttl` when no one else holds a live claim on it.
+    /// Returns the live entry for `key` (counting a hit), or claims the key for `lease` for
+    /// `ttl`, or reports the other lease that holds it ([`CacheClaim::Busy`]).
+    ///
+    /// Fenced (`LeaseLost`, nothing changed — no hit counted, no claim taken or renewed).
+    /// The claim records the lease's item, owner and epoch. A claim is live while it has not
+    /// lapsed (`claim_expires_at > now`) **and** its lease is still current; a claim whose
+    /// lease is no longer current (its holder became a zombie) is dead at once and is taken
+    /// over without waiting for it to lapse. Asking again under the lease that holds the
+    /// claim renews it (`Claimed` with the new `until`). `InvalidInput` for a zero `ttl`.
     async fn cache_claim(
         &self,
         key: &str,
-        claimant: &str,
+        lease: &LeaseRef,
         ttl: Duration,
         now: Timestamp,
     ) -> StoreResult<CacheClaim>;
 
-    /// Stores an output and ends `claimant`'s claim (an entry replaces an expired one).
+    /// Stores an output for `entry.key` and ends the lease's claim on it.
+    ///
+    /// Fenced (`LeaseLost`). The key's row must be a claim made by this lease (item, owner
+    /// and epoch); a claim that lapsed but that no one took over still counts. Otherwise —
+    /// another lease claimed the key, an output is already stored, or there is no claim —
+    /// [`StoreError::ClaimNotHeld`](crate::StoreError::ClaimNotHeld) and nothing changes:
+    /// a put never overwrites another claimant's claim or a stored output. `InvalidInput` if
+    /// the entry expires at or before `now`.
     async fn cache_put(
         &self,
         entry: &NewCacheEntry,
-        claimant: &str,
+        lease: &LeaseRef,
         now: Timestamp,
     ) -> StoreResult<()>;
 
-    /// Ends `claimant`'s claim without an output (the generator failed).
-    async fn cache_release(&self, key: &str, claimant: &str) -> StoreResult<()>;
+    /// Ends the lease's claim on `key` without an output (the generator failed); returns
+    /// whether there was such a claim (another lease's claim or a stored output is left
+    /// alone). Fenced (`LeaseLost`, nothing changed).
+    async fn cache_release(&self, key: &str, lease: &LeaseRef, now: Timestamp)
+        -> StoreResult<bool>;
 
-    /// Removes the entry for `key`; returns whether there was one.
+    /// Removes the entry (or claim) for `key`; returns whether there was one. An operator's
+    /// action on no item's behalf: not fenced.
     async fn cache_invalidate(&self, key: &str) -> StoreResult<bool>;
 
-    /// Deletes expired entries; returns how many.
+    /// Deletes expired entries and claims that lapsed or whose lease is no longer current;
+    /// returns how many. Maintenance: not fenced.
     async fn cache_purge_expired(&self, now: Timestamp) -> StoreResult<u64>;
 }

@@ -21,6 +21,22 @@ pub enum StoreError {
         /// The epoch it wrote with.
         epoch: i64,
     },
+    /// A cache write by a current lease that does not hold the key's claim: another lease
+    /// holds it, its output is already stored, or the key was never claimed by this lease.
+    /// The write changed nothing. (A stale lease gets [`StoreError::LeaseLost`] instead.)
+    #[error(
+        "cache key {key}: item {item}, owner {owner:?} at epoch {epoch} does not hold its claim"
+    )]
+    ClaimNotHeld {
+        /// The cache key.
+        key: String,
+        /// The item of the lease that tried to write.
+        item: ItemId,
+        /// Its owner.
+        owner: String,
+        /// Its epoch.
+        epoch: i64,
+    },
     /// No item has this id.
     #[error("item {0} not found")]
     NotFound(ItemId),
@@ -65,6 +81,11 @@ impl StoreError {
     /// Whether this is [`StoreError::LeaseLost`]: the caller no longer holds the item.
     pub fn is_lease_lost(&self) -> bool {
         matches!(self, StoreError::LeaseLost { .. })
+    }
+
+    /// Whether this is [`StoreError::ClaimNotHeld`]: another lease holds the cache key.
+    pub fn is_claim_not_held(&self) -> bool {
+        matches!(self, StoreError::ClaimNotHeld { .. })
     }
 
     /// Whether the store itself is failing (as opposed to refusing a request): the reaper stands

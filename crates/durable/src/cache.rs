@@ -6,12 +6,19 @@
 //!   most once at a time, and callers that arrive while it runs wait for it and get its
 //!   output as a hit. An in-memory map holds one async lock per key in flight.
 //! - **Across processes** sharing a store: the first asker *claims* the key in the store for
-//!   `claim_ttl` (one write transaction, so two claimants cannot both win) and renews the
-//!   claim every third of `claim_ttl` while its generator runs, like a lease; other askers
-//!   wait and poll the store (there is no cross-process event to wait on) until the output is
-//!   stored, then get it as a hit. If the claimant dies, its claim lapses within `claim_ttl`
-//!   and the next asker generates: a second generation happens only when a claimant has
-//!   failed to renew for a whole `claim_ttl` (it died, or its process or store stalled).
+//!   `claim_ttl` under its item's lease (one write transaction, so two claimants cannot both
+//!   win) and renews the claim every third of `claim_ttl` while its generator runs, like a
+//!   lease; other askers wait and poll the store (there is no cross-process event to wait on)
+//!   until the output is stored, then get it as a hit. If the claimant dies, its claim lapses
+//!   within `claim_ttl`; if its lease is taken over (it became a zombie), its claim is dead at
+//!   once. Either way the next asker generates.
+//! - **Fencing.** Claims, renewals, puts and releases carry the asker's lease and are refused
+//!   with `LeaseLost` once it is stale: a zombie cannot keep a key from the new holder by
+//!   renewing, and cannot fill it. A renewal that finds the lease lost stops the generator and
+//!   returns `LeaseLost`; one that finds the other claimant's output stored stops it and
+//!   returns that output as a hit. A put never overwrites another lease's claim or a stored
+//!   output (`ClaimNotHeld`): an output generated under a claim that was taken over in the
+//!   meantime is returned to its caller but not stored.
 //! - A generator that fails releases its claim; the next asker generates afresh. Failures are
 //!   never cached.
 
@@ -21,8 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use leasehold_core::durable::{CacheClaim, DurableStore, NewCacheEntry};
-use leasehold_core::Clock;
+use leasehold_core::durable::{CacheClaim, CacheEntry, DurableStore, NewCacheEntry};
+use leasehold_core::{Clock, LeaseRef, StoreError};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -80,7 +87,6 @@ pub struct LlmCache {
     ttl: Duration,
     claim_ttl: Duration,
     poll: Duration,
-    claimant: String,
     in_flight: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     counters: Arc<Counters>,
 }
@@ -95,7 +101,6 @@ impl LlmCache {
             ttl: DEFAULT_CACHE_TTL,
             claim_ttl: DEFAULT_CLAIM_TTL,
             poll: Duration::from_millis(50),
-            claimant: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
             in_flight: Arc::default(),
             counters: Arc::default(),
         }
@@ -128,8 +133,13 @@ impl LlmCache {
     /// The output for (operation, prompt, model, task): from the cache when a live entry
     /// exists, otherwise from `generate`, which then runs once however many callers ask at
     /// the same moment (see the module docs for the cross-process guarantee).
+    ///
+    /// The claim, its renewals and the stored output are made under `lease` (the item the
+    /// call is made for) and refused with `LeaseLost` once it is stale; `task` scopes the key
+    /// (usually the lease's item, as [`Task::llm`](crate::Task::llm) does).
     pub async fn get_or_generate<F, Fut>(
         &self,
+        lease: &LeaseRef,
         operation: &str,
         prompt: &str,
         model: &str,
@@ -149,7 +159,7 @@ impl LlmCache {
         let lock = self.key_lock(&key);
         let result = {
             let _flight = lock.lock().await;
-            self.claim_and_generate(&key, operation, model, task, generate)
+            self.claim_and_generate(lease, &key, operation, model, task, generate)
                 .await
         };
         self.forget_lock(&key, lock);
@@ -158,6 +168,7 @@ impl LlmCache {
 
     async fn claim_and_generate<F, Fut>(
         &self,
+        lease: &LeaseRef,
         key: &str,
         operation: &str,
         model: &str,
@@ -172,19 +183,13 @@ impl LlmCache {
             let now = self.clock.now();
             match self
                 .store
-                .cache_claim(key, &self.claimant, self.claim_ttl, now)
+                .cache_claim(key, lease, self.claim_ttl, now)
                 .await?
             {
-                CacheClaim::Hit(entry) => {
-                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Cached {
-                        output: entry.output,
-                        hit: true,
-                    });
-                }
-                CacheClaim::Busy { claimant, until } => {
+                CacheClaim::Hit(entry) => return Ok(self.hit(entry)),
+                CacheClaim::Busy { holder, until } => {
                     // Another process generates: wait for its output or its claim to lapse.
-                    tracing::debug!(key, other = %claimant, "LLM output being generated elsewhere; waiting");
+                    tracing::debug!(key, other = ?holder, "LLM output being generated elsewhere; waiting");
                     let wait = until
                         .since(now)
                         .min(self.poll)
@@ -195,31 +200,28 @@ impl LlmCache {
                     let generated = {
                         let generation = generate();
                         tokio::pin!(generation);
-                        let renewals = self.renew_claim(key);
+                        let renewals = self.renew_claim(lease, key);
                         tokio::pin!(renewals);
                         tokio::select! {
                             out = &mut generation => out,
-                            never = &mut renewals => match never {},
+                            lost = &mut renewals => match lost {
+                                ClaimLost::Lease(e) => return Err(e.into()),
+                                ClaimLost::Stored(entry) => return Ok(self.hit(entry)),
+                                // Ours is as good as the other's: finish, answer, store nothing.
+                                ClaimLost::TakenOver => (&mut generation).await,
+                            },
                         }
                     };
                     return match generated {
                         Ok(output) => {
-                            let now = self.clock.now();
-                            let entry = NewCacheEntry {
-                                key: key.to_owned(),
-                                operation: operation.to_owned(),
-                                model: model.to_owned(),
-                                task: task.to_owned(),
-                                output: output.clone(),
-                                expires_at: now.plus(self.ttl),
-                            };
-                            self.store.cache_put(&entry, &self.claimant, now).await?;
-                            self.counters.misses.fetch_add(1, Ordering::Relaxed);
-                            Ok(Cached { output, hit: false })
+                            self.store_output(lease, key, operation, model, task, output)
+                                .await
                         }
                         Err(e) => {
                             self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                            if let Err(re) = self.store.cache_release(key, &self.claimant).await {
+                            if let Err(re) =
+                                self.store.cache_release(key, lease, self.clock.now()).await
+                            {
                                 tracing::warn!(key, error = %re, "could not release a cache claim; it lapses on its own");
                             }
                             Err(e)
@@ -230,17 +232,69 @@ impl LlmCache {
         }
     }
 
-    /// Renews this process's claim on `key` every third of the claim ttl; never returns.
-    async fn renew_claim(&self, key: &str) -> std::convert::Infallible {
+    /// Stores a generated output under the lease's claim. If the claim was taken over
+    /// meanwhile, the output is still this call's answer (it is as good as the other
+    /// claimant's) but is not stored: a put never overwrites another claimant's claim.
+    async fn store_output(
+        &self,
+        lease: &LeaseRef,
+        key: &str,
+        operation: &str,
+        model: &str,
+        task: &str,
+        output: Value,
+    ) -> Result<Cached, DurableError> {
+        let now = self.clock.now();
+        let entry = NewCacheEntry {
+            key: key.to_owned(),
+            operation: operation.to_owned(),
+            model: model.to_owned(),
+            task: task.to_owned(),
+            output: output.clone(),
+            expires_at: now.plus(self.ttl),
+        };
+        match self.store.cache_put(&entry, lease, now).await {
+            Ok(()) => {}
+            Err(e @ StoreError::ClaimNotHeld { .. }) => {
+                tracing::debug!(key, error = %e, "the claim was taken over while generating; the output is returned but not stored");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
+        Ok(Cached { output, hit: false })
+    }
+
+    fn hit(&self, entry: CacheEntry) -> Cached {
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        Cached {
+            output: entry.output,
+            hit: true,
+        }
+    }
+
+    /// Renews the lease's claim on `key` every third of the claim ttl, and returns only when
+    /// the claim is gone: the lease was lost, or another claimant took the key over (and
+    /// perhaps already stored its output). A failing store is logged and retried: the claim
+    /// lapses on its own if it stays down.
+    async fn renew_claim(&self, lease: &LeaseRef, key: &str) -> ClaimLost {
         loop {
             tokio::time::sleep(self.claim_ttl / 3).await;
             let now = self.clock.now();
-            if let Err(e) = self
+            match self
                 .store
-                .cache_claim(key, &self.claimant, self.claim_ttl, now)
+                .cache_claim(key, lease, self.claim_ttl, now)
                 .await
             {
-                tracing::warn!(key, error = %e, "could not renew an LLM cache claim");
+                Ok(CacheClaim::Claimed { .. }) => {}
+                Ok(CacheClaim::Hit(entry)) => return ClaimLost::Stored(entry),
+                Ok(CacheClaim::Busy { holder, .. }) => {
+                    tracing::warn!(key, other = ?holder, "an LLM cache claim was taken over while generating; its output will not be stored");
+                    return ClaimLost::TakenOver;
+                }
+                Err(e) if e.is_lease_lost() => return ClaimLost::Lease(e),
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "could not renew an LLM cache claim");
+                }
             }
         }
     }
@@ -294,6 +348,16 @@ impl LlmCache {
         self.counters.misses.store(0, Ordering::Relaxed);
         self.counters.errors.store(0, Ordering::Relaxed);
     }
+}
+
+/// Why a claim ended while its generator ran.
+enum ClaimLost {
+    /// The lease is stale: stop, and return `LeaseLost`.
+    Lease(StoreError),
+    /// Another claimant took the key over and stored its output.
+    Stored(CacheEntry),
+    /// Another claimant holds the key: finish generating, but store nothing.
+    TakenOver,
 }
 
 pub(crate) fn ratio(part: u64, whole: u64) -> f64 {

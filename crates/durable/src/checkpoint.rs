@@ -16,8 +16,9 @@ use crate::evidence;
 /// How many checkpoints per item are kept by default (seed 000's `checkpoint_retention_limit`).
 pub const DEFAULT_RETENTION: u32 = 100;
 
-/// Checkpoints with evidence, over any [`DurableStore`]. Every write is fenced by the caller's
-/// lease: a holder whose lease was taken over gets `LeaseLost` and writes nothing.
+/// Checkpoints with evidence, over any [`DurableStore`]. Every write — begin, commit,
+/// recording a verification, rollback, retention — is fenced by the caller's lease: a holder
+/// whose lease was taken over gets `LeaseLost` and writes nothing.
 #[derive(Debug, Clone)]
 pub struct CheckpointManager {
     store: Arc<dyn DurableStore>,
@@ -125,17 +126,26 @@ impl CheckpointManager {
     }
 
     /// Checks every piece of a checkpoint's evidence against the world now and records the
-    /// result. A checkpoint that is not committed is invalid.
-    pub async fn verify_checkpoint(&self, id: i64) -> Result<Verification, DurableError> {
+    /// result, fenced by `lease` (the checkpoint must belong to the lease's item). A checkpoint
+    /// that is not committed is invalid.
+    pub async fn verify_checkpoint(
+        &self,
+        lease: &LeaseRef,
+        id: i64,
+    ) -> Result<Verification, DurableError> {
         let cp = self
             .store
             .checkpoint_get(id)
             .await?
             .ok_or_else(|| DurableError::InvalidInput(format!("no checkpoint {id}")))?;
-        self.verify(&cp).await
+        self.verify(lease, &cp).await
     }
 
-    async fn verify(&self, cp: &CheckpointRecord) -> Result<Verification, DurableError> {
+    async fn verify(
+        &self,
+        lease: &LeaseRef,
+        cp: &CheckpointRecord,
+    ) -> Result<Verification, DurableError> {
         let verdict = if cp.state != CheckpointState::Committed {
             Verification::Invalid {
                 reason: format!(
@@ -158,7 +168,7 @@ impl CheckpointManager {
             }
         };
         self.store
-            .checkpoint_record_verification(cp.id, &verdict, self.clock.now())
+            .checkpoint_record_verification(lease, cp.id, &verdict, self.clock.now())
             .await?;
         if let Verification::Invalid { reason } = &verdict {
             tracing::warn!(checkpoint = cp.id, item = %cp.item, reason = %reason, "checkpoint failed verification");
@@ -166,17 +176,19 @@ impl CheckpointManager {
         Ok(verdict)
     }
 
-    /// The newest committed step checkpoint of `item` whose evidence still holds: where a
-    /// resumed task starts. Newer checkpoints that fail verification are recorded as invalid
-    /// and passed over; tool and error-boundary checkpoints are never resume points.
+    /// The newest committed step checkpoint of the lease's item whose evidence still holds:
+    /// where a resumed task starts. Each verification is recorded (fenced by `lease`); newer
+    /// checkpoints that fail verification are recorded as invalid and passed over; tool and
+    /// error-boundary checkpoints are never resume points.
     ///
     /// The search reads the newest checkpoints a retention's worth at a time and looks further
     /// back while it finds no resume point, so a step followed by more tool checkpoints than
     /// the retention limit is still found.
     pub async fn get_last_verified_checkpoint(
         &self,
-        item: ItemId,
+        lease: &LeaseRef,
     ) -> Result<Option<CheckpointRecord>, DurableError> {
+        let item = lease.item;
         let mut limit = self.retention.max(1);
         let mut seen = 0;
         loop {
@@ -186,7 +198,7 @@ impl CheckpointManager {
                 if cp.state != CheckpointState::Committed || cp.step.is_none() {
                     continue;
                 }
-                if self.verify(&cp).await? == Verification::Valid {
+                if self.verify(lease, &cp).await? == Verification::Valid {
                     return Ok(Some(cp));
                 }
             }
@@ -224,8 +236,12 @@ impl CheckpointManager {
         Ok(self.store.checkpoints_of(item, self.retention).await?)
     }
 
-    /// Deletes the item's checkpoints beyond the retention limit; returns how many.
-    pub async fn cleanup(&self, item: ItemId) -> Result<u64, DurableError> {
-        Ok(self.store.checkpoints_prune(item, self.retention).await?)
+    /// Deletes the lease's item's checkpoints beyond the retention limit (fenced by the lease);
+    /// returns how many.
+    pub async fn cleanup(&self, lease: &LeaseRef) -> Result<u64, DurableError> {
+        Ok(self
+            .store
+            .checkpoints_prune(lease, self.retention, self.clock.now())
+            .await?)
     }
 }

@@ -1,5 +1,18 @@
-//! [`ToolLedger`] (seed 003's ToolLedger): `execute_or_replay` keyed by (tool, command, task),
-//! execution history, statistics with the replay rate, expiry (30 days), and `force_execute`.
+//! [`ToolLedger`] (seed 003's ToolLedger): `execute_or_replay` keyed by (tool, command, task,
+//! call), execution history, statistics with the replay rate, expiry (30 days), and
+//! `force_execute`.
+//!
+//! # A call's identity
+//! Seed 003 keyed the ledger by (tool, command, task) alone, so a task that ran the same command
+//! twice (`git pull` before and after a change) silently got the first result back the second
+//! time. Here each call also has its own identity, `call`, chosen by the caller:
+//! [`Task::tool`](crate::Task::tool) numbers the calls of each (tool, command) within their
+//! step (`step 2 #0`, `step 2 #1`; `task #0` outside any step), and
+//! [`Task::tool_keyed`](crate::Task::tool_keyed) takes a key of the caller's. Calls with the
+//! same tool, command and identity are the same call: the second one replays the first's
+//! result. Because steps run in the same order on every run and a step's calls are numbered in
+//! the order they are made, a resumed step's calls get the identities they had before the
+//! crash and replay their own results, in order.
 //!
 //! A tool's result is recorded in the same transaction as its `tool_executed` checkpoint, and
 //! that write is fenced by the lease. So once a tool's result is recorded, a crash anywhere
@@ -28,9 +41,10 @@ use crate::evidence::sha256_hex;
 /// How long a recorded execution is replayed by default (seed 003): 30 days.
 pub const DEFAULT_LEDGER_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// The ledger key of (tool, command, task).
-pub fn ledger_key(tool: &str, command: &str, task: ItemId) -> String {
-    let joined = json!(["tool", tool, command, task.0]).to_string();
+/// The ledger key of (tool, command, task, call): a SHA-256 of the four, unambiguous whatever
+/// characters they contain. `call` is the call's identity within its task (see the module docs).
+pub fn ledger_key(tool: &str, command: &str, task: ItemId, call: &str) -> String {
+    let joined = json!(["tool", tool, command, task.0, call]).to_string();
     sha256_hex(joined.as_bytes())
 }
 
@@ -114,14 +128,19 @@ impl ToolLedger {
         Ok(self)
     }
 
-    /// Replays the recorded result of (tool, command) for the lease's item, or executes
-    /// `execute` and records its result with a `tool_executed` checkpoint in one fenced
-    /// transaction. A failed execution records nothing and returns its error.
+    /// Replays the recorded result of call `call` of (tool, command) for the lease's item, or
+    /// executes `execute` and records its result with a `tool_executed` checkpoint in one
+    /// fenced transaction. A failed execution records nothing and returns its error.
+    ///
+    /// `call` is the call's identity within the task (see the module docs): two calls of the
+    /// same command with different identities both execute; with the same identity the second
+    /// replays the first. Counting the replay is fenced too: a stale holder gets `LeaseLost`.
     pub async fn execute_or_replay<F, Fut, O>(
         &self,
         lease: &LeaseRef,
         tool: &str,
         command: &str,
+        call: &str,
         execute: F,
     ) -> Result<ToolResult, DurableError>
     where
@@ -130,27 +149,32 @@ impl ToolLedger {
         O: Into<ToolOutput>,
     {
         check_names(tool, command)?;
-        let key = ledger_key(tool, command, lease.item);
-        if let Some(entry) = self.store.ledger_get(&key, true, self.clock.now()).await? {
+        let key = ledger_key(tool, command, lease.item, call);
+        if let Some(entry) = self
+            .store
+            .ledger_get(&key, Some(lease), self.clock.now())
+            .await?
+        {
             self.counters.replays.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(item = %lease.item, tool, command, "tool result replayed from the ledger");
+            tracing::debug!(item = %lease.item, tool, command, call, "tool result replayed from the ledger");
             return Ok(ToolResult {
                 result: entry.result,
                 replayed: true,
                 checkpoint_id: entry.checkpoint_id,
             });
         }
-        self.execute_and_record(lease, tool, command, key, execute)
+        self.execute_and_record(lease, tool, command, call, key, execute)
             .await
     }
 
-    /// Executes `execute` even when a result is recorded, and records the new result in place
-    /// of the old one (seed 003's `force_execute=True`).
+    /// Executes `execute` even when a result is recorded for call `call`, and records the new
+    /// result in place of the old one (seed 003's `force_execute=True`).
     pub async fn force_execute<F, Fut, O>(
         &self,
         lease: &LeaseRef,
         tool: &str,
         command: &str,
+        call: &str,
         execute: F,
     ) -> Result<ToolResult, DurableError>
     where
@@ -159,8 +183,8 @@ impl ToolLedger {
         O: Into<ToolOutput>,
     {
         check_names(tool, command)?;
-        let key = ledger_key(tool, command, lease.item);
-        self.execute_and_record(lease, tool, command, key, execute)
+        let key = ledger_key(tool, command, lease.item, call);
+        self.execute_and_record(lease, tool, command, call, key, execute)
             .await
     }
 
@@ -169,6 +193,7 @@ impl ToolLedger {
         lease: &LeaseRef,
         tool: &str,
         command: &str,
+        call: &str,
         key: String,
         execute: F,
     ) -> Result<ToolResult, DurableError>
@@ -182,7 +207,7 @@ impl ToolLedger {
             step: None,
             name: format!("tool:{tool}"),
             checkpoint_type: CheckpointType::ToolExecuted,
-            snapshot: json!({ "tool": tool, "command": command }),
+            snapshot: json!({ "tool": tool, "command": command, "call": call }),
         };
         let checkpoint = self
             .store
@@ -202,6 +227,7 @@ impl ToolLedger {
             key,
             tool: tool.to_owned(),
             command: command.to_owned(),
+            call: call.to_owned(),
             result: output.result.clone(),
             expires_at: now.plus(self.ttl),
         };

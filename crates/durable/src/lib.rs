@@ -6,9 +6,11 @@
 //!
 //! Storage is behind [`leasehold_core::durable::DurableStore`], a
 //! backend-agnostic trait in `leasehold-core`; `leasehold-sqlite`'s `SqliteStore` implements
-//! it. Every checkpoint write is fenced by the caller's lease (owner, epoch), and a tool's
-//! result commits in the same transaction as its checkpoint. docs/durable-execution.md states
-//! the guarantees.
+//! it. Every durable write made on behalf of an item (checkpoints, verification records,
+//! retention, tool records and replay counts, LLM cache claims and outputs) is fenced by the
+//! caller's lease (owner, epoch), and a tool's result commits in the same transaction as its
+//! checkpoint. Each tool call has its own identity within its task (see [`ledger`]).
+//! docs/durable-execution.md states the guarantees.
 //!
 //! ```no_run
 //! use std::sync::Arc;

@@ -7,7 +7,13 @@
 //! state after it: every finished step's output) when it returns. On resume, steps up to the
 //! checkpoint's position return their recorded outputs without running; the first step after
 //! it runs again, and its tool calls that had committed replay from the ledger.
+//!
+//! Each tool call has its own identity: its step's position and its number among the calls of
+//! the same tool and command in that step (or a key the caller passes to
+//! [`Task::tool_keyed`]), so a step that runs the same command twice executes it twice, and a
+//! rerun of that step replays both results, in order.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -122,7 +128,7 @@ impl TaskRunner {
         let mut state = TaskState::default();
         if let Some(cp) = self
             .checkpoints
-            .get_last_verified_checkpoint(lease.item)
+            .get_last_verified_checkpoint(&lease)
             .await?
         {
             match serde_json::from_value::<Snapshot>(cp.snapshot.clone()) {
@@ -145,9 +151,10 @@ impl TaskRunner {
                 lease: lease.clone(),
                 state: Mutex::new(state),
             }),
+            calls: Arc::new(CallScope::new("task".into())),
         };
         let output = task(handle.clone()).await?;
-        if let Err(e) = self.checkpoints.cleanup(lease.item).await {
+        if let Err(e) = self.checkpoints.cleanup(&lease).await {
             tracing::warn!(item = %lease.item, error = %e, "checkpoint retention clean-up failed");
         }
         let report = handle.report();
@@ -195,10 +202,42 @@ struct TaskInner {
     state: Mutex<TaskState>,
 }
 
-/// One run of a task: its steps, tool calls and LLM calls. Clones share the run.
+/// Numbers the tool calls made in one step (or outside any step), per (tool, command): the
+/// calls' identities in the ledger. Steps run in the same order on every run, so a rerun of a
+/// step numbers its calls as the run that crashed did.
+#[derive(Debug)]
+struct CallScope {
+    /// `step 3`, or `task` for calls made outside any step.
+    label: String,
+    made: Mutex<HashMap<(String, String), u64>>,
+}
+
+impl CallScope {
+    fn new(label: String) -> Self {
+        CallScope {
+            label,
+            made: Mutex::default(),
+        }
+    }
+
+    /// The identity of the next call of (tool, command) here: `step 3 #0`, `step 3 #1`, …
+    fn next(&self, tool: &str, command: &str) -> String {
+        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        let n = made
+            .entry((tool.to_owned(), command.to_owned()))
+            .or_insert(0);
+        let call = format!("{} #{n}", self.label);
+        *n += 1;
+        call
+    }
+}
+
+/// One run of a task: its steps, tool calls and LLM calls. Clones share the run (and, inside a
+/// step, the step's numbering of tool calls).
 #[derive(Debug, Clone)]
 pub struct Task {
     inner: Arc<TaskInner>,
+    calls: Arc<CallScope>,
 }
 
 enum Plan {
@@ -286,7 +325,11 @@ impl Task {
                 },
             )
             .await?;
-        let out: StepOutput = step(self.clone())
+        let in_step = Task {
+            inner: self.inner.clone(),
+            calls: Arc::new(CallScope::new(format!("step {pos}"))),
+        };
+        let out: StepOutput = step(in_step)
             .await
             .map_err(|e| e.context(format!("step {name}")))?
             .into();
@@ -310,6 +353,13 @@ impl Task {
     }
 
     /// Executes a tool through the ledger, or replays its recorded result.
+    ///
+    /// The call's identity is its position: its step's position and how many calls of the
+    /// same tool and command this step made before it (`step 2 #1`; `task #0` outside any
+    /// step). So the same command twice in one step executes twice, and after a crash the
+    /// rerun of that step replays the two results in the order they were made. Calls are
+    /// numbered when they are made: calls of the same command made concurrently should use
+    /// [`tool_keyed`](Self::tool_keyed) instead, or their results may be swapped on replay.
     pub async fn tool<F, Fut, O>(
         &self,
         tool: &str,
@@ -321,11 +371,52 @@ impl Task {
         Fut: Future<Output = Result<O, DurableError>>,
         O: Into<ToolOutput>,
     {
+        let call = self.calls.next(tool, command);
+        self.tool_call(tool, command, &call, execute).await
+    }
+
+    /// [`tool`](Self::tool) with an identity the caller chooses: calls of the same tool and
+    /// command with the same `key` in this task are one call (the later ones replay the first),
+    /// whichever step makes them. Refuses an empty key.
+    pub async fn tool_keyed<F, Fut, O>(
+        &self,
+        tool: &str,
+        command: &str,
+        key: &str,
+        execute: F,
+    ) -> Result<ToolResult, DurableError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<O, DurableError>>,
+        O: Into<ToolOutput>,
+    {
+        if key.is_empty() {
+            return Err(DurableError::InvalidInput(format!(
+                "tool {tool}: a call's key must not be empty"
+            )));
+        }
+        // Prefixed so that no key can collide with a positional identity.
+        self.tool_call(tool, command, &format!("key {key}"), execute)
+            .await
+    }
+
+    async fn tool_call<F, Fut, O>(
+        &self,
+        tool: &str,
+        command: &str,
+        call: &str,
+        execute: F,
+    ) -> Result<ToolResult, DurableError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<O, DurableError>>,
+        O: Into<ToolOutput>,
+    {
         let r = self
             .inner
             .runner
             .ledger
-            .execute_or_replay(&self.inner.lease, tool, command, execute)
+            .execute_or_replay(&self.inner.lease, tool, command, call, execute)
             .await?;
         let mut st = self.state();
         if r.replayed {
@@ -353,7 +444,14 @@ impl Task {
             .inner
             .runner
             .cache
-            .get_or_generate(operation, prompt, model, &scope, generate)
+            .get_or_generate(
+                &self.inner.lease,
+                operation,
+                prompt,
+                model,
+                &scope,
+                generate,
+            )
             .await?;
         let mut st = self.state();
         if c.hit {

@@ -30,20 +30,23 @@ async fn concurrent_askers_run_the_generator_once<S: Backend>(env: Env<S>) {
     let there = LlmCache::new(other_store, Arc::new(SystemClock))
         .with_claim(Duration::from_secs(30), Duration::from_millis(5))
         .expect("claim settings");
+    // Each process asks under its own item's lease; the task scope makes it one key.
+    let (lease_here, lease_there) = (env.leased("w1").await, env.leased("w2").await);
     let calls = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(tokio::sync::Barrier::new(24));
     let mut tasks = Vec::new();
     for i in 0..24 {
-        let cache = if i % 3 == 0 {
-            there.clone()
+        let (cache, lease) = if i % 3 == 0 {
+            (there.clone(), lease_there.clone())
         } else {
-            here.clone()
+            (here.clone(), lease_here.clone())
         };
         let (calls, barrier) = (calls.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
             cache
                 .get_or_generate(
+                    &lease,
                     "plan",
                     "Generate a plan for task X",
                     "gpt-4",
@@ -74,13 +77,22 @@ async fn concurrent_askers_run_the_generator_once<S: Backend>(env: Env<S>) {
 
 async fn entries_expire_after_seven_days_and_can_be_invalidated<S: Backend>(env: Env<S>) {
     let cache = LlmCache::new(env.durable(), env.clock());
+    let lease = env.leased("w1").await;
+    let lease = &lease;
     let calls = Arc::new(AtomicUsize::new(0));
     let ask = |cache: LlmCache, calls: Arc<AtomicUsize>| async move {
         cache
-            .get_or_generate("research", "acme.com", "model-a", "7", || async move {
-                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
-                Ok(json!({ "n": n }))
-            })
+            .get_or_generate(
+                lease,
+                "research",
+                "acme.com",
+                "model-a",
+                "7",
+                || async move {
+                    let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                    Ok(json!({ "n": n }))
+                },
+            )
             .await
             .expect("cached")
     };
@@ -89,7 +101,7 @@ async fn entries_expire_after_seven_days_and_can_be_invalidated<S: Backend>(env:
     assert!(ask(cache.clone(), calls.clone()).await.hit);
     // Another model, prompt or task is another key.
     let other = cache
-        .get_or_generate("research", "acme.com", "model-b", "7", || async {
+        .get_or_generate(lease, "research", "acme.com", "model-b", "7", || async {
             Ok(json!(0))
         })
         .await
@@ -126,8 +138,10 @@ async fn entries_expire_after_seven_days_and_can_be_invalidated<S: Backend>(env:
 
 async fn a_failed_generation_is_not_cached_and_releases_the_claim<S: Backend>(env: Env<S>) {
     let cache = LlmCache::new(env.durable(), env.clock());
+    let lease = env.leased("w1").await;
+    let someone_else = env.leased("w2").await;
     let err = cache
-        .get_or_generate("plan", "p", "m", "t", || async {
+        .get_or_generate(&lease, "plan", "p", "m", "t", || async {
             Err(DurableError::transient("429 rate limited"))
         })
         .await
@@ -138,7 +152,7 @@ async fn a_failed_generation_is_not_cached_and_releases_the_claim<S: Backend>(en
         .store
         .cache_claim(
             &cache_key("plan", "p", "m", "t"),
-            "someone-else",
+            &someone_else,
             Duration::from_secs(60),
             env.clock.now_ts(),
         )
@@ -147,7 +161,7 @@ async fn a_failed_generation_is_not_cached_and_releases_the_claim<S: Backend>(en
     assert!(matches!(claim, CacheClaim::Claimed { .. }), "{claim:?}");
     assert_eq!(cache.stats().errors, 1);
     let bad = cache
-        .get_or_generate("", "p", "m", "t", || async { Ok(json!(1)) })
+        .get_or_generate(&lease, "", "p", "m", "t", || async { Ok(json!(1)) })
         .await
         .expect_err("no operation");
     assert!(bad.to_string().contains("operation"), "{bad}");
@@ -158,23 +172,24 @@ async fn a_failed_generation_is_not_cached_and_releases_the_claim<S: Backend>(en
 
 async fn a_dead_claimants_claim_lapses_and_the_next_asker_generates<S: Backend>(env: Env<S>) {
     let key = cache_key("plan", "p", "m", "t");
+    let (crashed, me) = (env.leased("crashed-process").await, env.leased("me").await);
     let now = env.clock.now_ts();
     let dead = env
         .store
-        .cache_claim(&key, "crashed-process", Duration::from_secs(10), now)
+        .cache_claim(&key, &crashed, Duration::from_secs(10), now)
         .await
         .expect("claim");
     assert!(matches!(dead, CacheClaim::Claimed { .. }));
     let busy = env
         .store
-        .cache_claim(&key, "me", Duration::from_secs(10), now)
+        .cache_claim(&key, &me, Duration::from_secs(10), now)
         .await
         .expect("claim");
-    assert!(matches!(busy, CacheClaim::Busy { ref claimant, .. } if claimant == "crashed-process"));
+    assert!(matches!(busy, CacheClaim::Busy { ref holder, .. } if holder == &crashed));
     env.clock.advance(Duration::from_secs(11));
     let cache = LlmCache::new(env.durable(), env.clock());
     let got = cache
-        .get_or_generate("plan", "p", "m", "t", || async { Ok(json!("fresh")) })
+        .get_or_generate(&me, "plan", "p", "m", "t", || async { Ok(json!("fresh")) })
         .await
         .expect("generate after the lapse");
     assert!(!got.hit);

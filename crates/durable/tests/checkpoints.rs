@@ -41,7 +41,7 @@ async fn a_committed_step_verifies_and_is_the_last_verified_checkpoint<S: Backen
         .await
         .expect("begin");
     assert!(
-        m.get_last_verified_checkpoint(lease.item)
+        m.get_last_verified_checkpoint(&lease)
             .await
             .expect("read")
             .is_none(),
@@ -61,11 +61,11 @@ async fn a_committed_step_verifies_and_is_the_last_verified_checkpoint<S: Backen
     assert_eq!(cp.state, CheckpointState::Committed);
     assert_eq!(cp.checkpoint_type, CheckpointType::IterationStart);
     assert_eq!(
-        m.verify_checkpoint(cp.id).await.expect("verify"),
+        m.verify_checkpoint(&lease, cp.id).await.expect("verify"),
         Verification::Valid
     );
     let last = m
-        .get_last_verified_checkpoint(lease.item)
+        .get_last_verified_checkpoint(&lease)
         .await
         .expect("read")
         .expect("one");
@@ -86,15 +86,15 @@ async fn verification_fails_on_a_changed_file_hash<S: Backend>(env: Env<S>) {
     let pack = EvidencePack::new(vec![evidence::file_unchanged(&file).await.expect("hash")]);
     let cp = m.commit_step(&lease, step, pack).await.expect("commit");
     assert_eq!(
-        m.verify_checkpoint(cp.id).await.expect("verify"),
+        m.verify_checkpoint(&lease, cp.id).await.expect("verify"),
         Verification::Valid
     );
 
     std::fs::write(&file, b"a: 2").expect("change the file");
-    let v = m.verify_checkpoint(cp.id).await.expect("verify");
+    let v = m.verify_checkpoint(&lease, cp.id).await.expect("verify");
     assert!(is_invalid(&v, "SHA-256"), "{v:?}");
     assert!(
-        m.get_last_verified_checkpoint(lease.item)
+        m.get_last_verified_checkpoint(&lease)
             .await
             .expect("read")
             .is_none(),
@@ -125,15 +125,15 @@ async fn verification_fails_on_a_missing_artifact<S: Backend>(env: Env<S>) {
         .await
         .expect("commit");
     assert_eq!(
-        m.verify_checkpoint(cp.id).await.expect("verify"),
+        m.verify_checkpoint(&lease, cp.id).await.expect("verify"),
         Verification::Valid
     );
     std::fs::remove_file(&artifact).expect("remove");
-    let v = m.verify_checkpoint(cp.id).await.expect("verify");
+    let v = m.verify_checkpoint(&lease, cp.id).await.expect("verify");
     assert!(is_invalid(&v, "missing"), "{v:?}");
     // A directory where a file was claimed is not the artifact either.
     std::fs::create_dir(&artifact).expect("dir in its place");
-    let v = m.verify_checkpoint(cp.id).await.expect("verify");
+    let v = m.verify_checkpoint(&lease, cp.id).await.expect("verify");
     assert!(is_invalid(&v, "not a file"), "{v:?}");
 }
 
@@ -165,14 +165,14 @@ async fn verification_fails_on_a_wrong_exit_code<S: Backend>(env: Env<S>) {
         .await
         .expect("commit");
     assert_eq!(
-        m.verify_checkpoint(ok.id).await.expect("verify"),
+        m.verify_checkpoint(&lease, ok.id).await.expect("verify"),
         Verification::Valid
     );
-    let v = m.verify_checkpoint(bad.id).await.expect("verify");
+    let v = m.verify_checkpoint(&lease, bad.id).await.expect("verify");
     assert!(is_invalid(&v, "exited with 2, expected 0"), "{v:?}");
     // The newest valid one is the resume point.
     let last = m
-        .get_last_verified_checkpoint(lease.item)
+        .get_last_verified_checkpoint(&lease)
         .await
         .expect("read")
         .expect("one");
@@ -200,7 +200,7 @@ async fn verification_fails_on_a_missing_database_row<S: Backend>(env: Env<S>) {
         .await
         .expect("commit");
     assert_eq!(
-        m.verify_checkpoint(cp.id).await.expect("verify"),
+        m.verify_checkpoint(&lease, cp.id).await.expect("verify"),
         Verification::Valid
     );
     let step = m
@@ -215,7 +215,7 @@ async fn verification_fails_on_a_missing_database_row<S: Backend>(env: Env<S>) {
         )
         .await
         .expect("commit");
-    let v = m.verify_checkpoint(cp2.id).await.expect("verify");
+    let v = m.verify_checkpoint(&lease, cp2.id).await.expect("verify");
     assert!(is_invalid(&v, "no row of items"), "{v:?}");
     // An unknown table or column is a failed claim with a clear reason, not a crash.
     let step = m
@@ -234,7 +234,7 @@ async fn verification_fails_on_a_missing_database_row<S: Backend>(env: Env<S>) {
         )
         .await
         .expect("commit");
-    let v = m.verify_checkpoint(cp3.id).await.expect("verify");
+    let v = m.verify_checkpoint(&lease, cp3.id).await.expect("verify");
     assert!(is_invalid(&v, "no table \"tasks\""), "{v:?}");
 }
 
@@ -366,7 +366,7 @@ async fn rollback_sets_newer_checkpoints_aside<S: Backend>(env: Env<S>) {
     assert_eq!(cp.id, ids[0]);
     assert_eq!(set_aside, 2);
     let last = m
-        .get_last_verified_checkpoint(lease.item)
+        .get_last_verified_checkpoint(&lease)
         .await
         .expect("read")
         .expect("one");
@@ -414,7 +414,7 @@ async fn retention_keeps_the_newest_checkpoints<S: Backend>(env: Env<S>) {
             .await
             .expect("commit");
     }
-    assert_eq!(m.cleanup(lease.item).await.expect("cleanup"), 2);
+    assert_eq!(m.cleanup(&lease).await.expect("cleanup"), 2);
     let kept: Vec<_> = m
         .list(lease.item)
         .await
@@ -423,7 +423,7 @@ async fn retention_keeps_the_newest_checkpoints<S: Backend>(env: Env<S>) {
         .map(|c| c.step)
         .collect();
     assert_eq!(kept, vec![Some(4), Some(3), Some(2)]);
-    assert_eq!(m.cleanup(lease.item).await.expect("again"), 0);
+    assert_eq!(m.cleanup(&lease).await.expect("again"), 0);
 }
 
 async fn a_step_behind_more_tool_checkpoints_than_the_retention_is_still_the_resume_point<
@@ -460,7 +460,7 @@ async fn a_step_behind_more_tool_checkpoints_than_the_retention_is_still_the_res
             .expect("commit tool");
     }
     let last = m
-        .get_last_verified_checkpoint(lease.item)
+        .get_last_verified_checkpoint(&lease)
         .await
         .expect("read")
         .expect("the step, found behind the tool checkpoints");
@@ -504,7 +504,7 @@ async fn recovery_writes_an_error_boundary_checkpoint_with_the_requeue<S: Backen
         .unwrap_or("")
         .contains("lease expired"));
     assert!(m
-        .get_last_verified_checkpoint(second.item)
+        .get_last_verified_checkpoint(&second)
         .await
         .expect("read")
         .is_none());

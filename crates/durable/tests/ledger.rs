@@ -42,7 +42,13 @@ async fn a_killed_attempt_replays_the_recorded_tool_result_instead_of_running_it
     // Attempt 1: the tool runs and is recorded; then the worker dies before completing.
     let first = env.leased("w1").await;
     let r = ledger
-        .execute_or_replay(&first, "bash", "echo hello", counting_tool(runs.clone()))
+        .execute_or_replay(
+            &first,
+            "bash",
+            "echo hello",
+            "call",
+            counting_tool(runs.clone()),
+        )
         .await
         .expect("execute");
     assert!(!r.replayed);
@@ -53,7 +59,13 @@ async fn a_killed_attempt_replays_the_recorded_tool_result_instead_of_running_it
     assert_eq!(second.item, first.item);
     assert!(second.epoch > first.epoch);
     let r2 = ledger
-        .execute_or_replay(&second, "bash", "echo hello", counting_tool(runs.clone()))
+        .execute_or_replay(
+            &second,
+            "bash",
+            "echo hello",
+            "call",
+            counting_tool(runs.clone()),
+        )
         .await
         .expect("replay");
     assert!(r2.replayed, "the second attempt executed the tool again");
@@ -98,7 +110,13 @@ async fn a_stale_holder_neither_executes_nor_records<S: Backend>(env: Env<S>) {
     let stale = env.leased("w1").await;
     let _current = env.crash_and_reacquire("w1").await;
     let err = ledger
-        .execute_or_replay(&stale, "bash", "rm -rf build", counting_tool(runs.clone()))
+        .execute_or_replay(
+            &stale,
+            "bash",
+            "rm -rf build",
+            "call",
+            counting_tool(runs.clone()),
+        )
         .await
         .expect_err("stale");
     assert!(err.is_lease_lost(), "{err:?}");
@@ -119,17 +137,17 @@ async fn force_execute_runs_again_and_replaces_the_record<S: Backend>(env: Env<S
     let runs = Arc::new(AtomicUsize::new(0));
     let lease = env.leased("w1").await;
     ledger
-        .execute_or_replay(&lease, "bash", "date", counting_tool(runs.clone()))
+        .execute_or_replay(&lease, "bash", "date", "call", counting_tool(runs.clone()))
         .await
         .expect("execute");
     let forced = ledger
-        .force_execute(&lease, "bash", "date", counting_tool(runs.clone()))
+        .force_execute(&lease, "bash", "date", "call", counting_tool(runs.clone()))
         .await
         .expect("force");
     assert!(!forced.replayed);
     assert_eq!(forced.result["run"], 2);
     let replay = ledger
-        .execute_or_replay(&lease, "bash", "date", counting_tool(runs.clone()))
+        .execute_or_replay(&lease, "bash", "date", "call", counting_tool(runs.clone()))
         .await
         .expect("replay");
     assert!(replay.replayed);
@@ -149,14 +167,14 @@ async fn records_expire_after_thirty_days<S: Backend>(env: Env<S>) {
     let runs = Arc::new(AtomicUsize::new(0));
     let lease = env.leased("w1").await;
     ledger
-        .execute_or_replay(&lease, "http", "GET /", counting_tool(runs.clone()))
+        .execute_or_replay(&lease, "http", "GET /", "call", counting_tool(runs.clone()))
         .await
         .expect("execute");
     env.clock
         .advance(DEFAULT_LEDGER_TTL - Duration::from_millis(1));
     assert!(
         ledger
-            .execute_or_replay(&lease, "http", "GET /", counting_tool(runs.clone()))
+            .execute_or_replay(&lease, "http", "GET /", "call", counting_tool(runs.clone()))
             .await
             .expect("replay")
             .replayed
@@ -164,7 +182,7 @@ async fn records_expire_after_thirty_days<S: Backend>(env: Env<S>) {
     env.clock.advance(Duration::from_millis(1));
     assert!(
         !ledger
-            .execute_or_replay(&lease, "http", "GET /", counting_tool(runs.clone()))
+            .execute_or_replay(&lease, "http", "GET /", "call", counting_tool(runs.clone()))
             .await
             .expect("execute again")
             .replayed
@@ -178,7 +196,7 @@ async fn a_failed_tool_records_nothing_and_bad_input_is_refused<S: Backend>(env:
     let ledger = ToolLedger::new(env.durable(), env.clock());
     let lease = env.leased("w1").await;
     let err = ledger
-        .execute_or_replay(&lease, "http", "GET /flaky", || async {
+        .execute_or_replay(&lease, "http", "GET /flaky", "call", || async {
             Err::<ToolOutput, _>(DurableError::transient("timeout"))
         })
         .await
@@ -193,7 +211,7 @@ async fn a_failed_tool_records_nothing_and_bad_input_is_refused<S: Backend>(env:
     assert_eq!(ledger.stats().failures, 1);
     for (tool, command) in [("", "x"), ("bash", "")] {
         let e = ledger
-            .execute_or_replay(&lease, tool, command, || async {
+            .execute_or_replay(&lease, tool, command, "call", || async {
                 Ok::<_, DurableError>(json!(1))
             })
             .await
@@ -218,7 +236,7 @@ async fn the_key_is_tool_command_and_task<S: Backend>(env: Env<S>) {
         (&b, "bash", "echo hello"), // another task
     ] {
         let r = ledger
-            .execute_or_replay(lease, tool, command, counting_tool(runs.clone()))
+            .execute_or_replay(lease, tool, command, "call", counting_tool(runs.clone()))
             .await
             .expect("execute or replay");
         replayed.push(r.replayed);

@@ -1,5 +1,8 @@
 //! [`DurableStore`] on SQLite: checkpoints with evidence, the tool ledger and the LLM output
-//! cache (schema version 2).
+//! cache (tables of schema version 2; fenced cache claims and tool call identities, version 4).
+//!
+//! Every write made on behalf of an item is fenced by the caller's lease, read in the write's
+//! own transaction (`checkpoint::fence`): a stale holder gets `LeaseLost` and changes nothing.
 //!
 //! # Layout
 //! - `checkpoint`: begin, commit (with the tool ledger's record in the same transaction),
@@ -69,13 +72,14 @@ impl DurableStore for SqliteStore {
 
     async fn checkpoint_record_verification(
         &self,
+        lease: &LeaseRef,
         id: i64,
         verification: &Verification,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let verification = verification.clone();
+        let (lease, verification) = (lease.clone(), verification.clone());
         self.db
-            .call(move |c| checkpoint::record_verification(c, id, &verification, now))
+            .call(move |c| checkpoint::record_verification(c, &lease, id, &verification, now))
             .await
     }
 
@@ -91,9 +95,15 @@ impl DurableStore for SqliteStore {
             .await
     }
 
-    async fn checkpoints_prune(&self, item: ItemId, keep: u32) -> StoreResult<u64> {
+    async fn checkpoints_prune(
+        &self,
+        lease: &LeaseRef,
+        keep: u32,
+        _now: Timestamp,
+    ) -> StoreResult<u64> {
+        let lease = lease.clone();
         self.db
-            .call(move |c| checkpoint::prune(c, item, keep))
+            .call(move |c| checkpoint::prune(c, &lease, keep))
             .await
     }
 
@@ -105,12 +115,12 @@ impl DurableStore for SqliteStore {
     async fn ledger_get(
         &self,
         key: &str,
-        count_replay: bool,
+        replay: Option<&LeaseRef>,
         now: Timestamp,
     ) -> StoreResult<Option<LedgerEntry>> {
-        let key = key.to_owned();
+        let (key, replay) = (key.to_owned(), replay.cloned());
         self.db
-            .call(move |c| ledger::get(c, &key, count_replay, now))
+            .call(move |c| ledger::get(c, &key, replay.as_ref(), now))
             .await
     }
 
@@ -125,32 +135,37 @@ impl DurableStore for SqliteStore {
     async fn cache_claim(
         &self,
         key: &str,
-        claimant: &str,
+        lease: &LeaseRef,
         ttl: Duration,
         now: Timestamp,
     ) -> StoreResult<CacheClaim> {
-        let (key, claimant) = (key.to_owned(), claimant.to_owned());
+        let (key, lease) = (key.to_owned(), lease.clone());
         self.db
-            .call(move |c| cache::claim(c, &key, &claimant, ttl, now))
+            .call(move |c| cache::claim(c, &key, &lease, ttl, now))
             .await
     }
 
     async fn cache_put(
         &self,
         entry: &NewCacheEntry,
-        claimant: &str,
+        lease: &LeaseRef,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let (entry, claimant) = (entry.clone(), claimant.to_owned());
+        let (entry, lease) = (entry.clone(), lease.clone());
         self.db
-            .call(move |c| cache::put(c, &entry, &claimant, now))
+            .call(move |c| cache::put(c, &entry, &lease, now))
             .await
     }
 
-    async fn cache_release(&self, key: &str, claimant: &str) -> StoreResult<()> {
-        let (key, claimant) = (key.to_owned(), claimant.to_owned());
+    async fn cache_release(
+        &self,
+        key: &str,
+        lease: &LeaseRef,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let (key, lease) = (key.to_owned(), lease.clone());
         self.db
-            .call(move |c| cache::release(c, &key, &claimant))
+            .call(move |c| cache::release(c, &key, &lease, now))
             .await
     }
 

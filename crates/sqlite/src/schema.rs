@@ -45,7 +45,7 @@ const OWN_TABLES: [&str; 6] = [
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Schema migrations, oldest first; `MIGRATIONS[n]` takes version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Version 1: items, their checkpoints, and the worker registry.
 ///
@@ -243,6 +243,21 @@ CREATE INDEX items_kind ON items (kind, id);
 CREATE INDEX items_group ON items (group_id, id) WHERE group_id IS NOT NULL;
 CREATE INDEX items_finished ON items (status, finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX items_dead ON items (status, id) WHERE status = 'failed' OR status = 'cancelled';
+";
+
+/// Version 4: fenced cache claims and the tool call's identity.
+///
+/// - `llm_cache.claim_item` and `claim_epoch` record, beside `claimant` (the owner), the lease
+///   that holds a `generating` row's claim: a claim is live only while that lease is still
+///   current, so a zombie's claim is dead at once and its renewals and puts are refused.
+///   Claims written before this version have no lease and count as dead.
+/// - `tool_ledger.call` is the call's identity within its task (its position within its
+///   step, or a key the caller chose); the key digests it too, so the same command run twice
+///   in one task is two records. Rows written before this version have an empty call.
+const V4: &str = "
+ALTER TABLE llm_cache ADD COLUMN claim_item INTEGER;
+ALTER TABLE llm_cache ADD COLUMN claim_epoch INTEGER;
+ALTER TABLE tool_ledger ADD COLUMN call TEXT NOT NULL DEFAULT '';
 ";
 
 /// Opens (creating if needed) the database at `path`, checks it, configures the connection and

@@ -1,5 +1,6 @@
 //! Durable checkpoints: begin, commit (with the tool ledger's record), read, verification
-//! records, rollback and retention.
+//! records, rollback and retention. Every write is fenced by the caller's lease ([`fence`],
+//! read in the write's own transaction).
 
 use leasehold_core::durable::{
     CheckpointRecord, CheckpointState, EvidencePack, NewLedgerEntry, NewStep, Verification,
@@ -32,10 +33,12 @@ const COMMIT: &str = "UPDATE durable_checkpoints SET state = 'committed', eviden
 
 /// One execution per key: a forced re-execution, or one after expiry, replaces the record.
 const RECORD_TOOL: &str = "INSERT INTO tool_ledger \
-         (key, item_id, epoch, tool, command, result, checkpoint_id, executed_at, expires_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         (key, item_id, epoch, tool, command, call, result, checkpoint_id, executed_at, \
+          expires_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?10, ?6, ?7, ?8, ?9) \
      ON CONFLICT (key) DO UPDATE SET item_id = excluded.item_id, epoch = excluded.epoch, \
-         tool = excluded.tool, command = excluded.command, result = excluded.result, \
+         tool = excluded.tool, command = excluded.command, call = excluded.call, \
+         result = excluded.result, \
          checkpoint_id = excluded.checkpoint_id, executed_at = excluded.executed_at, \
          expires_at = excluded.expires_at, replays = 0";
 
@@ -123,7 +126,8 @@ pub(super) fn commit(
                 result,
                 id,
                 now.0,
-                t.expires_at.0
+                t.expires_at.0,
+                t.call
             ])?;
         }
         get_in(tx, id)?
@@ -170,24 +174,34 @@ pub(super) fn of_item(
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-/// Records a verification result (not fenced: verifying reads the world, it changes no step).
+/// Records a verification result on a checkpoint of the lease's item (fenced: a stale
+/// holder's verdict must not overwrite the current holder's).
 pub(super) fn record_verification(
     c: &mut Connection,
+    lease: &LeaseRef,
     id: i64,
     verification: &Verification,
     now: Timestamp,
 ) -> OpResult<()> {
     let text = serde_json::to_string(verification)
         .map_err(|e| StoreError::InvalidInput(format!("verification is not storable: {e}")))?;
-    let changed = c
-        .prepare_cached(
-            "UPDATE durable_checkpoints SET verification = ?2, verified_at = ?3 WHERE id = ?1",
-        )?
-        .execute(params![id, text, now.0])?;
-    if changed == 0 {
-        return Err(StoreError::InvalidInput(format!("no checkpoint {id}")).into());
-    }
-    Ok(())
+    write(c, |tx| {
+        fence(tx, lease)?;
+        let changed = tx
+            .prepare_cached(
+                "UPDATE durable_checkpoints SET verification = ?3, verified_at = ?4 \
+                 WHERE id = ?1 AND item_id = ?2",
+            )?
+            .execute(params![id, lease.item.0, text, now.0])?;
+        if changed == 0 {
+            return Err(StoreError::InvalidInput(format!(
+                "checkpoint {id} is not a checkpoint of item {}",
+                lease.item
+            ))
+            .into());
+        }
+        Ok(())
+    })
 }
 
 /// Sets aside every checkpoint of the lease's item newer than `to` (fenced).
@@ -229,20 +243,23 @@ pub(super) fn rollback(
     })
 }
 
-/// Deletes the item's checkpoints beyond the newest `keep`.
-pub(super) fn prune(c: &mut Connection, item: ItemId, keep: u32) -> OpResult<u64> {
-    if keep == 0 {
-        return Err(
-            StoreError::InvalidInput("checkpoint retention must keep at least 1".into()).into(),
-        );
-    }
+/// Deletes the lease's item's checkpoints beyond the newest `keep` (fenced: a stale holder
+/// must not delete what the current holder resumes from).
+pub(super) fn prune(c: &mut Connection, lease: &LeaseRef, keep: u32) -> OpResult<u64> {
     write(c, |tx| {
+        fence(tx, lease)?;
+        if keep == 0 {
+            return Err(StoreError::InvalidInput(
+                "checkpoint retention must keep at least 1".into(),
+            )
+            .into());
+        }
         let n = tx
             .prepare_cached(
                 "DELETE FROM durable_checkpoints WHERE item_id = ?1 AND id NOT IN \
                  (SELECT id FROM durable_checkpoints WHERE item_id = ?1 ORDER BY id DESC LIMIT ?2)",
             )?
-            .execute(params![item.0, keep])?;
+            .execute(params![lease.item.0, keep])?;
         Ok(n as u64)
     })
 }

@@ -2,31 +2,36 @@
 //! `step_commit`, in the step's transaction (see `checkpoint`).
 
 use leasehold_core::durable::LedgerEntry;
-use leasehold_core::{ItemId, Timestamp};
+use leasehold_core::{ItemId, LeaseRef, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::checkpoint::fence;
+use crate::db::write;
 use crate::error::{bad_column, OpResult};
 
 const COLUMNS: &str = "id, key, item_id, epoch, tool, command, result, checkpoint_id, \
-     executed_at, expires_at, replays";
+     executed_at, expires_at, replays, call";
 
-/// The live entry for `key`, counting a replay when asked.
+/// The live entry for `key`; with a lease, a replay on behalf of its item, counted (fenced).
 pub(super) fn get(
     c: &mut Connection,
     key: &str,
-    count_replay: bool,
+    replay: Option<&LeaseRef>,
     now: Timestamp,
 ) -> OpResult<Option<LedgerEntry>> {
-    if count_replay {
-        // One statement: the count and the read cannot drift apart.
-        let sql = format!(
-            "UPDATE tool_ledger SET replays = replays + 1 WHERE key = ?1 AND expires_at > ?2 \
-             RETURNING {COLUMNS}"
-        );
-        return Ok(c
-            .prepare_cached(&sql)?
-            .query_row(params![key, now.0], entry)
-            .optional()?);
+    if let Some(lease) = replay {
+        return write(c, |tx| {
+            fence(tx, lease)?;
+            // One statement: the count and the read cannot drift apart.
+            let sql = format!(
+                "UPDATE tool_ledger SET replays = replays + 1 \
+                 WHERE key = ?1 AND expires_at > ?2 AND item_id = ?3 RETURNING {COLUMNS}"
+            );
+            Ok(tx
+                .prepare_cached(&sql)?
+                .query_row(params![key, now.0, lease.item.0], entry)
+                .optional()?)
+        });
     }
     let sql = format!("SELECT {COLUMNS} FROM tool_ledger WHERE key = ?1 AND expires_at > ?2");
     Ok(c.prepare_cached(&sql)?
@@ -66,5 +71,6 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
         executed_at: Timestamp(row.get(8)?),
         expires_at: Timestamp(row.get(9)?),
         replays: row.get::<_, i64>(10)?.max(0) as u64,
+        call: row.get(11)?,
     })
 }
