@@ -2,6 +2,11 @@
 //! output cache (schema version 2), with the SQLite store's semantics; the LLM cache's claims
 //! hold across hosts.
 //!
+//! Every write made on behalf of an item is fenced by the caller's lease, read in the write's
+//! own transaction with a share lock on the item row (`checkpoint::fence`): a takeover, which
+//! updates that row, waits for the write to commit or finds it refused; a stale holder gets
+//! `LeaseLost` and changes nothing.
+//!
 //! # Layout
 //! - `checkpoint`: begin, commit (with the tool ledger's record in the same transaction),
 //!   read, verification records, rollback and retention.
@@ -56,11 +61,12 @@ impl DurableStore for PgStore {
 
     async fn checkpoint_record_verification(
         &self,
+        lease: &LeaseRef,
         id: i64,
         verification: &Verification,
         now: Timestamp,
     ) -> StoreResult<()> {
-        checkpoint::record_verification(&self.db, id, verification, now).await
+        checkpoint::record_verification(&self.db, lease, id, verification, now).await
     }
 
     async fn checkpoints_rollback(
@@ -72,8 +78,13 @@ impl DurableStore for PgStore {
         checkpoint::rollback(&self.db, lease, to, now).await
     }
 
-    async fn checkpoints_prune(&self, item: ItemId, keep: u32) -> StoreResult<u64> {
-        checkpoint::prune(&self.db, item, keep).await
+    async fn checkpoints_prune(
+        &self,
+        lease: &LeaseRef,
+        keep: u32,
+        _now: Timestamp,
+    ) -> StoreResult<u64> {
+        checkpoint::prune(&self.db, lease, keep).await
     }
 
     async fn evidence_row_exists(&self, probe: &RowProbe) -> StoreResult<bool> {
@@ -83,10 +94,10 @@ impl DurableStore for PgStore {
     async fn ledger_get(
         &self,
         key: &str,
-        count_replay: bool,
+        replay: Option<&LeaseRef>,
         now: Timestamp,
     ) -> StoreResult<Option<LedgerEntry>> {
-        ledger::get(&self.db, key, count_replay, now).await
+        ledger::get(&self.db, key, replay, now).await
     }
 
     async fn ledger_history(&self, item: ItemId, limit: u32) -> StoreResult<Vec<LedgerEntry>> {
@@ -100,24 +111,29 @@ impl DurableStore for PgStore {
     async fn cache_claim(
         &self,
         key: &str,
-        claimant: &str,
+        lease: &LeaseRef,
         ttl: Duration,
         now: Timestamp,
     ) -> StoreResult<CacheClaim> {
-        cache::claim(&self.db, key, claimant, ttl, now).await
+        cache::claim(&self.db, key, lease, ttl, now).await
     }
 
     async fn cache_put(
         &self,
         entry: &NewCacheEntry,
-        claimant: &str,
+        lease: &LeaseRef,
         now: Timestamp,
     ) -> StoreResult<()> {
-        cache::put(&self.db, entry, claimant, now).await
+        cache::put(&self.db, entry, lease, now).await
     }
 
-    async fn cache_release(&self, key: &str, claimant: &str) -> StoreResult<()> {
-        cache::release(&self.db, key, claimant).await
+    async fn cache_release(
+        &self,
+        key: &str,
+        lease: &LeaseRef,
+        _now: Timestamp,
+    ) -> StoreResult<bool> {
+        cache::release(&self.db, key, lease).await
     }
 
     async fn cache_invalidate(&self, key: &str) -> StoreResult<bool> {

@@ -110,8 +110,8 @@ CREATE TABLE workers (
 /// ledger and the LLM output cache — the SQLite backend's tables, in PostgreSQL's types.
 ///
 /// `durable_checkpoints.step` is NULL only for the `error_boundary` rows recovery writes. The
-/// ledger's `key` is unique: one recorded execution per key, which is what makes a replay
-/// exact. `llm_cache` rows are `generating` while a claimant holds the key and `ready` once the
+/// ledger's `key` is unique: one recorded execution per key (a digest of tool, command, task
+/// and `call`, the call's identity within its task), which is what makes a replay exact. `llm_cache` rows are `generating` while a claimant holds the key and `ready` once the
 /// output is stored; the claim records the claimant's lease (`claim_item`, `claimant` as its
 /// owner, `claim_epoch`), so a claim can be judged dead the moment that lease is gone, not only
 /// once `claim_expires_at` passes. Checkpoints and ledger rows go with their item.
@@ -143,6 +143,7 @@ CREATE TABLE tool_ledger (
     epoch         BIGINT NOT NULL,
     tool          TEXT   NOT NULL,
     command       TEXT   NOT NULL,
+    call          TEXT   NOT NULL DEFAULT '',
     result        JSON   NOT NULL,
     checkpoint_id BIGINT REFERENCES durable_checkpoints (id) ON DELETE SET NULL,
     executed_at   BIGINT NOT NULL,

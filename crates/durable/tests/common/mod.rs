@@ -211,3 +211,30 @@ macro_rules! durable_tests {
         $crate::durable_tests!(@one $store; #[tokio::test] $name);
     };
 }
+
+/// The same for cases that take the store itself, `async fn name<S: Store + DurableStore>(store:
+/// Arc<S>)` (they make their own clock): `sqlite::name` and `postgres::name`, the database kept
+/// until the case returns.
+#[macro_export]
+macro_rules! durable_store_tests {
+    ($( $name:ident ),* $(,)?) => {
+        $crate::durable_store_tests!(@backend sqlite, leasehold_sqlite::SqliteStore; $( $name ),*);
+        $crate::durable_store_tests!(@backend postgres, leasehold_postgres::PgStore; $( $name ),*);
+    };
+    (@backend $module:ident, $store:ty; $( $name:ident ),*) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(env) =
+                        $crate::common::Env::<$store>::new(stringify!($name)).await
+                    else {
+                        return;
+                    };
+                    super::$name(env.store.clone()).await;
+                    drop(env);
+                }
+            )*
+        }
+    };
+}

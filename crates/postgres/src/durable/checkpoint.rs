@@ -42,10 +42,12 @@ const COMMIT: &str = "UPDATE durable_checkpoints SET state = 'committed', eviden
 
 /// One execution per key: a forced re-execution, or one after expiry, replaces the record.
 const RECORD_TOOL: &str = "INSERT INTO tool_ledger \
-         (key, item_id, epoch, tool, command, result, checkpoint_id, executed_at, expires_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         (key, item_id, epoch, tool, command, call, result, checkpoint_id, executed_at, \
+          expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $10, $6, $7, $8, $9) \
      ON CONFLICT (key) DO UPDATE SET item_id = excluded.item_id, epoch = excluded.epoch, \
-         tool = excluded.tool, command = excluded.command, result = excluded.result, \
+         tool = excluded.tool, command = excluded.command, call = excluded.call, \
+         result = excluded.result, \
          checkpoint_id = excluded.checkpoint_id, executed_at = excluded.executed_at, \
          expires_at = excluded.expires_at, replays = 0";
 
@@ -61,8 +63,8 @@ const OF_ITEM: &str = concat!(
     " FROM durable_checkpoints WHERE item_id = $1 ORDER BY id DESC LIMIT $2"
 );
 
-const RECORD_VERIFICATION: &str =
-    "UPDATE durable_checkpoints SET verification = $2, verified_at = $3 WHERE id = $1";
+const RECORD_VERIFICATION: &str = "UPDATE durable_checkpoints SET verification = $3, \
+     verified_at = $4 WHERE id = $1 AND item_id = $2";
 
 const TARGET_STATE: &str = "SELECT state FROM durable_checkpoints WHERE id = $1 AND item_id = $2";
 
@@ -127,6 +129,7 @@ pub(super) async fn commit(
         no_nul("ledger key", &t.key)?;
         no_nul("tool", &t.tool)?;
         no_nul("command", &t.command)?;
+        no_nul("tool call", &t.call)?;
     }
     let mut c = db.conn().await?;
     let tx = c.transaction().await.map_err(from_pg)?;
@@ -177,6 +180,7 @@ async fn commit_in(
                 &id,
                 &now.0,
                 &t.expires_at.0,
+                &t.call,
             ],
         )
         .await
@@ -218,22 +222,36 @@ pub(super) async fn of_item(
     rows.iter().map(record).collect()
 }
 
-/// Records a verification result.
+/// Records a verification result on a checkpoint of the lease's item (fenced: a stale
+/// holder's verdict must not overwrite the current holder's).
 pub(super) async fn record_verification(
     db: &Db,
+    lease: &LeaseRef,
     id: i64,
     verification: &Verification,
     now: Timestamp,
 ) -> StoreResult<()> {
     let value = serde_json::to_value(verification)
         .map_err(|e| StoreError::InvalidInput(format!("verification is not storable: {e}")))?;
-    let changed = db
-        .execute(RECORD_VERIFICATION, &[&id, &value, &now.0])
-        .await?;
-    if changed == 0 {
-        return Err(StoreError::InvalidInput(format!("no checkpoint {id}")));
+    let mut c = db.conn().await?;
+    let tx = c.transaction().await.map_err(from_pg)?;
+    let outcome = async {
+        fence(&tx, lease).await?;
+        let stmt = prepared(&tx, RECORD_VERIFICATION).await?;
+        let changed = tx
+            .execute(&stmt, &[&id, &lease.item.0, &value, &now.0])
+            .await
+            .map_err(from_pg)?;
+        if changed == 0 {
+            return Err(StoreError::InvalidInput(format!(
+                "checkpoint {id} is not a checkpoint of item {}",
+                lease.item
+            )));
+        }
+        Ok(())
     }
-    Ok(())
+    .await;
+    finish(tx, outcome).await
 }
 
 /// Sets aside every checkpoint of the lease's item newer than `to` (fenced).
@@ -285,14 +303,25 @@ async fn rollback_in(
     Ok(n)
 }
 
-/// Deletes the item's checkpoints beyond the newest `keep`.
-pub(super) async fn prune(db: &Db, item: ItemId, keep: u32) -> StoreResult<u64> {
-    if keep == 0 {
-        return Err(StoreError::InvalidInput(
-            "checkpoint retention must keep at least 1".into(),
-        ));
+/// Deletes the lease's item's checkpoints beyond the newest `keep` (fenced: a stale holder
+/// must not delete what the current holder resumes from).
+pub(super) async fn prune(db: &Db, lease: &LeaseRef, keep: u32) -> StoreResult<u64> {
+    let mut c = db.conn().await?;
+    let tx = c.transaction().await.map_err(from_pg)?;
+    let outcome = async {
+        fence(&tx, lease).await?;
+        if keep == 0 {
+            return Err(StoreError::InvalidInput(
+                "checkpoint retention must keep at least 1".into(),
+            ));
+        }
+        let stmt = prepared(&tx, PRUNE).await?;
+        tx.execute(&stmt, &[&lease.item.0, &i64::from(keep)])
+            .await
+            .map_err(from_pg)
     }
-    db.execute(PRUNE, &[&item.0, &i64::from(keep)]).await
+    .await;
+    finish(tx, outcome).await
 }
 
 /// Decodes a row of [`durable_checkpoint_columns!`].

@@ -2,22 +2,26 @@
 //! `step_commit`, in the step's transaction (see `checkpoint`).
 
 use leasehold_core::durable::LedgerEntry;
-use leasehold_core::{ItemId, StoreResult, Timestamp};
+use leasehold_core::{ItemId, LeaseRef, StoreResult, Timestamp};
 use tokio_postgres::Row;
 
-use crate::db::Db;
+use super::checkpoint::fence;
+use crate::db::{finish, prepared, Db};
+use crate::error::from_pg;
 use crate::row::col;
 
 macro_rules! ledger_columns {
     () => {
         "id, key, item_id, epoch, tool, command, result, checkpoint_id, executed_at, \
-         expires_at, replays"
+         expires_at, replays, call"
     };
 }
 
-/// One statement: the count and the read cannot drift apart.
-const GET_COUNTING: &str = concat!(
-    "UPDATE tool_ledger SET replays = replays + 1 WHERE key = $1 AND expires_at > $2 RETURNING ",
+/// One statement: the count and the read cannot drift apart. Only an entry of the replaying
+/// lease's item is replayed.
+const REPLAY: &str = concat!(
+    "UPDATE tool_ledger SET replays = replays + 1 \
+     WHERE key = $1 AND expires_at > $2 AND item_id = $3 RETURNING ",
     ledger_columns!()
 );
 
@@ -35,16 +39,31 @@ const HISTORY: &str = concat!(
 
 const PURGE: &str = "DELETE FROM tool_ledger WHERE expires_at <= $1";
 
-/// The live entry for `key`, counting a replay when asked.
+/// The live entry for `key`; with a lease, a replay on behalf of its item, counted (fenced:
+/// the fence's share lock on the item and the count commit together).
 pub(super) async fn get(
     db: &Db,
     key: &str,
-    count_replay: bool,
+    replay: Option<&LeaseRef>,
     now: Timestamp,
 ) -> StoreResult<Option<LedgerEntry>> {
-    let sql = if count_replay { GET_COUNTING } else { GET };
-    let rows = db.query(sql, &[&key, &now.0]).await?;
-    rows.first().map(entry).transpose()
+    let Some(lease) = replay else {
+        let rows = db.query(GET, &[&key, &now.0]).await?;
+        return rows.first().map(entry).transpose();
+    };
+    let mut c = db.conn().await?;
+    let tx = c.transaction().await.map_err(from_pg)?;
+    let outcome = async {
+        fence(&tx, lease).await?;
+        let stmt = prepared(&tx, REPLAY).await?;
+        let row = tx
+            .query_opt(&stmt, &[&key, &now.0, &lease.item.0])
+            .await
+            .map_err(from_pg)?;
+        row.as_ref().map(entry).transpose()
+    }
+    .await;
+    finish(tx, outcome).await
 }
 
 /// An item's entries, newest first.
@@ -71,5 +90,6 @@ fn entry(row: &Row) -> StoreResult<LedgerEntry> {
         executed_at: Timestamp(col(row, 8)?),
         expires_at: Timestamp(col(row, 9)?),
         replays: col::<i64>(row, 10)?.max(0) as u64,
+        call: col(row, 11)?,
     })
 }
