@@ -78,8 +78,8 @@ async fn leased_on<S: Store>(store: &S, owner: &str, now: Timestamp) -> LeaseRef
 }
 
 /// Two nodes, each with its own handle on the database and its own lease, ask for the same
-/// key at the same instant, many times over: the store lets exactly one claim it and tells the
-/// other who holds it; then, through `LlmCache`, exactly one generates and the other waits
+/// key at the same instant, many times over — a fresh key, or one whose claim lapsed: the
+/// store lets exactly one claim it and tells the other who holds it; then, through `LlmCache`, exactly one generates and the other waits
 /// for and reads its output.
 async fn two_nodes_racing_on_one_cache_key_generate_it_once<S: Backend>(env: Env<S>) {
     let (a, b) = (env.store.clone(), env.another_node().await);
@@ -87,9 +87,21 @@ async fn two_nodes_racing_on_one_cache_key_generate_it_once<S: Backend>(env: Env
     let lease_a = leased_on(&*a, "node-a/w0", now).await;
     let lease_b = leased_on(&*b, "node-b/w0", now).await;
 
-    // The raw claim, raced 40 times on 40 keys.
-    for round in 0..40 {
+    // A third node's claims, lapsed: the even rounds race to take one over, the odd ones race
+    // on a key no one has claimed yet.
+    let lease_c = leased_on(&*a, "node-c/w0", now).await;
+    let earlier = Timestamp(now.0 - 10_000);
+
+    // The raw claim, raced 80 times on 80 keys.
+    for round in 0..80 {
         let key = cache_key("plan", &format!("prompt {round}"), "model-a", "task-1");
+        if round % 2 == 0 {
+            let lapsed = a
+                .cache_claim(&key, &lease_c, Duration::from_secs(1), earlier)
+                .await
+                .expect("a claim that lapses");
+            assert!(matches!(lapsed, CacheClaim::Claimed { .. }), "{lapsed:?}");
+        }
         let barrier = Arc::new(tokio::sync::Barrier::new(2));
         let ask = |store: Arc<S>, lease: LeaseRef| {
             let (key, barrier) = (key.clone(), barrier.clone());
