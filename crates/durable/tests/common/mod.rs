@@ -171,6 +171,24 @@ impl<S: Backend> Env<S> {
     }
 }
 
+impl<S: Backend> Drop for Env<S> {
+    /// Dropping a `TestSchema` blocks until `DROP SCHEMA` is done, which waits for any
+    /// transaction a connection of this test still has open (a test that failed half-way); and
+    /// a connection ends its transaction only while the test's runtime runs it. So the schema
+    /// is dropped on the runtime's blocking pool, which the runtime waits for after it has
+    /// dropped its tasks (and with them the connections), instead of on the runtime's thread.
+    fn drop(&mut self) {
+        if !matches!(self.location, Location::Postgres(_)) {
+            return;
+        }
+        let location = std::mem::replace(&mut self.location, Location::Sqlite(PathBuf::new()));
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || drop(location))),
+            Err(_) => drop(location),
+        }
+    }
+}
+
 pub trait NowTs {
     fn now_ts(&self) -> Timestamp;
 }
