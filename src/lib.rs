@@ -8,7 +8,8 @@
 //! - [`durable`]: durable execution — retry, checkpoints with evidence, the LLM output cache,
 //!   the tool ledger and `run_with_recovery`.
 //!
-//! [`open_store`] turns a `--db` URL into a store.
+//! [`open_store`] turns a `--db` URL into a store; [`open_durable_store`] into a store for
+//! durable execution as well (SQLite or PostgreSQL alike).
 
 pub use leasehold_core as core;
 pub use leasehold_durable as durable;
@@ -39,23 +40,63 @@ use std::sync::Arc;
 /// # Ok(()) }
 /// ```
 pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match open_backend(url).await? {
+        Backend::Sqlite(s) => Arc::new(s),
+        Backend::Postgres(p) => Arc::new(p),
+    })
+}
+
+/// Opens the store a `--db` URL names (as [`open_store`]) for durable execution too: the
+/// queue and the [`DurableStore`](core::durable::DurableStore) (checkpoints, tool ledger, LLM
+/// cache) of one store, a [`SqliteStore`] or a [`PgStore`] — for `TaskRunner::new`,
+/// `LlmCache::new`, … beside `Leasehold::builder`.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), leasehold::StoreError> {
+/// use std::sync::Arc;
+/// let (store, durable) = leasehold::open_durable_store("postgres://u@db/app").await?;
+/// let runner = leasehold::durable::TaskRunner::new(durable, Arc::new(leasehold::SystemClock));
+/// # Ok(()) }
+/// ```
+pub async fn open_durable_store(
+    url: &str,
+) -> Result<(Arc<dyn Store>, Arc<dyn core::durable::DurableStore>), StoreError> {
+    Ok(match open_backend(url).await? {
+        Backend::Sqlite(s) => {
+            let s = Arc::new(s);
+            (s.clone(), s)
+        }
+        Backend::Postgres(p) => {
+            let p = Arc::new(p);
+            (p.clone(), p)
+        }
+    })
+}
+
+/// The store a URL names, with its concrete type.
+enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+async fn open_backend(url: &str) -> Result<Backend, StoreError> {
     let url = url.trim();
     if url.is_empty() {
         return Err(StoreError::InvalidInput("--db must not be empty".into()));
     }
     if leasehold_postgres::is_postgres_url(url) {
-        return Ok(Arc::new(PgStore::open(url).await?));
+        return Ok(Backend::Postgres(PgStore::open(url).await?));
     }
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
             return Err(StoreError::InvalidInput(format!("{url:?} names no file")));
         }
-        return Ok(Arc::new(SqliteStore::open(path).await?));
+        return Ok(Backend::Sqlite(SqliteStore::open(path).await?));
     }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(StoreError::InvalidInput(format!(
             "unsupported database URL scheme {scheme:?} in {url:?}; use a SQLite path, sqlite://PATH or postgres://…"
         )));
     }
-    Ok(Arc::new(SqliteStore::open(url).await?))
+    Ok(Backend::Sqlite(SqliteStore::open(url).await?))
 }

@@ -5,8 +5,9 @@
 //! them again.
 //!
 //! Storage is behind [`leasehold_core::durable::DurableStore`], a
-//! backend-agnostic trait in `leasehold-core`; `leasehold-sqlite`'s `SqliteStore` implements
-//! it. Every durable write made on behalf of an item (checkpoints, verification records,
+//! backend-agnostic trait in `leasehold-core`; `leasehold-sqlite`'s `SqliteStore` and
+//! `leasehold-postgres`'s `PgStore` implement it, with the same semantics (one test suite runs
+//! on both; the LLM cache's claims hold across hosts on PostgreSQL). Every durable write made on behalf of an item (checkpoints, verification records,
 //! retention, tool records and replay counts, LLM cache claims and outputs) is fenced by the
 //! caller's lease (owner, epoch), and a tool's result commits in the same transaction as its
 //! checkpoint. Each tool call has its own identity within its task (see [`ledger`]).

@@ -7,11 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Env, NowTs};
+use common::{Backend, Env, NowTs};
 use leasehold_core::durable::{CacheClaim, DurableStore};
 use leasehold_core::SystemClock;
 use leasehold_durable::{cache_key, DurableError, LlmCache, DEFAULT_CACHE_TTL};
-use leasehold_sqlite::SqliteStore;
 use serde_json::{json, Value};
 
 async fn slow_generate(calls: Arc<AtomicUsize>) -> Result<Value, DurableError> {
@@ -21,15 +20,10 @@ async fn slow_generate(calls: Arc<AtomicUsize>) -> Result<Value, DurableError> {
     Ok(json!({"plan": "step 1, step 2", "generation": n}))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_askers_run_the_generator_once() {
-    let env = Env::new().await;
-    // A second connection on the same file: what another process sharing the store sees.
-    let other_store: Arc<dyn DurableStore> = Arc::new(
-        SqliteStore::open(env.dir.path().join("durable.db"))
-            .await
-            .expect("second connection"),
-    );
+async fn concurrent_askers_run_the_generator_once<S: Backend>(env: Env<S>) {
+    // A second connection (SQLite) or pool (PostgreSQL) on the same database: what another
+    // process or host sharing the store sees.
+    let other_store: Arc<dyn DurableStore> = env.another_node().await;
     let here = LlmCache::new(env.durable(), Arc::new(SystemClock))
         .with_claim(Duration::from_secs(30), Duration::from_millis(5))
         .expect("claim settings");
@@ -81,9 +75,7 @@ async fn concurrent_askers_run_the_generator_once() {
     assert_eq!(a.misses + b.misses, 1);
 }
 
-#[tokio::test]
-async fn entries_expire_after_seven_days_and_can_be_invalidated() {
-    let env = Env::new().await;
+async fn entries_expire_after_seven_days_and_can_be_invalidated<S: Backend>(env: Env<S>) {
     let cache = LlmCache::new(env.durable(), env.clock());
     let lease = env.leased("w1").await;
     let lease = &lease;
@@ -144,9 +136,7 @@ async fn entries_expire_after_seven_days_and_can_be_invalidated() {
     assert_eq!(cache.purge_expired().await.expect("purge"), 2);
 }
 
-#[tokio::test]
-async fn a_failed_generation_is_not_cached_and_releases_the_claim() {
-    let env = Env::new().await;
+async fn a_failed_generation_is_not_cached_and_releases_the_claim<S: Backend>(env: Env<S>) {
     let cache = LlmCache::new(env.durable(), env.clock());
     let lease = env.leased("w1").await;
     let someone_else = env.leased("w2").await;
@@ -180,9 +170,7 @@ async fn a_failed_generation_is_not_cached_and_releases_the_claim() {
         .is_err());
 }
 
-#[tokio::test]
-async fn a_dead_claimants_claim_lapses_and_the_next_asker_generates() {
-    let env = Env::new().await;
+async fn a_dead_claimants_claim_lapses_and_the_next_asker_generates<S: Backend>(env: Env<S>) {
     let key = cache_key("plan", "p", "m", "t");
     let (crashed, me) = (env.leased("crashed-process").await, env.leased("me").await);
     let now = env.clock.now_ts();
@@ -207,3 +195,11 @@ async fn a_dead_claimants_claim_lapses_and_the_next_asker_generates() {
     assert!(!got.hit);
     assert_eq!(got.output, json!("fresh"));
 }
+
+durable_tests!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    concurrent_askers_run_the_generator_once,
+    entries_expire_after_seven_days_and_can_be_invalidated,
+    a_failed_generation_is_not_cached_and_releases_the_claim,
+    a_dead_claimants_claim_lapses_and_the_next_asker_generates,
+);

@@ -6,13 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Env, NowTs, T0};
+use common::{Backend, Env, NowTs, T0};
 use leasehold_core::durable::{CheckpointState, CheckpointType, NewStep, RowProbe, Verification};
-use leasehold_core::{NoLiveness, ReapRequest, Store};
+use leasehold_core::{NoLiveness, ReapRequest};
 use leasehold_durable::{evidence, CheckpointManager, DurableError, EvidencePack};
 use serde_json::{json, Map, Value};
 
-fn manager(env: &Env) -> CheckpointManager {
+fn manager<S: Backend>(env: &Env<S>) -> CheckpointManager {
     CheckpointManager::new(env.durable(), env.clock())
 }
 
@@ -24,9 +24,7 @@ fn is_invalid(v: &Verification, needle: &str) -> bool {
     matches!(v, Verification::Invalid { reason } if reason.contains(needle))
 }
 
-#[tokio::test]
-async fn a_committed_step_verifies_and_is_the_last_verified_checkpoint() {
-    let env = Env::new().await;
+async fn a_committed_step_verifies_and_is_the_last_verified_checkpoint<S: Backend>(env: Env<S>) {
     let m = manager(&env);
     let lease = env.leased("w1").await;
     let artifact = env.dir.path().join("out.txt");
@@ -76,9 +74,7 @@ async fn a_committed_step_verifies_and_is_the_last_verified_checkpoint() {
     assert_eq!(last.verification, Some(Verification::Valid));
 }
 
-#[tokio::test]
-async fn verification_fails_on_a_changed_file_hash() {
-    let env = Env::new().await;
+async fn verification_fails_on_a_changed_file_hash<S: Backend>(env: Env<S>) {
     let m = manager(&env);
     let lease = env.leased("w1").await;
     let file = env.dir.path().join("config.yaml");
@@ -111,9 +107,7 @@ async fn verification_fails_on_a_changed_file_hash() {
     ));
 }
 
-#[tokio::test]
-async fn verification_fails_on_a_missing_artifact() {
-    let env = Env::new().await;
+async fn verification_fails_on_a_missing_artifact<S: Backend>(env: Env<S>) {
     let m = manager(&env);
     let lease = env.leased("w1").await;
     let artifact = env.dir.path().join("report.pdf");
@@ -143,9 +137,7 @@ async fn verification_fails_on_a_missing_artifact() {
     assert!(is_invalid(&v, "not a file"), "{v:?}");
 }
 
-#[tokio::test]
-async fn verification_fails_on_a_wrong_exit_code() {
-    let env = Env::new().await;
+async fn verification_fails_on_a_wrong_exit_code<S: Backend>(env: Env<S>) {
     let m = manager(&env);
     let lease = env.leased("w1").await;
     let ok = m
@@ -187,9 +179,7 @@ async fn verification_fails_on_a_wrong_exit_code() {
     assert_eq!(last.id, ok.id);
 }
 
-#[tokio::test]
-async fn verification_fails_on_a_missing_database_row() {
-    let env = Env::new().await;
+async fn verification_fails_on_a_missing_database_row<S: Backend>(env: Env<S>) {
     let m = manager(&env);
     let lease = env.leased("w1").await;
     let probe = |status: &str| RowProbe {
@@ -248,9 +238,7 @@ async fn verification_fails_on_a_missing_database_row() {
     assert!(is_invalid(&v, "no table \"tasks\""), "{v:?}");
 }
 
-#[tokio::test]
-async fn bad_input_is_refused_with_a_clear_message_and_writes_nothing() {
-    let env = Env::new().await;
+async fn bad_input_is_refused_with_a_clear_message_and_writes_nothing<S: Backend>(env: Env<S>) {
     let m = manager(&env);
     let lease = env.leased("w1").await;
     let err = m
@@ -310,9 +298,7 @@ async fn bad_input_is_refused_with_a_clear_message_and_writes_nothing() {
     assert!(m.with_retention(0).is_err());
 }
 
-#[tokio::test]
-async fn a_stale_holder_cannot_begin_or_commit_a_checkpoint() {
-    let env = Env::new().await;
+async fn a_stale_holder_cannot_begin_or_commit_a_checkpoint<S: Backend>(env: Env<S>) {
     let m = manager(&env);
     let old = env.leased("w1").await;
     let begun = m
@@ -351,9 +337,7 @@ async fn a_stale_holder_cannot_begin_or_commit_a_checkpoint() {
     );
 }
 
-#[tokio::test]
-async fn rollback_sets_newer_checkpoints_aside() {
-    let env = Env::new().await;
+async fn rollback_sets_newer_checkpoints_aside<S: Backend>(env: Env<S>) {
     let m = manager(&env);
     let lease = env.leased("w1").await;
     let mut ids = Vec::new();
@@ -412,9 +396,7 @@ async fn rollback_sets_newer_checkpoints_aside() {
     assert!(err.to_string().contains("rolled_back"), "{err}");
 }
 
-#[tokio::test]
-async fn retention_keeps_the_newest_checkpoints() {
-    let env = Env::new().await;
+async fn retention_keeps_the_newest_checkpoints<S: Backend>(env: Env<S>) {
     let m = manager(&env).with_retention(3).expect("retention");
     let lease = env.leased("w1").await;
     for i in 0..5 {
@@ -444,9 +426,11 @@ async fn retention_keeps_the_newest_checkpoints() {
     assert_eq!(m.cleanup(&lease).await.expect("again"), 0);
 }
 
-#[tokio::test]
-async fn a_step_behind_more_tool_checkpoints_than_the_retention_is_still_the_resume_point() {
-    let env = Env::new().await;
+async fn a_step_behind_more_tool_checkpoints_than_the_retention_is_still_the_resume_point<
+    S: Backend,
+>(
+    env: Env<S>,
+) {
     let m = manager(&env).with_retention(4).expect("retention");
     let lease = env.leased("w1").await;
     let step = m
@@ -484,9 +468,7 @@ async fn a_step_behind_more_tool_checkpoints_than_the_retention_is_still_the_res
     assert_eq!(last.snapshot, json!({"planned": true}));
 }
 
-#[tokio::test]
-async fn recovery_writes_an_error_boundary_checkpoint_with_the_requeue() {
-    let env = Env::new().await;
+async fn recovery_writes_an_error_boundary_checkpoint_with_the_requeue<S: Backend>(env: Env<S>) {
     let m = manager(&env);
     // recover_mine
     let lease = env.leased("w1").await;
@@ -542,3 +524,17 @@ async fn recovery_writes_an_error_boundary_checkpoint_with_the_requeue() {
     assert_eq!(m.list(third.item).await.expect("list").len(), before);
     let _ = T0;
 }
+
+durable_tests!(
+    a_committed_step_verifies_and_is_the_last_verified_checkpoint,
+    verification_fails_on_a_changed_file_hash,
+    verification_fails_on_a_missing_artifact,
+    verification_fails_on_a_wrong_exit_code,
+    verification_fails_on_a_missing_database_row,
+    bad_input_is_refused_with_a_clear_message_and_writes_nothing,
+    a_stale_holder_cannot_begin_or_commit_a_checkpoint,
+    rollback_sets_newer_checkpoints_aside,
+    retention_keeps_the_newest_checkpoints,
+    a_step_behind_more_tool_checkpoints_than_the_retention_is_still_the_resume_point,
+    recovery_writes_an_error_boundary_checkpoint_with_the_requeue,
+);

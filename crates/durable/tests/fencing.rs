@@ -2,9 +2,11 @@
 //! own identity.
 //!
 //! The cases are generic over a store that implements both [`Store`] and [`DurableStore`], so
-//! every backend runs the same ones: `mod sqlite` at the end runs them on a fresh SQLite file
-//! each. A "zombie" is a holder whose item was taken back (`recover_mine`) and leased again at
+//! every backend runs the same ones: `durable_store_tests!` at the end runs each on a fresh
+//! SQLite file (`sqlite::`) and in a fresh PostgreSQL schema (`postgres::`). A "zombie" is a holder whose item was taken back (`recover_mine`) and leased again at
 //! a newer epoch: every write it still tries must fail with `LeaseLost` and change nothing.
+
+mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -604,38 +606,14 @@ pub async fn the_same_command_twice_executes_twice_and_replays_twice<S: Store + 
     assert_eq!(keyed.output, vec![false, true, false]);
 }
 
-/// Runs every case on a fresh SQLite file.
-mod sqlite {
-    use std::sync::Arc;
-
-    use leasehold_sqlite::SqliteStore;
-
-    async fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path().join("fencing.db"))
-            .await
-            .expect("open store");
-        (dir, Arc::new(store))
-    }
-
-    macro_rules! on_sqlite {
-        ($($case:ident),* $(,)?) => {$(
-            #[tokio::test]
-            async fn $case() {
-                let (_dir, store) = store().await;
-                super::$case(store).await;
-            }
-        )*};
-    }
-
-    on_sqlite!(
-        zombie_cache_put_is_refused,
-        zombie_cache_claim_renewal_is_refused,
-        a_live_claim_cannot_be_overwritten_by_another_put,
-        zombie_prune_is_refused,
-        zombie_verification_is_refused,
-        zombie_replay_count_is_refused,
-        a_zombie_generator_is_stopped_by_its_refused_renewal,
-        the_same_command_twice_executes_twice_and_replays_twice,
-    );
-}
+// Every case on a fresh SQLite file and in a fresh PostgreSQL schema.
+durable_store_tests!(
+    zombie_cache_put_is_refused,
+    zombie_cache_claim_renewal_is_refused,
+    a_live_claim_cannot_be_overwritten_by_another_put,
+    zombie_prune_is_refused,
+    zombie_verification_is_refused,
+    zombie_replay_count_is_refused,
+    a_zombie_generator_is_stopped_by_its_refused_renewal,
+    the_same_command_twice_executes_twice_and_replays_twice,
+);

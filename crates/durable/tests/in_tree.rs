@@ -1,28 +1,23 @@
-//! run_job inside a real leasehold tree on a real SQLite file: a handler that panics right
+//! run_job inside a real leasehold tree, on every backend: a handler that panics right
 //! after its tool call (an injected fault between the tool's execution and the item's
 //! completion) is retried by the queue, resumes from its checkpoint and replays the tool.
+
+mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use leasehold_core::{Backoff, ItemStatus, Store, SystemClock};
+use common::{Backend, Env};
+use leasehold_core::{Backoff, ItemStatus, SystemClock};
 use leasehold_durable::{DurableError, TaskRunner};
 use leasehold_runtime::faults::FaultPoints;
 use leasehold_runtime::{JobContext, JobError, Leasehold, NodeEvent};
-use leasehold_sqlite::SqliteStore;
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handler_killed_after_its_tool_resumes_and_replays_in_the_tree() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sqlite = Arc::new(
-        SqliteStore::open(dir.path().join("tree.db"))
-            .await
-            .expect("open"),
-    );
-    let store: Arc<dyn Store> = sqlite.clone();
-    let runner = TaskRunner::new(sqlite.clone(), Arc::new(SystemClock));
+async fn a_handler_killed_after_its_tool_resumes_and_replays_in_the_tree<S: Backend>(env: Env<S>) {
+    let store = env.queue();
+    let runner = TaskRunner::new(env.durable(), Arc::new(SystemClock));
     let tool_runs = Arc::new(AtomicUsize::new(0));
     let first_step_runs = Arc::new(AtomicUsize::new(0));
     let faults = Arc::new(FaultPoints::default());
@@ -113,3 +108,8 @@ async fn a_handler_killed_after_its_tool_resumes_and_replays_in_the_tree() {
     assert_eq!(out["report"]["steps_skipped"], 1, "{out}");
     assert!(out["report"]["resumed_from_checkpoint"].is_i64(), "{out}");
 }
+
+durable_tests!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_handler_killed_after_its_tool_resumes_and_replays_in_the_tree,
+);

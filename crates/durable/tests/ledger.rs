@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Env, NowTs};
+use common::{Backend, Env, NowTs};
 use leasehold_core::durable::{CheckpointState, CheckpointType};
-use leasehold_core::{ItemStatus, Store};
+use leasehold_core::ItemStatus;
 use leasehold_durable::{
     evidence, CheckpointManager, DurableError, ToolLedger, ToolOutput, DEFAULT_LEDGER_TTL,
 };
@@ -31,9 +31,11 @@ fn counting_tool(
     }
 }
 
-#[tokio::test]
-async fn a_killed_attempt_replays_the_recorded_tool_result_instead_of_running_it_again() {
-    let env = Env::new().await;
+async fn a_killed_attempt_replays_the_recorded_tool_result_instead_of_running_it_again<
+    S: Backend,
+>(
+    env: Env<S>,
+) {
     let ledger = ToolLedger::new(env.durable(), env.clock());
     let runs = Arc::new(AtomicUsize::new(0));
 
@@ -102,9 +104,7 @@ async fn a_killed_attempt_replays_the_recorded_tool_result_instead_of_running_it
     assert_eq!(history[0].epoch, first.epoch);
 }
 
-#[tokio::test]
-async fn a_stale_holder_neither_executes_nor_records() {
-    let env = Env::new().await;
+async fn a_stale_holder_neither_executes_nor_records<S: Backend>(env: Env<S>) {
     let ledger = ToolLedger::new(env.durable(), env.clock());
     let runs = Arc::new(AtomicUsize::new(0));
     let stale = env.leased("w1").await;
@@ -132,9 +132,7 @@ async fn a_stale_holder_neither_executes_nor_records() {
         .is_empty());
 }
 
-#[tokio::test]
-async fn force_execute_runs_again_and_replaces_the_record() {
-    let env = Env::new().await;
+async fn force_execute_runs_again_and_replaces_the_record<S: Backend>(env: Env<S>) {
     let ledger = ToolLedger::new(env.durable(), env.clock());
     let runs = Arc::new(AtomicUsize::new(0));
     let lease = env.leased("w1").await;
@@ -164,9 +162,7 @@ async fn force_execute_runs_again_and_replaces_the_record() {
     );
 }
 
-#[tokio::test]
-async fn records_expire_after_thirty_days() {
-    let env = Env::new().await;
+async fn records_expire_after_thirty_days<S: Backend>(env: Env<S>) {
     let ledger = ToolLedger::new(env.durable(), env.clock());
     let runs = Arc::new(AtomicUsize::new(0));
     let lease = env.leased("w1").await;
@@ -196,9 +192,7 @@ async fn records_expire_after_thirty_days() {
     assert_eq!(ledger.purge_expired().await.expect("purge"), 1);
 }
 
-#[tokio::test]
-async fn a_failed_tool_records_nothing_and_bad_input_is_refused() {
-    let env = Env::new().await;
+async fn a_failed_tool_records_nothing_and_bad_input_is_refused<S: Backend>(env: Env<S>) {
     let ledger = ToolLedger::new(env.durable(), env.clock());
     let lease = env.leased("w1").await;
     let err = ledger
@@ -227,9 +221,7 @@ async fn a_failed_tool_records_nothing_and_bad_input_is_refused() {
     assert!(ledger.history(lease.item, 0).await.is_err());
 }
 
-#[tokio::test]
-async fn the_key_is_tool_command_and_task() {
-    let env = Env::new().await;
+async fn the_key_is_tool_command_and_task<S: Backend>(env: Env<S>) {
     let ledger = ToolLedger::new(env.durable(), env.clock());
     let runs = Arc::new(AtomicUsize::new(0));
     let a = env.leased("w1").await;
@@ -254,3 +246,12 @@ async fn the_key_is_tool_command_and_task() {
     assert_eq!(ledger.history(a.item, 10).await.expect("history").len(), 3);
     assert_eq!(ledger.history(b.item, 10).await.expect("history").len(), 1);
 }
+
+durable_tests!(
+    a_killed_attempt_replays_the_recorded_tool_result_instead_of_running_it_again,
+    a_stale_holder_neither_executes_nor_records,
+    force_execute_runs_again_and_replaces_the_record,
+    records_expire_after_thirty_days,
+    a_failed_tool_records_nothing_and_bad_input_is_refused,
+    the_key_is_tool_command_and_task,
+);

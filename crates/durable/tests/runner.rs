@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::Env;
+use common::{Backend, Env};
 use leasehold_core::LeaseRef;
 use leasehold_durable::{evidence, DurableError, StepOutput, Task, TaskRunner};
 use serde_json::{json, Value};
@@ -76,9 +76,7 @@ async fn run(
         .await
 }
 
-#[tokio::test]
-async fn a_killed_task_resumes_after_its_last_verified_step() {
-    let env = Env::new().await;
+async fn a_killed_task_resumes_after_its_last_verified_step<S: Backend>(env: Env<S>) {
     let runner = TaskRunner::new(env.durable(), env.clock());
     let runs = Arc::new(Runs::default());
 
@@ -121,9 +119,9 @@ async fn a_killed_task_resumes_after_its_last_verified_step() {
     assert_eq!(done.output.as_array().map(Vec::len), Some(4));
 }
 
-#[tokio::test]
-async fn a_checkpoint_whose_evidence_broke_is_passed_over_for_an_earlier_one() {
-    let env = Env::new().await;
+async fn a_checkpoint_whose_evidence_broke_is_passed_over_for_an_earlier_one<S: Backend>(
+    env: Env<S>,
+) {
     let runner = TaskRunner::new(env.durable(), env.clock());
     let file = env.dir.path().join("artifact.txt");
     let ran = Arc::new(AtomicUsize::new(0));
@@ -169,9 +167,7 @@ async fn a_checkpoint_whose_evidence_broke_is_passed_over_for_an_earlier_one() {
     assert_eq!(std::fs::read(&file).expect("read"), b"v1");
 }
 
-#[tokio::test]
-async fn a_fresh_task_runs_every_step_and_steps_must_keep_their_order() {
-    let env = Env::new().await;
+async fn a_fresh_task_runs_every_step_and_steps_must_keep_their_order<S: Backend>(env: Env<S>) {
     let runner = TaskRunner::new(env.durable(), env.clock());
     let runs = Arc::new(Runs::default());
     let lease = env.leased("w1").await;
@@ -191,3 +187,9 @@ async fn a_fresh_task_runs_every_step_and_steps_must_keep_their_order() {
     assert!(err.is_permanent(), "{err:?}");
     assert!(err.to_string().contains("steps changed"), "{err}");
 }
+
+durable_tests!(
+    a_killed_task_resumes_after_its_last_verified_step,
+    a_checkpoint_whose_evidence_broke_is_passed_over_for_an_earlier_one,
+    a_fresh_task_runs_every_step_and_steps_must_keep_their_order,
+);

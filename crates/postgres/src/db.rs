@@ -47,3 +47,22 @@ impl Db {
 pub(crate) async fn prepared(tx: &Transaction<'_>, sql: &str) -> StoreResult<Statement> {
     tx.prepare_cached(sql).await.map_err(from_pg)
 }
+
+/// Ends `tx` by the outcome of the work done in it: commit on `Ok`, an awaited rollback on
+/// `Err`. A refused write (a lost lease, bad input) so leaves no transaction open and no row
+/// locked behind it; dropping the transaction instead would only queue the rollback on a
+/// connection whose task may never run again (a runtime that is shutting down).
+pub(crate) async fn finish<T>(tx: Transaction<'_>, outcome: StoreResult<T>) -> StoreResult<T> {
+    match outcome {
+        Ok(v) => {
+            tx.commit().await.map_err(from_pg)?;
+            Ok(v)
+        }
+        Err(e) => {
+            if let Err(re) = tx.rollback().await {
+                tracing::debug!(error = %re, "rollback after a refused write failed; the connection is dropped");
+            }
+            Err(e)
+        }
+    }
+}

@@ -28,6 +28,9 @@
 //! - `batch`: the hot path's batcher: every caller's acquisitions, completions, failed
 //!   attempts and renewals written together, one transaction per batch.
 //! - `ops`: one module per operation, each holding its own SQL.
+//! - `durable`: the [`DurableStore`](leasehold_core::durable::DurableStore) impl (checkpoints
+//!   with evidence, the tool ledger, the LLM output cache with cross-host claims), one module
+//!   per concern as in `ops`.
 //! - `notify`: LISTEN/NOTIFY wake-ups for idle workers ([`PgStore::subscribe`], and the
 //!   runtime's [`Store::wakeups`], which every node listens to).
 //! - `row`: the column lists every query selects and their decoders to core types.
@@ -37,6 +40,7 @@
 mod batch;
 mod clock;
 mod db;
+mod durable;
 mod error;
 mod notify;
 mod ops;

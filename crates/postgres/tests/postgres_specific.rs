@@ -65,12 +65,20 @@ async fn reopening_an_up_to_date_schema_changes_nothing_and_concurrent_opens_mig
     assert_eq!(
         versions,
         (1..=PgStore::schema_version()).collect::<Vec<_>>(),
-        "migrated exactly once"
+        "each migration applied exactly once"
     );
     let before = tables_of(&schema).await;
     assert_eq!(
         before,
-        vec!["checkpoints", "items", "schema_migrations", "workers"]
+        vec![
+            "checkpoints",
+            "durable_checkpoints",
+            "items",
+            "llm_cache",
+            "schema_migrations",
+            "tool_ledger",
+            "workers"
+        ]
     );
     let store = schema.open().await.expect("reopen");
     store.ping().await.expect("ping");
@@ -316,4 +324,128 @@ async fn a_store_that_fills_a_fresh_table_gives_the_planner_its_statistics() {
         (11_000.0..=13_000.0).contains(&tuples),
         "after 12,000 items the planner should know about them, sees {tuples}"
     );
+}
+
+/// `db_row` evidence reads only the store's own schema: a row of another schema's table of the
+/// same name is not found, the catalog's tables are not tables of the store, and values are
+/// bound, never spliced.
+#[tokio::test]
+async fn row_evidence_reads_only_the_stores_own_schema() {
+    use leasehold_core::durable::{DurableStore, RowProbe};
+    let Some((mine, _mine_guard)) = store_or_skip("row evidence", "lh_pg").await else {
+        return;
+    };
+    let Some((theirs, _theirs_guard)) = store_or_skip("row evidence", "lh_pg").await else {
+        return;
+    };
+    let id = theirs
+        .item_enqueue(NewItem::new("k", json!({})), T0)
+        .await
+        .expect("enqueue in the other schema");
+    let probe = |table: &str, id: serde_json::Value| RowProbe {
+        table: table.into(),
+        where_: json!({ "id": id }).as_object().cloned().expect("object"),
+        values: json!({ "status": "pending" })
+            .as_object()
+            .cloned()
+            .expect("object"),
+    };
+    assert!(theirs
+        .evidence_row_exists(&probe("items", json!(id.0)))
+        .await
+        .expect("probe"));
+    assert!(
+        !mine
+            .evidence_row_exists(&probe("items", json!(id.0)))
+            .await
+            .expect("probe"),
+        "a row of another schema's items was found"
+    );
+    for table in ["pg_class", "pg_namespace", "tables", "columns"] {
+        let err = mine
+            .evidence_row_exists(&RowProbe {
+                table: table.into(),
+                where_: json!({ "oid": 1 }).as_object().cloned().expect("object"),
+                values: serde_json::Map::new(),
+            })
+            .await
+            .expect_err("not a table of the store");
+        assert!(
+            matches!(&err, StoreError::InvalidInput(m) if m.contains("no table")),
+            "{table}: {err:?}"
+        );
+    }
+    let injected = theirs
+        .evidence_row_exists(&probe("items", json!(format!("{} OR 1=1", id.0))))
+        .await
+        .expect("a bound value, compared as text");
+    assert!(!injected);
+}
+
+/// A schema at version 1 (before durable execution) migrates to the current version: its items
+/// stay, the durable tables appear, and durable writes work.
+#[tokio::test]
+async fn a_version_1_schema_migrates_to_the_durable_tables_keeping_its_items() {
+    use leasehold_core::durable::{CheckpointType, DurableStore, NewStep};
+    use leasehold_core::AcquireRequest;
+    let Some((store, schema)) = store_or_skip("migrate v1", "lh_pg").await else {
+        return;
+    };
+    let id = store
+        .item_enqueue(NewItem::new("k", json!({"kept": true})), T0)
+        .await
+        .expect("enqueue");
+    drop(store);
+    let s = schema.schema();
+    psql(
+        &schema,
+        &format!("DROP TABLE {s}.tool_ledger, {s}.llm_cache, {s}.durable_checkpoints"),
+    )
+    .await;
+    psql(
+        &schema,
+        &format!("ALTER TABLE {s}.items DROP COLUMN timeout_ms, DROP COLUMN releases"),
+    )
+    .await;
+    psql(
+        &schema,
+        &format!("DELETE FROM {s}.schema_migrations WHERE version > 1 RETURNING version"),
+    )
+    .await;
+    assert_eq!(
+        tables_of(&schema).await,
+        vec!["checkpoints", "items", "schema_migrations", "workers"]
+    );
+    let store = schema.open().await.expect("migrate from version 1");
+    let versions: Vec<i64> = psql(
+        &schema,
+        &format!("SELECT version FROM {s}.schema_migrations ORDER BY 1"),
+    )
+    .await
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert_eq!(
+        versions,
+        (1..=PgStore::schema_version()).collect::<Vec<_>>()
+    );
+    let item = store.item_get(id).await.expect("get").expect("kept");
+    assert_eq!(item.input, json!({"kept": true}));
+    let lease = store
+        .item_acquire(&AcquireRequest::new("w", Duration::from_secs(60)), T0)
+        .await
+        .expect("acquire")
+        .expect("the kept item")
+        .lease;
+    let step = NewStep {
+        step: Some(0),
+        name: "after the migration".into(),
+        checkpoint_type: CheckpointType::ManualCheckpoint,
+        snapshot: json!({}),
+    };
+    store
+        .step_begin(&lease, &step, T0)
+        .await
+        .expect("a durable write");
+    assert_eq!(store.checkpoints_of(id, 10).await.expect("read").len(), 1);
 }

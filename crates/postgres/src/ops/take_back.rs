@@ -56,7 +56,9 @@ impl Verdict {
     }
 }
 
-/// Applies `verdict`; `false` when the item changed since the scan (nothing written).
+/// Applies `verdict`; `false` when the item changed since the scan (nothing written). An
+/// applied verdict also writes the item's `error_boundary` checkpoint in the same transaction,
+/// so the record of an interrupted run exists exactly when the interruption was acted on.
 pub(crate) async fn apply(
     tx: &Transaction<'_>,
     verdict: &Verdict,
@@ -89,6 +91,9 @@ pub(crate) async fn apply(
         .await
     }
     .map_err(from_pg)?;
+    if changed == 1 {
+        crate::durable::boundary::record(tx, c, verdict.dead_letter, &verdict.reason, now).await?;
+    }
     Ok(changed == 1)
 }
 
