@@ -6,14 +6,20 @@
 //! recorded in the tool ledger and its model calls in the LLM output cache. Transient errors
 //! are retried with backoff; permanent ones mark the lead failed.
 //!
-//! Run with `cargo run --release --example pipeline` (flags: `--db PATH --leads N --workers W
-//! --seed S --crash-after N --json`). To see recovery, crash it and run it again on the same
-//! database:
+//! Run with `cargo run --release --example pipeline` (flags: `--db PATH|URL --leads N --workers W
+//! --seed S --crash-after N --json --node-id ID --join`). To see recovery, crash it and run it
+//! again on the same database:
 //!
 //! ```sh
 //! cargo run --release --example pipeline -- --db demo.db --crash-after 25
 //! cargo run --release --example pipeline -- --db demo.db   # resumes, replays, finishes
 //! ```
+//!
+//! The same runs on PostgreSQL (`--db postgres://postgres@127.0.0.1:5432/test?schema=demo`),
+//! where several processes can share one run: start one as usual, and others with `--join
+//! --node-id pipeline-2` (a node id of their own): they take batches from the same queue and
+//! share the LLM cache and the tool ledger, and only the first feeds each finished stage's leads
+//! to the next. Their counts of calls add up to a single clean run's.
 //!
 //! With `--json` the last line is one JSON object: completed, failed, retries,
 //! llm_cache_hits, llm_calls, tool_executions, tool_replays, resumed_from_checkpoint,
@@ -22,7 +28,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,16 +42,22 @@ use leasehold::durable::{
 };
 use leasehold::runtime::{JobContext, JobError, Leasehold};
 use leasehold::{
-    Backoff, Clock, Item, ItemFilter, ItemStatus, NewItem, NodeEvent, SqliteStore, Store,
-    SystemClock,
+    Backoff, Clock, Item, ItemFilter, ItemStatus, NewItem, NodeEvent, Store, SystemClock,
 };
 
 #[derive(Parser, Debug)]
 #[command(about = "Run the three-stage lead pipeline on a leasehold tree with durable execution.")]
 pub(crate) struct Args {
-    /// SQLite database file (created if missing; rerun on it to resume).
+    /// SQLite database file, or a `postgres://` URL (created if missing; rerun on it to
+    /// resume).
     #[arg(long, default_value = "pipeline.db")]
-    db: PathBuf,
+    db: String,
+    /// This process's node id; processes sharing one run need one each.
+    #[arg(long, default_value = "pipeline")]
+    node_id: String,
+    /// Join a run another process leads: take work, but enqueue nothing.
+    #[arg(long)]
+    join: bool,
     /// Leads to generate and research.
     #[arg(long, default_value_t = 30)]
     leads: u32,
@@ -100,8 +111,11 @@ impl Args {
         if self.latency_ms > 10_000 || self.retry_base_ms == 0 || self.retry_base_ms > 10_000 {
             return Err("--latency-ms must be <= 10000 and --retry-base-ms 1..=10000".into());
         }
-        if self.db.as_os_str().is_empty() {
+        if self.db.trim().is_empty() {
             return Err("--db must not be empty".into());
+        }
+        if self.node_id.trim().is_empty() {
+            return Err("--node-id must not be empty".into());
         }
         Ok(())
     }
@@ -545,7 +559,7 @@ async fn check_same_run(store: &dyn Store, args: &Args) -> Result<(), Box<dyn st
         if seed != Some(args.seed) || leads != Some(u64::from(args.leads)) {
             return Err(format!(
                 "{} holds a pipeline run with --leads {} --seed {}; rerun with those flags or use another --db",
-                args.db.display(),
+                args.db,
                 leads.unwrap_or(0),
                 seed.unwrap_or(0)
             )
@@ -620,9 +634,14 @@ async fn main() {
 pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     args.validate()?;
     let started = Instant::now();
-    let sqlite = Arc::new(SqliteStore::open(&args.db).await?);
-    let store: Arc<dyn Store> = sqlite.clone();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (store, durable) = leasehold::open_durable_store(&args.db).await?;
+    // The clock a node on this store would choose (the database server's on PostgreSQL), shared
+    // by the node and the durable layer so that leases, cache claims and ledger expiries are
+    // judged by one clock.
+    let clock: Arc<dyn Clock> = match store.clock_sync().await? {
+        Some(shared) => shared.as_clock(),
+        None => Arc::new(SystemClock),
+    };
     check_same_run(&*store, &args).await?;
 
     let base = Duration::from_millis(args.retry_base_ms);
@@ -640,10 +659,10 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // Short cache claims: after a crash, a claim the dead process held on a model call
         // lapses within 2 s instead of the default 15 s.
         runner: TaskRunner::from_parts(
-            CheckpointManager::new(sqlite.clone(), clock.clone()),
-            LlmCache::new(sqlite.clone(), clock.clone())
+            CheckpointManager::new(durable.clone(), clock.clone()),
+            LlmCache::new(durable.clone(), clock.clone())
                 .with_claim(Duration::from_secs(2), Duration::from_millis(20))?,
-            ToolLedger::new(sqlite.clone(), clock.clone()),
+            ToolLedger::new(durable.clone(), clock.clone()),
         ),
         sim: Sim {
             seed: args.seed,
@@ -666,7 +685,8 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // restarted workers' recover_mine takes back at once what their predecessors held (the
     // reaper covers a rerun with fewer workers).
     let mut builder = Leasehold::builder(store.clone())
-        .node_id("pipeline")
+        .node_id(args.node_id.as_str())
+        .clock(clock.clone())
         .takeover(true)
         .workers(args.workers)
         .lease(Duration::from_secs(5))
@@ -687,7 +707,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let node = builder.start().await?;
     let mut events = node.events();
 
-    if items_of(&*store, Stage::LeadList.kind()).await?.is_empty() {
+    if !args.join && items_of(&*store, Stage::LeadList.kind()).await?.is_empty() {
         let leads = (0..args.leads)
             .map(|id| Lead {
                 id,
@@ -713,7 +733,8 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // Feed each finished stage's good leads to the next one, once (one transaction).
         for i in 0..2 {
             let (prev, next) = (&views[i], &views[i + 1]);
-            if prev.items > 0
+            if !args.join
+                && prev.items > 0
                 && prev.terminal == prev.items
                 && next.items == 0
                 && !prev.ok.is_empty()
@@ -772,7 +793,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "{completed} of {} leads completed, {failed} failed, in {:.2}s ({})",
         args.leads,
         elapsed_ms as f64 / 1000.0,
-        args.db.display()
+        args.db
     );
     if args.json {
         let summary = json!({
@@ -788,7 +809,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             "leads": args.leads,
             "workers": args.workers,
             "seed": args.seed,
-            "db": args.db.display().to_string(),
+            "db": args.db,
         });
         println!("{summary}");
     }

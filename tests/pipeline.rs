@@ -1,11 +1,14 @@
-//! The pipeline example's crash-and-rerun scenario, on a real database file with real child
-//! processes (this test binary re-run as the example): a clean run; a run that aborts itself
-//! after some tool executions (`--crash-after`, a real `std::process::abort`); a rerun on the
-//! crashed run's database, which must resume from checkpoints, replay the tool calls that had
-//! completed, and end with the clean run's counts.
+//! The pipeline example's crash-and-rerun scenario, on a real database — a SQLite file, and a
+//! PostgreSQL schema — with real child processes (this test binary re-run as the example): a
+//! clean run; a run that aborts itself after some tool executions (`--crash-after`, a real
+//! `std::process::abort`); a rerun on the crashed run's database, which must resume from
+//! checkpoints, replay the tool calls that had completed, and end with the clean run's counts.
+//! On PostgreSQL, also two processes sharing one run (`--join`), whose counts add up to a
+//! clean run's.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+
+use leasehold::postgres::testing::TestSchema;
 
 use clap::Parser;
 use serde_json::Value;
@@ -44,7 +47,14 @@ fn pipeline_child_process() {
 
 /// Small and fast, but with injected failures: 16 leads in batches of 4, one worker so that
 /// the crash point is the same on every run. A flag in `extra` replaces its default here.
-fn run(db: &Path, extra: &[&str]) -> Output {
+fn run(db: &str, extra: &[&str]) -> Output {
+    spawn(db, extra)
+        .wait_with_output()
+        .expect("run the pipeline")
+}
+
+/// The same, started: the caller waits for it.
+fn spawn(db: &str, extra: &[&str]) -> Child {
     let defaults = [
         ("--leads", "16"),
         ("--batch", "4"),
@@ -53,7 +63,7 @@ fn run(db: &Path, extra: &[&str]) -> Output {
         ("--latency-ms", "2"),
         ("--retry-base-ms", "1"),
     ];
-    let mut args = vec!["--db", db.to_str().expect("utf-8 path"), "--json"];
+    let mut args = vec!["--db", db, "--json"];
     for (flag, value) in defaults {
         if !extra.contains(&flag) {
             args.extend([flag, value]);
@@ -70,20 +80,23 @@ fn run(db: &Path, extra: &[&str]) -> Output {
             "--test-threads=1",
         ])
         .env(CHILD_ARGS, args)
-        .output()
-        .expect("run the pipeline")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the pipeline")
 }
 
 /// Every item in the database, as JSON (to compare a database before and after a run).
-fn items(db: &Path) -> Vec<Value> {
+fn items(db: &str) -> Vec<Value> {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let store = leasehold::SqliteStore::open(db).await.expect("open");
+        let store = leasehold::open_store(db).await.expect("open");
         let filter = leasehold::ItemFilter {
             limit: 1000,
             ..leasehold::ItemFilter::default()
         };
-        leasehold::Store::items_list(&store, &filter)
+        store
+            .items_list(&filter)
             .await
             .expect("list")
             .iter()
@@ -92,11 +105,10 @@ fn items(db: &Path) -> Vec<Value> {
     })
 }
 
-/// Crashes a run on a fresh database after `crash_after` tool executions, reruns it there,
-/// and checks the rerun against the clean run; returns the rerun's summary.
-fn crash_and_rerun(dir: &Path, clean: &Value, crash_after: u64) -> Value {
-    let db = dir.join(format!("crashed-{crash_after}.db"));
-    let crashed = run(&db, &["--crash-after", &crash_after.to_string()]);
+/// Crashes a run on the fresh database `db` after `crash_after` tool executions, reruns it
+/// there, and checks the rerun against the clean run; returns the rerun's summary.
+fn crash_and_rerun(db: &str, clean: &Value, crash_after: u64) -> Value {
+    let crashed = run(db, &["--crash-after", &crash_after.to_string()]);
     assert!(
         !crashed.status.success(),
         "--crash-after {crash_after} did not crash: {}",
@@ -109,7 +121,7 @@ fn crash_and_rerun(dir: &Path, clean: &Value, crash_after: u64) -> Value {
         String::from_utf8_lossy(&crashed.stderr)
     );
 
-    let rerun = summary(&run(&db, &[]));
+    let rerun = summary(&run(db, &[]));
     assert!(n(&rerun, "resumed_from_checkpoint") > 0, "{rerun}");
     assert!(n(&rerun, "tool_replays") > 0, "{rerun}");
     assert_eq!(
@@ -154,11 +166,9 @@ fn n(v: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} missing or not a count in {v}"))
 }
 
-#[test]
-fn a_crashed_pipeline_resumes_replays_and_ends_like_a_clean_run() {
-    let dir = tempfile::tempdir().expect("tempdir");
-
-    let clean = summary(&run(&dir.path().join("clean.db"), &[]));
+/// A clean run's summary, checked for the counts every comparison uses.
+fn clean_run(db: &str) -> Value {
+    let clean = summary(&run(db, &[]));
     for key in [
         "completed",
         "failed",
@@ -180,14 +190,36 @@ fn a_crashed_pipeline_resumes_replays_and_ends_like_a_clean_run() {
         n(&clean, "retries") > 0,
         "the seed injects failures: {clean}"
     );
+    clean
+}
+
+/// A path in `dir` as a `--db` argument.
+fn file_db(dir: &tempfile::TempDir, name: &str) -> String {
+    dir.path()
+        .join(name)
+        .to_str()
+        .expect("utf-8 path")
+        .to_string()
+}
+
+/// A fresh PostgreSQL schema, or `None` when the test is skipped (no server).
+fn pg_schema(prefix: &str) -> Option<TestSchema> {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(TestSchema::create(prefix)).ok()
+}
+
+#[test]
+fn a_crashed_pipeline_resumes_replays_and_ends_like_a_clean_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clean = clean_run(&file_db(&dir, "clean.db"));
 
     // Tool execution 1 is the first lead of the first batch: only the batch's `batch-start`
     // checkpoint and the tool's result have committed.
-    crash_and_rerun(dir.path(), &clean, 1);
+    crash_and_rerun(&file_db(&dir, "crashed-1.db"), &clean, 1);
     // Tool execution 6 is the second lead of the second batch: the first lead's step has
     // committed, the second's tool result has committed, its step has not.
-    crash_and_rerun(dir.path(), &clean, 6);
-    let crashed_db = dir.path().join("crashed-6.db");
+    let crashed_db = file_db(&dir, "crashed-6.db");
+    crash_and_rerun(&crashed_db, &clean, 6);
 
     // A third run on the finished database does nothing and reports the same totals.
     let again = summary(&run(&crashed_db, &[]));
@@ -214,5 +246,52 @@ fn a_crashed_pipeline_resumes_replays_and_ends_like_a_clean_run() {
         items(&crashed_db),
         before,
         "a refused run changed the database"
+    );
+}
+
+#[test]
+fn a_crashed_pipeline_on_postgres_resumes_replays_and_ends_like_a_clean_run() {
+    let (Some(clean_db), Some(crashed_db)) = (pg_schema("lh_pipe"), pg_schema("lh_pipe")) else {
+        return;
+    };
+    let clean = clean_run(&clean_db.url());
+    // Tool execution 6: the second lead of the second batch (see the SQLite test).
+    crash_and_rerun(&crashed_db.url(), &clean, 6);
+    let again = summary(&run(&crashed_db.url(), &[]));
+    assert_eq!(n(&again, "completed"), n(&clean, "completed"));
+    assert_eq!(n(&again, "tool_executions"), 0, "{again}");
+}
+
+#[test]
+fn two_pipeline_processes_on_one_postgres_queue_share_the_work_cache_and_ledger() {
+    let (Some(clean_db), Some(shared_db)) = (pg_schema("lh_pipe"), pg_schema("lh_pipe")) else {
+        return;
+    };
+    let clean = clean_run(&clean_db.url());
+    // Two workers each, so that both processes hold batches at once.
+    let lead = spawn(&shared_db.url(), &["--workers", "2"]);
+    let join = spawn(
+        &shared_db.url(),
+        &["--workers", "2", "--join", "--node-id", "pipeline-2"],
+    );
+    let (lead, join) = (
+        summary(&lead.wait_with_output().expect("the leading process")),
+        summary(&join.wait_with_output().expect("the joining process")),
+    );
+    for key in ["completed", "failed"] {
+        assert_eq!(n(&lead, key), n(&clean, key), "{lead} vs {clean}");
+        assert_eq!(n(&join, key), n(&clean, key), "{join} vs {clean}");
+    }
+    // Each tool call and each model call ran once, in one process or the other.
+    for key in ["tool_executions", "llm_calls"] {
+        assert_eq!(
+            n(&lead, key) + n(&join, key),
+            n(&clean, key),
+            "{key}: {lead} + {join} vs {clean}"
+        );
+    }
+    assert!(
+        n(&join, "tool_executions") > 0,
+        "the joining process took no work: {join}"
     );
 }
