@@ -460,7 +460,7 @@ impl LeaseholdBuilder {
     }
 
     /// The clock lease times come from. By default the node asks its store
-    /// ([`Store::clock_sync`](leasehold_core::Store::clock_sync)): on PostgreSQL it takes the
+    /// ([`Store::clock_sync`]): on PostgreSQL it takes the
     /// database server's clock (resynced every [`clock_resync`](Self::clock_resync)), so hosts
     /// whose own clocks drift still agree on every lease; on SQLite, the system clock. Tests
     /// pass a [`TokioClock`](leasehold_core::TokioClock) to move time with tokio's paused clock.

@@ -2,7 +2,7 @@
 //! step.
 //!
 //! A node given a clock ([`LeaseholdBuilder::clock`](crate::LeaseholdBuilder::clock)) uses it.
-//! Otherwise it asks its store ([`Store::clock_sync`](leasehold_core::Store::clock_sync)): a
+//! Otherwise it asks its store ([`Store::clock_sync`]): a
 //! database that several hosts share and that keeps its own clock (PostgreSQL) gives a clock
 //! synchronised to it, so every host judges leases by the one clock whatever its own says; a
 //! store on one host gives none and the node uses the system clock.
