@@ -518,6 +518,93 @@ fn bad_input_does_not_create_a_database() {
 }
 
 #[test]
+fn enqueue_reads_its_input_from_a_file_or_standard_input() {
+    let db = TestDb::new();
+    // Larger than a typical single argument would comfortably carry.
+    let big = json!({"blob": "x".repeat(300_000), "n": 7});
+    let file = db._dir.path().join("input.json");
+    std::fs::write(&file, big.to_string()).expect("write input file");
+    let file_arg = file.display().to_string();
+    let v = db.json(&["enqueue", "--kind", "k", "--input-file", &file_arg]);
+    let from_file = v["id"].as_i64().expect("id");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leasehold"));
+    for var in CONFIG_VARS {
+        child.env_remove(var);
+    }
+    let mut child = child
+        .args(["--db", &db.url(), "enqueue", "--kind", "k", "--json"])
+        .args(["--input-file", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn leasehold");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(br#"[1, "two"]"#).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("wait leasehold");
+    assert_success(&out, &["enqueue", "--input-file", "-"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json stdout");
+    let from_stdin = v["id"].as_i64().expect("id");
+
+    let items = db.json(&["items"]);
+    assert_eq!(items[0]["id"], json!(from_file));
+    assert_eq!(items[0]["input"], big);
+    assert_eq!(items[1]["id"], json!(from_stdin));
+    assert_eq!(items[1]["input"], json!([1, "two"]));
+}
+
+#[test]
+fn enqueue_input_file_refusals_name_the_problem_and_write_nothing() {
+    let db = TestDb::new();
+    let missing = db._dir.path().join("missing.json").display().to_string();
+    let bad = db._dir.path().join("bad.json");
+    std::fs::write(&bad, "{not json").expect("write bad file");
+    let bad = bad.display().to_string();
+
+    // Before the database exists: a refusal must not create it.
+    let out = db.run(&["enqueue", "--kind", "k", "--input-file", &missing]);
+    let line = assert_error(&out, 2, &missing);
+    assert!(line.contains("cannot read"), "{line}");
+    assert!(!db.path.exists(), "a refused enqueue created the database");
+
+    db.enqueue("email", &[]);
+    let before = db.status();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["enqueue", "--kind", "k", "--input-file", &missing],
+            &missing,
+        ),
+        (
+            &["enqueue", "--kind", "k", "--input-file", &bad],
+            "is not valid JSON",
+        ),
+        (&["enqueue", "--kind", "k", "--input-file", &bad], &bad),
+        (
+            &[
+                "enqueue",
+                "--kind",
+                "k",
+                "--input",
+                "{}",
+                "--input-file",
+                &bad,
+            ],
+            "--input-file",
+        ),
+        (&["enqueue", "--kind", "k"], "--input"),
+    ];
+    for (args, needle) in cases {
+        let out = db.run(args);
+        assert_error(&out, 2, needle);
+        assert_eq!(db.status(), before, "{args:?} changed the store");
+    }
+}
+
+#[test]
 fn read_only_commands_refuse_a_missing_database() {
     let db = TestDb::new();
     for args in [

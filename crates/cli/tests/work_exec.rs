@@ -3,7 +3,8 @@
 //! dead-lettered with a timed-out error once its budget is spent; an item's own timeout, given
 //! to `enqueue --timeout-s`, wins over `work --timeout-s`, which wins over
 //! `LEASEHOLD_TIMEOUT_S`; and a megabyte goes through the command's stdin and stdout without
-//! the pipes deadlocking. The store is observed from outside through the same SQLite file.
+//! the pipes deadlocking; `work --group` runs only its group's items and `--exit-when-done` then
+//! waits for that group alone. The store is observed from outside through the same SQLite file.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -236,4 +237,46 @@ async fn a_megabyte_in_and_a_megabyte_out_stream_through_the_command() {
     let it = get(&store, id).await;
     assert_eq!(it.status, ItemStatus::Completed, "{:?}", it.error);
     assert_eq!(it.output.as_ref(), Some(&input), "the output is the input");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_with_a_group_runs_only_that_groups_items_and_exits_when_they_are_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("work.db");
+    let store = open(&db).await;
+    let now = SystemClock.now();
+    let mut ours = Vec::new();
+    for n in 0..2 {
+        let item = NewItem::new("job", json!({"n": n})).group("a");
+        ours.push(store.item_enqueue(item, now).await.unwrap());
+    }
+    // Higher priority than ours: an unfiltered worker would take them first.
+    let other = NewItem::new("job", json!({})).group("b").priority(10);
+    let other = store.item_enqueue(other, now).await.unwrap();
+    let none = NewItem::new("job", json!({})).priority(10);
+    let none = store.item_enqueue(none, now).await.unwrap();
+
+    // --exit-when-done waits for group a only: the others stay pending and it still returns.
+    work(&db, "cat", &["--group", "a"], &[]);
+    for id in ours {
+        assert_eq!(
+            get(&store, id).await.status,
+            ItemStatus::Completed,
+            "{id:?}"
+        );
+    }
+    for id in [other, none] {
+        let it = get(&store, id).await;
+        assert_eq!((it.status, it.attempts), (ItemStatus::Pending, 0), "{id:?}");
+    }
+
+    let out = leasehold(&db, &["work", "--exec", "cat", "--group", " "], &[])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("--group"),
+        "{stderr}"
+    );
 }

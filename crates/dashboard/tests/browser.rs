@@ -173,11 +173,13 @@ async fn page_in_headless_chromium_shows_what_the_store_holds() {
     // Work in flight: a real tree whose two workers hold an item each until released.
     let gate = Arc::new(Notify::new());
     let g = gate.clone();
-    // Its monitor is off: the page must show the dead ghost still holding its item, which a
-    // monitor would take back at its first check.
+    // Its monitor and reaper are off: the page must show the dead ghost still holding its
+    // expired item, which a monitor would take back at its first check and a reaper at the
+    // sweep it runs as the node starts.
     let builder = Leasehold::builder(store.clone())
         .node_id("live")
         .monitor(false)
+        .reaper(false)
         .workers(2)
         .lease(Duration::from_secs(60))
         .heartbeat(Duration::from_millis(500))

@@ -104,6 +104,10 @@ pub struct RuntimeConfig {
     /// refuse with [`RuntimeError::NodeIdInUse`] (false, the default) or wait until that
     /// incarnation is dead (true).
     pub takeover: bool,
+    /// Only items of this group (task) id are acquired by this node's workers; `None` (the
+    /// default) takes items of any group and items without one. The reaper and the monitor
+    /// are not filtered: they recover every expired or dead owner's item.
+    pub group: Option<String>,
 }
 
 impl RuntimeConfig {
@@ -128,6 +132,7 @@ impl RuntimeConfig {
             monitor_interval: None,
             clock_resync: Duration::from_secs(300),
             takeover: false,
+            group: None,
         }
     }
 
@@ -182,6 +187,9 @@ impl RuntimeConfig {
         }
         if self.monitor_interval.is_some_and(|d| d.is_zero()) {
             return invalid("monitor_interval", "must be positive");
+        }
+        if self.group.as_ref().is_some_and(|g| g.trim().is_empty()) {
+            return invalid("group", "must not be empty");
         }
         if self.dead_after_missed == 0 {
             return invalid("dead_after_missed", "must be at least 1");
@@ -331,6 +339,13 @@ impl LeaseholdBuilder {
     /// share a node id. A row left by a crash that is already stale never delays a start.
     pub fn takeover(mut self, on: bool) -> Self {
         self.cfg.takeover = on;
+        self
+    }
+
+    /// Makes this node's workers acquire only items of group (task) id `g` (default: every
+    /// group, and items without one). Handlers still select by kind within the group.
+    pub fn group(mut self, g: impl Into<String>) -> Self {
+        self.cfg.group = Some(g.into());
         self
     }
 

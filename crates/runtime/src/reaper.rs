@@ -1,4 +1,4 @@
-//! The reaper: sweeps every sweep interval and on demand, in batches; judges owners before it
+//! The reaper: sweeps once at start, then every sweep interval and on demand, in batches; judges owners before it
 //! requeues (invariant 5); stands down when this node cannot reach the store.
 
 use std::sync::atomic::Ordering;
@@ -19,7 +19,7 @@ const MAX_BATCHES_PER_SWEEP: u32 = 16;
 
 /// Messages the reaper handles.
 pub(crate) enum ReaperMsg {
-    /// The periodic sweep.
+    /// The sweep at start, then the periodic sweeps.
     Tick,
     /// A sweep now, for the handle.
     SweepNow(RpcReplyPort<SweepOutcome>),
@@ -43,7 +43,10 @@ impl Actor for Reaper {
         myself: ActorRef<ReaperMsg>,
         ctx: Arc<NodeCtx>,
     ) -> Result<ReaperState, ActorProcessingErr> {
-        myself.send_after(ctx.cfg.base.sweep, || ReaperMsg::Tick);
+        // The first sweep runs at once, not one interval in: a cluster restarted after an
+        // outage holds leases that expired while it was down, and with a long sweep interval
+        // they would otherwise sit until the first tick. The Tick schedules the next one.
+        myself.send_message(ReaperMsg::Tick)?;
         Ok(ReaperState { ctx })
     }
 

@@ -206,7 +206,7 @@ impl Actor for Worker {
             node_id: ctx.node_id.clone(),
             incarnation: ctx.incarnation,
             kinds: ctx.kinds.clone(),
-            group_id: None,
+            group_id: ctx.cfg.group.clone(),
             limit: 1,
             lease: ctx.cfg.base.lease,
         };

@@ -49,6 +49,22 @@ fn builder(store: Arc<dyn Store>, node: &str) -> LeaseholdBuilder {
         .record_completions(true)
 }
 
+/// Starts the node and waits for the sweep every reaper runs at start, so that the sweep a
+/// test asks for after moving the clock is the one that finds its expired leases.
+async fn start_swept(b: LeaseholdBuilder) -> NodeHandle {
+    let mut events = b.subscribe();
+    let node = b.start().await.unwrap();
+    wait_for(&mut events, "the sweep at start", |e| {
+        matches!(
+            e,
+            NodeEvent::Swept { .. } | NodeEvent::ReaperStoodDown { .. }
+        )
+        .then_some(())
+    })
+    .await;
+    node
+}
+
 /// Waits until every item of `ids` has completed, in whatever order the workers finish them.
 async fn wait_all_completed(rx: &mut broadcast::Receiver<NodeEvent>, ids: &[ItemId]) {
     let mut left: std::collections::HashSet<ItemId> = ids.iter().copied().collect();
@@ -150,25 +166,25 @@ async fn killed_heartbeat_lets_the_lease_lapse_and_the_zombie_cannot_complete() 
     let release_zombie = Arc::new(Notify::new());
     let zombie_saw_cancel = Arc::new(AtomicU32::new(0));
     let (rz, saw) = (release_zombie.clone(), zombie_saw_cancel.clone());
-    let node = builder(store(&dir).await, "kill-heartbeat")
-        .workers(2)
-        .clock(Arc::new(clock.clone()))
-        .handler("job", move |ctx: JobContext| {
-            let (rz, saw) = (rz.clone(), saw.clone());
-            async move {
-                if ctx.attempt() == 1 {
-                    // A zombie: it ignores cancellation and tries to return a result anyway.
-                    ctx.cancelled().await;
-                    saw.fetch_add(1, Ordering::SeqCst);
-                    rz.notified().await;
-                    return Ok::<_, JobError>(json!("zombie result"));
+    let node = start_swept(
+        builder(store(&dir).await, "kill-heartbeat")
+            .workers(2)
+            .clock(Arc::new(clock.clone()))
+            .handler("job", move |ctx: JobContext| {
+                let (rz, saw) = (rz.clone(), saw.clone());
+                async move {
+                    if ctx.attempt() == 1 {
+                        // A zombie: it ignores cancellation and tries to return a result anyway.
+                        ctx.cancelled().await;
+                        saw.fetch_add(1, Ordering::SeqCst);
+                        rz.notified().await;
+                        return Ok::<_, JobError>(json!("zombie result"));
+                    }
+                    Ok(json!("good result"))
                 }
-                Ok(json!("good result"))
-            }
-        })
-        .start()
-        .await
-        .unwrap();
+            }),
+    )
+    .await;
     let mut events = node.events();
     let id = node.enqueue(node.item("job", json!({}))).await.unwrap();
     let (worker, first_epoch) = wait_for(&mut events, "first acquisition", |e| match e {
@@ -277,21 +293,21 @@ async fn reaper_keeps_a_live_owners_item_and_requeues_a_dead_owners() {
     let store = store(&dir).await;
     let gate = Arc::new(Notify::new());
     let g = gate.clone();
-    let node = builder(store.clone(), "reaper-node")
-        .workers(1)
-        // Heartbeats far apart, so only the ping can keep the expired lease.
-        .heartbeat(Duration::from_secs(30))
-        .clock(Arc::new(clock.clone()))
-        .handler("slow", move |_ctx: JobContext| {
-            let g = g.clone();
-            async move {
-                g.notified().await;
-                Ok::<_, JobError>(json!("slow done"))
-            }
-        })
-        .start()
-        .await
-        .unwrap();
+    let node = start_swept(
+        builder(store.clone(), "reaper-node")
+            .workers(1)
+            // Heartbeats far apart, so only the ping can keep the expired lease.
+            .heartbeat(Duration::from_secs(30))
+            .clock(Arc::new(clock.clone()))
+            .handler("slow", move |_ctx: JobContext| {
+                let g = g.clone();
+                async move {
+                    g.notified().await;
+                    Ok::<_, JobError>(json!("slow done"))
+                }
+            }),
+    )
+    .await;
     let mut events = node.events();
     let live = node.enqueue(node.item("slow", json!({}))).await.unwrap();
     wait_for(&mut events, "acquisition", |e| {
@@ -365,15 +381,15 @@ async fn reused_node_name_does_not_vouch_for_its_dead_predecessor() {
     };
     store.node_heartbeat(&alive_successor).await.unwrap();
 
-    let node = builder(store.clone(), "beta")
-        .workers(1)
-        .clock(Arc::new(clock.clone()))
-        .handler("job", |_ctx: JobContext| async move {
-            Ok::<_, JobError>(json!("ok"))
-        })
-        .start()
-        .await
-        .unwrap();
+    let node = start_swept(
+        builder(store.clone(), "beta")
+            .workers(1)
+            .clock(Arc::new(clock.clone()))
+            .handler("job", |_ctx: JobContext| async move {
+                Ok::<_, JobError>(json!("ok"))
+            }),
+    )
+    .await;
     let mut events = node.events();
     clock.advance(Duration::from_secs(11));
     let SweepOutcome::Swept(stats) = node.sweep_now().await.unwrap() else {
@@ -399,15 +415,15 @@ async fn reaper_stands_down_when_its_store_is_failing() {
         .await
         .unwrap()
         .unwrap();
-    let node = builder(faulty.clone(), "sick")
-        .workers(1)
-        .clock(Arc::new(clock.clone()))
-        .handler("other", |_ctx: JobContext| async move {
-            Ok::<_, JobError>(json!(1))
-        })
-        .start()
-        .await
-        .unwrap();
+    let node = start_swept(
+        builder(faulty.clone(), "sick")
+            .workers(1)
+            .clock(Arc::new(clock.clone()))
+            .handler("other", |_ctx: JobContext| async move {
+                Ok::<_, JobError>(json!(1))
+            }),
+    )
+    .await;
     clock.advance(Duration::from_secs(30));
     faulty.fail_for(Duration::from_secs(3600));
     let outcome = node.sweep_now().await.unwrap();

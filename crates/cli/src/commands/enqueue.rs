@@ -1,5 +1,7 @@
 //! `leasehold enqueue`: add one item and print its id.
 
+use std::io::Read;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use leasehold_core::{Clock, NewItem};
@@ -17,9 +19,20 @@ pub(crate) struct Args {
     #[arg(long, value_name = "K", value_parser = args::non_empty)]
     kind: String,
 
-    /// The handler's input, as JSON (e.g. '{"to": "a@b.c"}').
-    #[arg(long, value_name = "JSON")]
-    input: String,
+    /// The handler's input, as JSON (e.g. '{"to": "a@b.c"}'). Exactly one of --input and
+    /// --input-file is required.
+    #[arg(
+        long,
+        value_name = "JSON",
+        required_unless_present = "input_file",
+        conflicts_with = "input_file"
+    )]
+    input: Option<String>,
+
+    /// Read the handler's JSON input from this file (`-` for standard input), for inputs too
+    /// large for a command-line argument.
+    #[arg(long, value_name = "PATH")]
+    input_file: Option<PathBuf>,
 
     /// The retry budget [default: LEASEHOLD_MAX_ATTEMPTS or TASK_MAX_REQUEUE, else 3].
     #[arg(long, value_name = "N", value_parser = args::positive_count, allow_negative_numbers = true)]
@@ -50,8 +63,16 @@ pub(crate) struct Args {
 
 /// Validates, opens (creating the database if needed), enqueues, prints the id.
 pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
-    let input: Value = serde_json::from_str(&args.input)
-        .map_err(|e| CliError::usage(format!("--input is not valid JSON: {e}")))?;
+    let input = match (args.input, args.input_file) {
+        (Some(text), _) => serde_json::from_str(&text)
+            .map_err(|e| CliError::usage(format!("--input is not valid JSON: {e}")))?,
+        (None, Some(path)) => read_input_file(path).await?,
+        (None, None) => {
+            return Err(CliError::usage(
+                "one of --input or --input-file is required",
+            ))
+        }
+    };
     let max_attempts = match args.max_attempts {
         Some(n) => n,
         None => config()?.max_attempts,
@@ -78,4 +99,29 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     } else {
         ctx.out.text(&id.to_string())
     }
+}
+
+/// Reads and parses `--input-file` (`-` is standard input) before anything is opened, so a
+/// missing file or bad JSON writes nothing. The read blocks, so it runs off the runtime.
+async fn read_input_file(path: PathBuf) -> Result<Value, CliError> {
+    let is_stdin = path.as_os_str() == "-";
+    let name = if is_stdin {
+        "standard input".to_string()
+    } else {
+        path.display().to_string()
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        if is_stdin {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map(|_| text)
+        } else {
+            std::fs::read_to_string(&path)
+        }
+    })
+    .await
+    .map_err(|e| CliError::failure(format!("reading --input-file {name}: {e}")))?;
+    let text =
+        read.map_err(|e| CliError::usage(format!("--input-file {name}: cannot read it: {e}")))?;
+    serde_json::from_str(&text)
+        .map_err(|e| CliError::usage(format!("--input-file {name} is not valid JSON: {e}")))
 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use leasehold_core::{ItemFilter, ItemStatus, Store};
 use leasehold_runtime::{JobContext, JobError, Leasehold, TreeExit};
 
 use crate::args::{non_empty, positive_count, seconds};
@@ -34,6 +35,9 @@ pub(crate) struct Args {
     /// Only items of this kind (repeatable); default: every kind.
     #[arg(long = "kind", value_parser = non_empty)]
     kinds: Vec<String>,
+    /// Only items of this group (task) id; default: every group, and items without one.
+    #[arg(long, value_name = "G", value_parser = non_empty)]
+    group: Option<String>,
     /// The command run through `sh -c` for each item.
     #[arg(long, value_parser = non_empty)]
     exec: String,
@@ -100,6 +104,9 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     if let Some(t) = args.timeout_s {
         builder = builder.timeout(t);
     }
+    if let Some(g) = &args.group {
+        builder = builder.group(g.clone());
+    }
     if args.kinds.is_empty() {
         builder = builder.fallback_handler(make(exec.clone()));
     } else {
@@ -129,10 +136,8 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
         }
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            if let Ok(c) = store.items_count().await {
-                if c.pending + c.in_progress == 0 {
-                    return;
-                }
+            if queue_done(store.as_ref(), args.group.as_deref()).await {
+                return;
             }
         }
     };
@@ -323,4 +328,29 @@ mod group {
             self.kill();
         }
     }
+}
+
+/// Whether nothing `work` could still run is pending or in progress: the whole queue, or with
+/// `--group` only that group's items — the others are never this node's to finish. A store
+/// error counts as not done, so a passing outage does not end the run.
+async fn queue_done(store: &dyn Store, group: Option<&str>) -> bool {
+    let Some(group) = group else {
+        return store
+            .items_count()
+            .await
+            .is_ok_and(|c| c.pending + c.in_progress == 0);
+    };
+    for status in [ItemStatus::Pending, ItemStatus::InProgress] {
+        let filter = ItemFilter {
+            status: Some(status),
+            group_id: Some(group.to_string()),
+            limit: 1,
+            ..ItemFilter::default()
+        };
+        match store.items_list(&filter).await {
+            Ok(items) if items.is_empty() => {}
+            _ => return false,
+        }
+    }
+    true
 }
