@@ -232,33 +232,32 @@ pub fn parse_seconds(setting: &str, raw: &str) -> Result<Duration, ConfigError> 
 
 /// Parses a whole number that may be zero.
 fn parse_whole(setting: &str, raw: &str) -> Result<u32, ConfigError> {
-    let err = |reason: &str| ConfigError::Parse {
-        setting: setting.to_string(),
-        value: raw.to_string(),
-        reason: reason.to_string(),
-    };
-    let n: i64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| err("expected a whole number (0 or more)"))?;
-    if n < 0 {
-        return Err(err("must not be negative"));
-    }
-    u32::try_from(n).map_err(|_| err("too large"))
+    parse_u32(setting, raw, 0)
 }
 
+/// Parses a whole number of at least 1.
 fn parse_count(setting: &str, raw: &str) -> Result<u32, ConfigError> {
+    parse_u32(setting, raw, 1)
+}
+
+/// Parses a whole number of at least `min` (0 or 1), naming the setting when it cannot.
+fn parse_u32(setting: &str, raw: &str, min: i64) -> Result<u32, ConfigError> {
     let err = |reason: &str| ConfigError::Parse {
         setting: setting.to_string(),
         value: raw.to_string(),
         reason: reason.to_string(),
     };
-    let n: i64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| err("expected a whole number"))?;
-    if n <= 0 {
-        return Err(err("must be at least 1"));
+    let (expected, below) = if min == 0 {
+        (
+            "expected a whole number (0 or more)",
+            "must not be negative",
+        )
+    } else {
+        ("expected a whole number", "must be at least 1")
+    };
+    let n: i64 = raw.trim().parse().map_err(|_| err(expected))?;
+    if n < min {
+        return Err(err(below));
     }
     u32::try_from(n).map_err(|_| err("too large"))
 }
