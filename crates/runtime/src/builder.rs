@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ractor::ActorCell;
 use serde::Serialize;
 
 use leasehold_core::{Backoff, Clock, Config, ConfigError, Item, Store};
@@ -505,6 +506,35 @@ impl LeaseholdBuilder {
     /// start, which [`NodeHandle::events`] may subscribe too late to see.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<NodeEvent> {
         self.events.subscribe()
+    }
+
+    /// Starts the tree as [`start`](Self::start) does, then places it under `supervisor`, an
+    /// actor of the caller's own ractor tree, through one anchor actor linked to it
+    /// ([`NodeHandle::anchor`]). That supervisor then receives:
+    ///
+    /// - `SupervisionEvent::ActorFailed(anchor, err)` when the tree **escalates** (its restart
+    ///   intensity is spent): `err.downcast_ref::<`[`Escalation`](crate::embed::Escalation)`>()`
+    ///   names the node, the incarnation and the reason. No worker of the tree runs any more and
+    ///   its registry row is marked stopped: start a new tree (its `recover_mine` takes back
+    ///   what this one held), or stop.
+    /// - `SupervisionEvent::ActorTerminated(anchor, _, Some(`[`SHUTDOWN_REASON`](crate::embed::SHUTDOWN_REASON)`))`
+    ///   after a graceful [`NodeHandle::shutdown`].
+    ///
+    /// Stopping the anchor — as `stop_children_and_wait` in the supervisor's `post_stop` does —
+    /// drains the tree gracefully (drain timeout [`drain_timeout`](Self::drain_timeout)) before
+    /// the stop completes. A supervisor that stops without stopping its children first kills the
+    /// anchor; the tree then drains on its own in the background, and
+    /// [`NodeHandle::wait`] returns when it has. ractor's default `handle_supervisor_evt` stops
+    /// a supervisor when any child ends: override it to act on these events. docs/embedding.md
+    /// has the whole contract.
+    pub async fn start_linked(self, supervisor: ActorCell) -> Result<NodeHandle, RuntimeError> {
+        let node = self.start().await?;
+        if let Err(e) = node.link_to(supervisor).await {
+            // Unlinked, the tree would run where nobody supervises it: stop it.
+            let _ = node.shutdown(node.config().drain_timeout).await;
+            return Err(e);
+        }
+        Ok(node)
     }
 
     /// Validates everything, claims the node id, and starts the tree: every worker runs

@@ -1,11 +1,11 @@
 //! [`NodeHandle`]: what `start()` returns — enqueue, status, statistics, sweeps, shutdown.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorRef};
+use ractor::{Actor, ActorCell, ActorRef};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -142,6 +142,12 @@ pub struct NodeHandle {
     exit: watch::Receiver<Option<TreeExit>>,
     /// Where lease times come from.
     clock_source: ClockSource,
+    /// Set when [`shutdown`](NodeHandle::shutdown) begins: [`state`](NodeHandle::state) says
+    /// `Draining` until the tree has stopped.
+    draining: Arc<AtomicBool>,
+    /// The actor that represents the tree in the user's supervision tree, when it was started
+    /// with [`start_linked`](crate::LeaseholdBuilder::start_linked).
+    anchor: OnceLock<ActorCell>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -193,6 +199,8 @@ impl NodeHandle {
             listener: tokio::sync::Mutex::new(listener),
             exit: rx,
             clock_source: clock.source,
+            draining: Arc::new(AtomicBool::new(false)),
+            anchor: OnceLock::new(),
         })
     }
 
@@ -353,6 +361,7 @@ impl NodeHandle {
     /// and the registry row is marked stopped (invariant 7).
     pub async fn shutdown(&self, drain: Duration) -> Result<ShutdownReport, RuntimeError> {
         self.ensure_running()?;
+        self.draining.store(true, Ordering::Relaxed);
         let answer = self
             .supervisor
             .call(
@@ -375,6 +384,16 @@ impl NodeHandle {
         // the node is left running.
         if let Some(listener) = self.listener.lock().await.take() {
             let _ = listener.await;
+        }
+        // A linked tree's anchor stops on its own once it sees the exit; waiting for it here
+        // means the user's supervisor has its event before this returns.
+        if let Some(anchor) = self.anchor.get() {
+            let _ = anchor
+                .stop_and_wait(
+                    Some(crate::embed::SHUTDOWN_REASON.into()),
+                    Some(Duration::from_secs(10)),
+                )
+                .await;
         }
         Ok(report)
     }
@@ -415,6 +434,40 @@ impl NodeHandle {
     /// The fault-injection harness for this node.
     pub fn faults(&self) -> FaultInjector {
         FaultInjector::new(self.ctx.clone())
+    }
+
+    /// Links the tree into a user's supervision tree through an anchor actor (see
+    /// [`embed`](crate::embed)).
+    pub(crate) async fn link_to(&self, supervisor: ActorCell) -> Result<(), RuntimeError> {
+        let args = crate::embed::AnchorArgs {
+            node_id: self.ctx.node_id.clone(),
+            incarnation: self.ctx.incarnation,
+            supervisor: self.supervisor.clone(),
+            exit: self.exit.clone(),
+            drain: self.ctx.cfg.drain_timeout,
+            draining: self.draining.clone(),
+        };
+        let anchor =
+            crate::embed::spawn_anchor(self.ctx.actor_name("anchor"), args, supervisor).await?;
+        let _ = self.anchor.set(anchor);
+        Ok(())
+    }
+
+    /// The tree's actor in the user's supervision tree, if it was started with
+    /// [`start_linked`](crate::LeaseholdBuilder::start_linked): the cell the user's
+    /// supervisor receives events about.
+    pub fn anchor(&self) -> Option<&ActorCell> {
+        self.anchor.get()
+    }
+
+    /// A receiver of the tree's exit (`None` while it runs).
+    pub(crate) fn exit_receiver(&self) -> watch::Receiver<Option<TreeExit>> {
+        self.exit.clone()
+    }
+
+    /// Whether a graceful shutdown through this handle has begun.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     fn ensure_running(&self) -> Result<(), RuntimeError> {

@@ -34,6 +34,9 @@
 //! - [`builder`]: [`Leasehold`], [`LeaseholdBuilder`] and [`RuntimeConfig`].
 //! - [`handler`]: [`JobContext`], [`JobError`] and the handler type.
 //! - [`handle`]: [`NodeHandle`], statistics and shutdown reports.
+//! - [`embed`]: the tree under a user's own ractor supervisor
+//!   ([`start_linked`](LeaseholdBuilder::start_linked)), the [`Escalation`] it receives,
+//!   [`TreeState`] for health checks, and [`NodeHandle::await_result`].
 //! - `node`: the state every actor of one node shares.
 //! - `identity`: claiming the node id at start (one live incarnation per id; `takeover`).
 //! - `supervisor`, `worker`, `heartbeat`, `reaper`, `registry`: the actors.
@@ -51,6 +54,7 @@
 pub mod builder;
 pub mod chaos;
 pub mod clock_sync;
+pub mod embed;
 pub mod error;
 pub mod events;
 pub mod faults;
@@ -69,6 +73,7 @@ mod worker;
 
 pub use builder::{Leasehold, LeaseholdBuilder, RuntimeConfig};
 pub use clock_sync::ClockSource;
+pub use embed::{Escalation, TreeState};
 pub use error::RuntimeError;
 pub use events::NodeEvent;
 pub use handle::{

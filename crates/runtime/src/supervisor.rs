@@ -19,6 +19,9 @@ use crate::reaper::Reaper;
 use crate::registry::{Registry, RegistryMsg};
 use crate::worker::{DrainOutcome, Worker, WorkerArgs, WorkerMsg};
 
+/// How long an escalation waits to mark its registry row stopped.
+const ESCALATION_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Messages the supervisor handles.
 pub(crate) enum SupervisorMsg {
     /// Graceful shutdown with this drain timeout.
@@ -103,8 +106,11 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::HeartbeatDied { worker, reason } => {
                 if !state.stopping {
-                    state
-                        .count_restart(&myself, &format!("heartbeat of worker {worker}: {reason}"));
+                    if let Err(reason) =
+                        state.count_restart(&format!("heartbeat of worker {worker}: {reason}"))
+                    {
+                        state.escalate(&myself, reason).await;
+                    }
                 }
             }
             SupervisorMsg::Respawn(child) => {
@@ -147,12 +153,15 @@ impl Actor for Supervisor {
             return Ok(());
         }
         tracing::warn!(?child, node = %state.ctx.node_id, reason = %why, "child ended; restarting it");
-        if state.count_restart(&myself, &format!("{child:?} {why}")) {
-            // Announced before the replacement starts, so its own start event always follows.
-            state.ctx.emit(NodeEvent::ChildRestarted {
-                child: format!("{child:?}"),
-            });
-            state.restart(&myself, child).await;
+        match state.count_restart(&format!("{child:?} {why}")) {
+            Ok(()) => {
+                // Announced before the replacement starts, so its own start event always follows.
+                state.ctx.emit(NodeEvent::ChildRestarted {
+                    child: format!("{child:?}"),
+                });
+                state.restart(&myself, child).await;
+            }
+            Err(reason) => state.escalate(&myself, reason).await,
         }
         Ok(())
     }
@@ -224,8 +233,9 @@ impl SupervisorState {
         }
     }
 
-    /// Records one restart; returns false (and escalates) when the intensity is exceeded.
-    fn count_restart(&mut self, myself: &ActorRef<SupervisorMsg>, what: &str) -> bool {
+    /// Records one restart; `Err(reason)` when the intensity is exceeded (the caller
+    /// escalates).
+    fn count_restart(&mut self, what: &str) -> Result<(), String> {
         Metrics::bump(&self.ctx.metrics.restarts);
         let now = tokio::time::Instant::now();
         let window = self.ctx.cfg.restart_window;
@@ -238,22 +248,49 @@ impl SupervisorState {
             self.restarts.pop_front();
         }
         if self.restarts.len() as u64 > u64::from(self.ctx.cfg.max_restarts) {
-            let reason = format!(
+            return Err(format!(
                 "restart intensity exceeded: {} restarts within {:?} (limit {}); last: {what}",
                 self.restarts.len(),
                 window,
                 self.ctx.cfg.max_restarts
-            );
-            tracing::error!(node = %self.ctx.node_id, %reason, "escalating: stopping the tree");
-            self.stopping = true;
-            let _ = self.exit.send(Some(TreeExit::Escalated(reason.clone())));
-            self.ctx.emit(NodeEvent::Escalated {
-                reason: reason.clone(),
-            });
-            myself.stop(Some(reason));
-            return false;
+            ));
         }
-        true
+        Ok(())
+    }
+
+    /// Gives up: kills every child, marks this incarnation stopped in the registry, publishes
+    /// the exit and the event, and stops.
+    async fn escalate(&mut self, myself: &ActorRef<SupervisorMsg>, reason: String) {
+        tracing::error!(node = %self.ctx.node_id, %reason, "escalating: stopping the tree");
+        self.stopping = true;
+        // Nothing of this incarnation may run once its row says stopped (a killed worker's
+        // handler is cancelled, and aborted after the cancel grace; its writes are fenced).
+        for (_, cell) in std::mem::take(&mut self.children) {
+            let _ = cell.kill_and_wait(Some(Duration::from_secs(10))).await;
+        }
+        // Marked stopped so that a new tree under this node id (the user's supervisor acting
+        // on the escalation) starts at once instead of being refused with NodeIdInUse, and its
+        // recover_mine takes back what these workers held. Best effort, and bounded: the store
+        // may be why the tree gave up; then the row goes silent and is judged dead instead.
+        let now = self.ctx.clock.now();
+        let stop = self
+            .ctx
+            .store
+            .node_stop(&self.ctx.node_id, self.ctx.incarnation, now);
+        match tokio::time::timeout(ESCALATION_STOP_TIMEOUT, stop).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(node = %self.ctx.node_id, error = %e, "could not mark the escalated incarnation stopped")
+            }
+            Err(_) => {
+                tracing::warn!(node = %self.ctx.node_id, "marking the escalated incarnation stopped timed out")
+            }
+        }
+        let _ = self.exit.send(Some(TreeExit::Escalated(reason.clone())));
+        self.ctx.emit(NodeEvent::Escalated {
+            reason: reason.clone(),
+        });
+        myself.stop(Some(reason));
     }
 
     /// Invariant 7: stop acquiring, let in-flight work finish within `drain`, release the rest,
