@@ -23,6 +23,7 @@
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +36,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
 
-use leasehold::runtime::{JobContext, JobError, Leasehold, NodeHandle, TreeExit};
+use leasehold::runtime::{JobContext, JobError, Leasehold, NodeHandle, TreeExit, TreeState};
 use leasehold::{ItemId, SqliteStore, Store};
 
 /// The longest a job may ask to work.
@@ -106,6 +107,21 @@ pub fn init_tracing(format: LogFormat) {
 #[derive(Clone)]
 struct App {
     node: Arc<NodeHandle>,
+    /// Set the moment a signal arrives, before the drain starts: from then on new jobs are
+    /// refused and /healthz answers 503.
+    draining: Arc<AtomicBool>,
+}
+
+impl App {
+    /// The tree's state, `Draining` from the moment the signal arrived.
+    fn state(&self) -> TreeState {
+        match self.node.state() {
+            TreeState::Running { .. } if self.draining.load(Ordering::Relaxed) => {
+                TreeState::Draining
+            }
+            state => state,
+        }
+    }
 }
 
 /// An error answer: a status and `{"error": message}`.
@@ -134,12 +150,16 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .start()
         .await?;
     let node = Arc::new(node);
+    let draining = Arc::new(AtomicBool::new(false));
 
     let app = Router::new()
         .route("/jobs", post(enqueue))
         .route("/jobs/{id}", get(job))
         .route("/healthz", get(healthz))
-        .with_state(App { node: node.clone() });
+        .with_state(App {
+            node: node.clone(),
+            draining: draining.clone(),
+        });
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, node = %node.node_id(), db = %args.db.display(), "listening");
@@ -157,8 +177,8 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let result = tokio::select! {
-        _ = term.recv() => drain(&node, "SIGTERM").await,
-        _ = int.recv() => drain(&node, "SIGINT").await,
+        _ = term.recv() => drain(&node, &draining, "SIGTERM").await,
+        _ = int.recv() => drain(&node, &draining, "SIGINT").await,
         exit = node.wait() => match exit {
             TreeExit::Escalated(reason) => {
                 tracing::error!(%reason, "the tree escalated; exiting");
@@ -172,7 +192,12 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     result
 }
 
-async fn drain(node: &NodeHandle, signal: &str) -> Result<(), Box<dyn std::error::Error>> {
+async fn drain(
+    node: &NodeHandle,
+    draining: &AtomicBool,
+    signal: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    draining.store(true, Ordering::Relaxed);
     tracing::info!(signal, grace = ?node.config().drain_timeout, "draining: refusing new jobs, finishing in-flight ones");
     let report = node.shutdown(node.config().drain_timeout).await?;
     tracing::info!(
@@ -227,7 +252,7 @@ async fn enqueue(
     State(app): State<App>,
     Json(input): Json<Value>,
 ) -> Result<(StatusCode, Json<Value>), Refusal> {
-    if !app.node.state().is_running() {
+    if !app.state().is_running() {
         return Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "the service is draining or stopped: not taking new jobs",
@@ -309,7 +334,7 @@ async fn read(app: &App, id: ItemId) -> Result<Option<leasehold::Item>, Refusal>
 
 /// `GET /healthz`.
 async fn healthz(State(app): State<App>) -> (StatusCode, Json<Value>) {
-    let state = app.node.state();
+    let state = app.state();
     let status = if state.is_running() {
         StatusCode::OK
     } else {
