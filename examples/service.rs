@@ -270,7 +270,9 @@ async fn enqueue(
         other => {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
-                format!("\"ms\" must be a whole number of milliseconds up to {MAX_JOB_MS}, not {other}"),
+                format!(
+                    "\"ms\" must be a whole number of milliseconds up to {MAX_JOB_MS}, not {other}"
+                ),
             ))
         }
     }

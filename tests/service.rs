@@ -57,13 +57,20 @@ struct Service {
 impl Service {
     fn start(dir: &Path) -> Service {
         let args = json!([
-            "--db", dir.join("service.db"),
-            "--addr", "127.0.0.1:0",
-            "--workers", "2",
-            "--node-id", "service-test",
-            "--grace-s", "3",
-            "--log-format", "json",
-            "--journal", dir.join("journal.txt"),
+            "--db",
+            dir.join("service.db"),
+            "--addr",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--node-id",
+            "service-test",
+            "--grace-s",
+            "3",
+            "--log-format",
+            "json",
+            "--journal",
+            dir.join("journal.txt"),
         ]);
         let mut child = Command::new(std::env::current_exe().expect("test executable"))
             .args([
@@ -209,8 +216,14 @@ fn sigterm_mid_job_drains_and_a_restart_completes_each_job_once() {
     }
 
     first.sigterm();
-    first.wait_log("draining: refusing new jobs, finishing in-flight ones", |_| true);
-    assert_eq!(first.request("GET", "/healthz", None), (503, json!({ "state": "draining" })));
+    first.wait_log(
+        "draining: refusing new jobs, finishing in-flight ones",
+        |_| true,
+    );
+    assert_eq!(
+        first.request("GET", "/healthz", None),
+        (503, json!({ "state": "draining" }))
+    );
     let (status, _) = first.request("POST", "/jobs", Some(&json!({})));
     assert_eq!(status, 503, "no new job while draining");
     let drained = first.wait_log("drained", |_| true);
@@ -230,12 +243,18 @@ fn sigterm_mid_job_drains_and_a_restart_completes_each_job_once() {
     let (status, done) = second.request("GET", &format!("/jobs/{long}?wait_s=30"), None);
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["status"], "completed", "{done}");
-    assert_eq!(done["attempts"], 1, "the release gave its attempt back: {done}");
+    assert_eq!(
+        done["attempts"], 1,
+        "the release gave its attempt back: {done}"
+    );
     assert_eq!(done["output"]["pid"], second_pid, "{done}");
     let (_, done) = second.request("GET", &format!("/jobs/{short}"), None);
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["attempts"], 1, "{done}");
-    assert_eq!(done["output"]["pid"], first_pid, "finished during the drain: {done}");
+    assert_eq!(
+        done["output"]["pid"], first_pid,
+        "finished during the drain: {done}"
+    );
     assert_eq!(second.request("GET", "/jobs/99", None).0, 404);
 
     second.sigterm();
@@ -248,7 +267,11 @@ fn sigterm_mid_job_drains_and_a_restart_completes_each_job_once() {
     let count = |l: &str| lines.iter().filter(|x| **x == l).count();
     assert_eq!(count(&format!("done {short} {first_pid}")), 1, "{journal}");
     assert_eq!(count(&format!("done {long} {second_pid}")), 1, "{journal}");
-    assert_eq!(lines.iter().filter(|l| l.starts_with("done ")).count(), 2, "{journal}");
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("done ")).count(),
+        2,
+        "{journal}"
+    );
     assert_eq!(count(&format!("start {long} {first_pid}")), 1, "{journal}");
     assert_eq!(count(&format!("start {long} {second_pid}")), 1, "{journal}");
 }

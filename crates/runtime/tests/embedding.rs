@@ -157,8 +157,7 @@ fn tree(store: Arc<dyn Store>, node: &str) -> LeaseholdBuilder {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_escalation_reaches_the_users_supervisor_which_starts_a_tree_that_takes_the_work_back()
-{
+async fn an_escalation_reaches_the_users_supervisor_which_starts_a_tree_that_takes_the_work_back() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir).await;
     let runs = Arc::new(AtomicU32::new(0));
@@ -224,7 +223,8 @@ async fn an_escalation_reaches_the_users_supervisor_which_starts_a_tree_that_tak
     assert_eq!(escalation.node_id, "embedded");
     assert_eq!(escalation.incarnation, first.incarnation());
     assert!(
-        escalation.reason.contains("restart intensity exceeded") && escalation.reason.contains("Reaper"),
+        escalation.reason.contains("restart intensity exceeded")
+            && escalation.reason.contains("Reaper"),
         "{escalation:?}"
     );
     assert!(matches!(first.exit_status(), Some(TreeExit::Escalated(_))));
@@ -265,7 +265,12 @@ async fn supervised_item_in_flight(
     store: Arc<dyn Store>,
     node_id: &'static str,
     stop_children: bool,
-) -> (ActorRef<()>, ractor::concurrency::JoinHandle<()>, Arc<NodeHandle>, ItemId) {
+) -> (
+    ActorRef<()>,
+    ractor::concurrency::JoinHandle<()>,
+    Arc<NodeHandle>,
+    ItemId,
+) {
     let make: MakeTree = Arc::new(move || {
         tree(store.clone(), node_id)
             .workers(1)
@@ -367,7 +372,9 @@ impl Actor for Greeter {
         node: &mut Arc<NodeHandle>,
     ) -> Result<(), ActorProcessingErr> {
         let GreeterMsg::Greet(name, reply) = msg;
-        let id = node.enqueue(node.item("greet", json!({ "name": name }))).await?;
+        let id = node
+            .enqueue(node.item("greet", json!({ "name": name })))
+            .await?;
         let done = node.await_result(id).await?;
         let _ = reply.send(done);
         Ok(())
