@@ -123,9 +123,7 @@ impl NodeHandle {
             if item.status.is_terminal() {
                 return Ok(item);
             }
-            if let Some(stopped) = self.exit_status() {
-                return Err(not_running(stopped));
-            }
+            self.ensure_running()?;
             let look_again = tokio::time::sleep(pause);
             tokio::pin!(look_again);
             loop {
@@ -170,13 +168,6 @@ impl NodeHandle {
                     .load(std::sync::atomic::Ordering::Relaxed),
             },
         }
-    }
-}
-
-fn not_running(exit: TreeExit) -> RuntimeError {
-    match exit {
-        TreeExit::Shutdown => RuntimeError::NotRunning("it was shut down".into()),
-        TreeExit::Escalated(why) => RuntimeError::Escalated(why),
     }
 }
 

@@ -470,7 +470,8 @@ impl NodeHandle {
         self.draining.load(Ordering::Relaxed)
     }
 
-    fn ensure_running(&self) -> Result<(), RuntimeError> {
+    /// `Ok` while the tree runs; otherwise the error every handle call that needs it returns.
+    pub(crate) fn ensure_running(&self) -> Result<(), RuntimeError> {
         match self.exit_status() {
             None => Ok(()),
             Some(TreeExit::Shutdown) => Err(RuntimeError::NotRunning("it was shut down".into())),
