@@ -20,8 +20,8 @@ pub use leasehold_sqlite as sqlite;
 pub use leasehold_core::*;
 pub use leasehold_postgres::PgStore;
 pub use leasehold_runtime::{
-    ClockSource, JobContext, JobError, Leasehold, LeaseholdBuilder, NodeEvent, NodeHandle,
-    RuntimeConfig, RuntimeError,
+    ClockSource, Escalation, JobContext, JobError, Leasehold, LeaseholdBuilder, NodeEvent,
+    NodeHandle, RuntimeConfig, RuntimeError, TreeState,
 };
 pub use leasehold_sqlite::SqliteStore;
 
