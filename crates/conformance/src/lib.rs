@@ -148,6 +148,10 @@ macro_rules! conformance_tests {
             depth_by_kind_counts_open_items_per_kind,
             finished_since_counts_per_bucket,
             recently_finished_lists_newest_first_and_refuses_bad_input,
+            // pipelines
+            follow_ups_are_enqueued_in_the_completions_commit,
+            zombie_completion_with_follow_ups_creates_nothing,
+            invalid_follow_up_refuses_the_completion_and_writes_nothing,
             // invalid input
             enqueue_refuses_invalid_items_and_writes_nothing,
             acquire_refuses_invalid_requests_and_writes_nothing,

@@ -29,7 +29,8 @@ use serde_json::Value;
 /// Which rule the wrapper breaks.
 #[derive(Debug, Clone, Copy)]
 enum Flaw {
-    /// `item_complete` with a lost lease completes the item under its current lease.
+    /// `item_complete` (and `item_complete_with_follow_ups`) with a lost lease completes the
+    /// item under its current lease.
     Zombie,
     /// `items_reap_expired` ignores the liveness check it is given.
     Deaf,
@@ -98,6 +99,36 @@ impl Store for Mutant {
                     .and_then(|i| i.lease())
                 {
                     Some(current) => self.inner.item_complete(&current, output, now).await,
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+    async fn item_complete_with_follow_ups(
+        &self,
+        lease: &LeaseRef,
+        output: Value,
+        follow_ups: Vec<NewItem>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<ItemId>> {
+        match self
+            .inner
+            .item_complete_with_follow_ups(lease, output.clone(), follow_ups.clone(), now)
+            .await
+        {
+            Err(e) if e.is_lease_lost() && matches!(self.flaw, Flaw::Zombie) => {
+                match self
+                    .inner
+                    .item_get(lease.item)
+                    .await?
+                    .and_then(|i| i.lease())
+                {
+                    Some(current) => {
+                        self.inner
+                            .item_complete_with_follow_ups(&current, output, follow_ups, now)
+                            .await
+                    }
                     None => Err(e),
                 }
             }
@@ -311,6 +342,25 @@ async fn reaper_cases_catch_a_store_that_does_not_ask_liveness() {
             cases::reap_with_registry_liveness_spares_live_nodes_and_requeues_dead_ones
         )
         .await
+    );
+}
+
+#[tokio::test]
+async fn follow_up_case_catches_a_store_that_lets_a_zombie_enqueue() {
+    assert!(
+        fails(
+            Flaw::Zombie,
+            cases::zombie_completion_with_follow_ups_creates_nothing
+        )
+        .await
+    );
+    assert!(
+        !fails(
+            Flaw::Zombie,
+            cases::follow_ups_are_enqueued_in_the_completions_commit
+        )
+        .await,
+        "a case with no takeover passes on this mutant"
     );
 }
 

@@ -1,10 +1,11 @@
 //! `items_enqueue`: all or nothing, one statement for the whole batch, and a notification for
 //! idle workers when some of the items are ready now.
 
+use deadpool_postgres::Transaction;
 use leasehold_core::{ItemId, NewItem, StoreError, StoreResult, Timestamp};
 use serde_json::Value;
 
-use crate::db::{prepared, Db};
+use crate::db::{finish, prepared, Db};
 use crate::error::{from_pg, no_nul};
 
 /// The batch arrives as parallel arrays; `ORDER BY ord` inserts in the caller's order, so the
@@ -24,6 +25,20 @@ const INSERT: &str = "INSERT INTO items \
 /// Delivered at commit: listeners hear of the items only once they can be acquired.
 const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 
+/// Refuses the batch, writing nothing, if any item is invalid; `what` names the items in the
+/// error ("item", "follow-up").
+pub(crate) fn check(items: &[NewItem], what: &str) -> StoreResult<()> {
+    for (i, item) in items.iter().enumerate() {
+        let refuse = |e: String| StoreError::InvalidInput(format!("{what} {i} of the batch: {e}"));
+        item.validate().map_err(refuse)?;
+        no_nul("kind", &item.kind).map_err(|e| refuse(e.to_string()))?;
+        if let Some(g) = &item.group_id {
+            no_nul("group id", g).map_err(|e| refuse(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Validates every item before writing any, then inserts them in one transaction.
 pub(crate) async fn run(
     db: &Db,
@@ -31,14 +46,24 @@ pub(crate) async fn run(
     items: Vec<NewItem>,
     now: Timestamp,
 ) -> StoreResult<Vec<ItemId>> {
-    for (i, item) in items.iter().enumerate() {
-        let refuse = |e: String| StoreError::InvalidInput(format!("item {i} of the batch: {e}"));
-        item.validate().map_err(refuse)?;
-        no_nul("kind", &item.kind).map_err(|e| refuse(e.to_string()))?;
-        if let Some(g) = &item.group_id {
-            no_nul("group id", g).map_err(|e| refuse(e.to_string()))?;
-        }
+    check(&items, "item")?;
+    if items.is_empty() {
+        return Ok(Vec::new());
     }
+    let mut c = db.conn().await?;
+    let tx = c.transaction().await.map_err(from_pg)?;
+    let outcome = insert(&tx, channel, &items, now).await;
+    finish(tx, outcome).await
+}
+
+/// Inserts checked items inside `tx` (an enqueue's own transaction, or a completion's for its
+/// follow-ups) and queues the notification for the ready ones; returns their ids in order.
+pub(crate) async fn insert(
+    tx: &Transaction<'_>,
+    channel: &str,
+    items: &[NewItem],
+    now: Timestamp,
+) -> StoreResult<Vec<ItemId>> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
@@ -51,9 +76,7 @@ pub(crate) async fn run(
     let timeouts: Vec<Option<i64>> = items.iter().map(NewItem::timeout_ms).collect();
     let ready = items.iter().filter(|i| i.delay.is_zero()).count();
 
-    let mut c = db.conn().await?;
-    let tx = c.transaction().await.map_err(from_pg)?;
-    let insert = prepared(&tx, INSERT).await?;
+    let insert = prepared(tx, INSERT).await?;
     let rows = tx
         .query(
             &insert,
@@ -80,11 +103,10 @@ pub(crate) async fn run(
         )));
     }
     if ready > 0 {
-        let notify = prepared(&tx, NOTIFY).await?;
+        let notify = prepared(tx, NOTIFY).await?;
         tx.execute(&notify, &[&channel, &ready.to_string()])
             .await
             .map_err(from_pg)?;
     }
-    tx.commit().await.map_err(from_pg)?;
     Ok(ids)
 }
