@@ -14,7 +14,7 @@
 //! - [`reap`]: the reaper's store side (invariant 5).
 //! - [`read`]: lease status, an owner's leases, counts, listing, checkpoints, progress.
 //! - [`registry`]: the worker registry and [`RegistryLiveness`](leasehold_core::RegistryLiveness).
-//! - [`pipeline`]: follow-ups enqueued in the completion's commit.
+//! - [`pipeline`]: follow-ups enqueued in the completion's commit, unique keys.
 //! - [`input`]: invalid arguments are refused before anything is written.
 
 pub mod acquire;

@@ -6,6 +6,7 @@
 //! - [`Deaf`] sweeps without asking owners, as a time-only rescuer does (invariant 5).
 //! - [`Grabby`] lets the monitor's take-back seize items whose worker still renews them.
 //! - [`Impostor`] lets a node start under an id a live incarnation holds.
+//! - [`Duplicator`] ignores unique keys, as a queue without them does.
 //! - [`Unbounded`] ignores the release limit, so an item that always outlasts the drain
 //!   timeout is released forever without spending its budget (invariant 4).
 
@@ -40,6 +41,8 @@ enum Flaw {
     Impostor,
     /// `item_release` ignores its release limit: every release gives its attempt back.
     Unbounded,
+    /// `items_enqueue` ignores unique keys: every enqueue adds an item.
+    Duplicator,
 }
 
 #[derive(Debug)]
@@ -63,7 +66,16 @@ async fn mutant(flaw: Flaw) -> Arc<dyn Store> {
 
 #[async_trait]
 impl Store for Mutant {
-    async fn items_enqueue(&self, items: Vec<NewItem>, now: Timestamp) -> StoreResult<Vec<ItemId>> {
+    async fn items_enqueue(
+        &self,
+        mut items: Vec<NewItem>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<ItemId>> {
+        if matches!(self.flaw, Flaw::Duplicator) {
+            for item in &mut items {
+                item.unique_key = None;
+            }
+        }
         self.inner.items_enqueue(items, now).await
     }
     async fn items_acquire(
@@ -361,6 +373,24 @@ async fn follow_up_case_catches_a_store_that_lets_a_zombie_enqueue() {
         )
         .await,
         "a case with no takeover passes on this mutant"
+    );
+}
+
+#[tokio::test]
+async fn unique_key_cases_catch_a_store_that_ignores_keys() {
+    assert!(
+        fails(
+            Flaw::Duplicator,
+            cases::unique_key_returns_the_open_items_id_and_is_freed_when_it_finishes
+        )
+        .await
+    );
+    assert!(
+        fails(
+            Flaw::Duplicator,
+            cases::concurrent_enqueues_of_one_key_create_one_item
+        )
+        .await
     );
 }
 

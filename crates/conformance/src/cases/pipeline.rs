@@ -1,4 +1,4 @@
-//! Pipelines: follow-up items enqueued in the completion's own commit.
+//! Pipelines: follow-up items enqueued in the completion's own commit, and unique keys.
 
 use std::sync::Arc;
 
@@ -137,4 +137,81 @@ pub async fn invalid_follow_up_refuses_the_completion_and_writes_nothing(store: 
     s.item_complete(&held.lease, json!(1), at_s(2))
         .await
         .expect("the holder can still complete");
+}
+
+/// Enqueuing a unique key that an open (pending or in-progress) item holds returns that
+/// item's id and adds nothing, within a batch too; once the item has finished, the key is
+/// free and a new item is added. An empty key is refused.
+pub async fn unique_key_returns_the_open_items_id_and_is_freed_when_it_finishes(
+    store: Arc<dyn Store>,
+) {
+    let s = &*store;
+    let keyed = |n: i64, key: &str| new_item("sync", n).unique_key(key);
+    let first = enqueue(s, keyed(1, "account-7"), T0).await;
+    let again = enqueue(s, keyed(2, "account-7"), at_s(1)).await;
+    assert_eq!(again, first, "a pending item's key returns its id");
+    let batch = s
+        .items_enqueue(
+            vec![
+                keyed(3, "account-7"),
+                keyed(4, "account-8"),
+                keyed(5, "account-8"),
+                new_item("sync", 6),
+            ],
+            at_s(2),
+        )
+        .await
+        .expect("enqueue a batch with keys");
+    assert_eq!(batch[0], first);
+    assert_eq!(
+        batch[1], batch[2],
+        "a key repeated within one batch is one item"
+    );
+    assert_ne!(batch[1], batch[3]);
+    assert_eq!(s.items_count().await.expect("count").total(), 3);
+    let item = get(s, first).await;
+    assert_eq!(item.unique_key.as_deref(), Some("account-7"));
+    assert_eq!(
+        item.input,
+        json!({ "n": 1 }),
+        "the existing item is unchanged"
+    );
+
+    let held = acquire(s, &req("worker-a"), at_s(3)).await;
+    assert_eq!(held.lease.item, first);
+    let during = enqueue(s, keyed(7, "account-7"), at_s(4)).await;
+    assert_eq!(during, first, "an in-progress item's key returns its id");
+    s.item_complete(&held.lease, json!(null), at_s(5))
+        .await
+        .expect("complete");
+    let after = enqueue(s, keyed(8, "account-7"), at_s(6)).await;
+    assert_ne!(after, first, "a finished item frees its key");
+    assert_eq!(get(s, after).await.status, ItemStatus::Pending);
+
+    let total = s.items_count().await.expect("count").total();
+    match s.item_enqueue(keyed(9, ""), at_s(7)).await {
+        Err(StoreError::InvalidInput(msg)) => assert!(msg.contains("unique key"), "{msg}"),
+        other => panic!("an empty unique key should be InvalidInput, got {other:?}"),
+    }
+    assert_eq!(s.items_count().await.expect("count").total(), total);
+}
+
+/// Many enqueues of one key at once (separate calls racing on the store) create one item, and
+/// every caller gets its id.
+pub async fn concurrent_enqueues_of_one_key_create_one_item(store: Arc<dyn Store>) {
+    let calls = (0..16).map(|n| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .item_enqueue(new_item("sync", n).unique_key("the-key"), at_s(n))
+                .await
+                .expect("enqueue")
+        }
+    });
+    let ids = futures::future::join_all(calls).await;
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "every caller gets the one item's id: {ids:?}"
+    );
+    assert_eq!(store.items_count().await.expect("count").total(), 1);
 }
