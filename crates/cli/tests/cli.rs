@@ -215,6 +215,23 @@ fn enqueue_then_status_json_counts_exactly() {
 }
 
 #[test]
+fn enqueue_with_a_key_returns_the_open_items_id_and_refuses_an_empty_key() {
+    let db = TestDb::new();
+    let a = db.enqueue("sync", &["--key", "account-7"]);
+    let b = db.enqueue("sync", &["--key", "account-7"]);
+    assert_eq!(a, b, "the open item's id comes back");
+    let c = db.enqueue("sync", &["--key", "account-8"]);
+    assert_ne!(a, c);
+    assert_eq!(db.status(), counts(2, 0, 0, 0, 0));
+    let items = db.json(&["items", "--kind", "sync"]);
+    assert_eq!(items[0]["unique_key"], json!("account-7"));
+
+    let out = db.run(&["enqueue", "--kind", "sync", "--input", "{}", "--key", ""]);
+    assert_error(&out, 2, "--key");
+    assert_eq!(db.status(), counts(2, 0, 0, 0, 0), "nothing written");
+}
+
+#[test]
 fn enqueue_takes_its_default_budget_from_the_environment() {
     let db = TestDb::new();
     let args = ["enqueue", "--kind", "k", "--input", "{}", "--json"];

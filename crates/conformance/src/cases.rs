@@ -14,6 +14,7 @@
 //! - [`reap`]: the reaper's store side (invariant 5).
 //! - [`read`]: lease status, an owner's leases, counts, listing, checkpoints, progress.
 //! - [`registry`]: the worker registry and [`RegistryLiveness`](leasehold_core::RegistryLiveness).
+//! - [`pipeline`]: follow-ups enqueued in the completion's commit, unique keys.
 //! - [`input`]: invalid arguments are refused before anything is written.
 
 pub mod acquire;
@@ -21,6 +22,7 @@ pub mod attempts;
 pub mod fencing;
 pub mod input;
 pub mod lease;
+pub mod pipeline;
 pub mod read;
 pub mod reap;
 pub mod recover;
@@ -31,6 +33,7 @@ pub use attempts::*;
 pub use fencing::*;
 pub use input::*;
 pub use lease::*;
+pub use pipeline::*;
 pub use read::*;
 pub use reap::*;
 pub use recover::*;

@@ -148,6 +148,12 @@ macro_rules! conformance_tests {
             depth_by_kind_counts_open_items_per_kind,
             finished_since_counts_per_bucket,
             recently_finished_lists_newest_first_and_refuses_bad_input,
+            // pipelines
+            follow_ups_are_enqueued_in_the_completions_commit,
+            zombie_completion_with_follow_ups_creates_nothing,
+            invalid_follow_up_refuses_the_completion_and_writes_nothing,
+            unique_key_returns_the_open_items_id_and_is_freed_when_it_finishes,
+            concurrent_enqueues_of_one_key_create_one_item,
             // invalid input
             enqueue_refuses_invalid_items_and_writes_nothing,
             acquire_refuses_invalid_requests_and_writes_nothing,

@@ -158,6 +158,25 @@ pub async fn assert_every_write_fenced(store: &dyn Store, lease: &LeaseRef, now:
         "item_complete",
     );
     unchanged("item_complete").await;
+    let total = store.items_count().await.expect("items_count").total();
+    expect_lease_lost(
+        store
+            .item_complete_with_follow_ups(
+                lease,
+                zombie.clone(),
+                vec![NewItem::new("zombie-follow-up", json!({}))],
+                now,
+            )
+            .await,
+        lease,
+        "item_complete_with_follow_ups",
+    );
+    unchanged("item_complete_with_follow_ups").await;
+    assert_eq!(
+        store.items_count().await.expect("items_count").total(),
+        total,
+        "a refused item_complete_with_follow_ups must enqueue nothing"
+    );
     expect_lease_lost(
         store
             .item_fail(

@@ -6,6 +6,7 @@
 //! - [`Deaf`] sweeps without asking owners, as a time-only rescuer does (invariant 5).
 //! - [`Grabby`] lets the monitor's take-back seize items whose worker still renews them.
 //! - [`Impostor`] lets a node start under an id a live incarnation holds.
+//! - [`Duplicator`] ignores unique keys, as a queue without them does.
 //! - [`Unbounded`] ignores the release limit, so an item that always outlasts the drain
 //!   timeout is released forever without spending its budget (invariant 4).
 
@@ -29,7 +30,8 @@ use serde_json::Value;
 /// Which rule the wrapper breaks.
 #[derive(Debug, Clone, Copy)]
 enum Flaw {
-    /// `item_complete` with a lost lease completes the item under its current lease.
+    /// `item_complete` (and `item_complete_with_follow_ups`) with a lost lease completes the
+    /// item under its current lease.
     Zombie,
     /// `items_reap_expired` ignores the liveness check it is given.
     Deaf,
@@ -39,6 +41,8 @@ enum Flaw {
     Impostor,
     /// `item_release` ignores its release limit: every release gives its attempt back.
     Unbounded,
+    /// `items_enqueue` ignores unique keys: every enqueue adds an item.
+    Duplicator,
 }
 
 #[derive(Debug)]
@@ -62,7 +66,16 @@ async fn mutant(flaw: Flaw) -> Arc<dyn Store> {
 
 #[async_trait]
 impl Store for Mutant {
-    async fn items_enqueue(&self, items: Vec<NewItem>, now: Timestamp) -> StoreResult<Vec<ItemId>> {
+    async fn items_enqueue(
+        &self,
+        mut items: Vec<NewItem>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<ItemId>> {
+        if matches!(self.flaw, Flaw::Duplicator) {
+            for item in &mut items {
+                item.unique_key = None;
+            }
+        }
         self.inner.items_enqueue(items, now).await
     }
     async fn items_acquire(
@@ -98,6 +111,36 @@ impl Store for Mutant {
                     .and_then(|i| i.lease())
                 {
                     Some(current) => self.inner.item_complete(&current, output, now).await,
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+    async fn item_complete_with_follow_ups(
+        &self,
+        lease: &LeaseRef,
+        output: Value,
+        follow_ups: Vec<NewItem>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<ItemId>> {
+        match self
+            .inner
+            .item_complete_with_follow_ups(lease, output.clone(), follow_ups.clone(), now)
+            .await
+        {
+            Err(e) if e.is_lease_lost() && matches!(self.flaw, Flaw::Zombie) => {
+                match self
+                    .inner
+                    .item_get(lease.item)
+                    .await?
+                    .and_then(|i| i.lease())
+                {
+                    Some(current) => {
+                        self.inner
+                            .item_complete_with_follow_ups(&current, output, follow_ups, now)
+                            .await
+                    }
                     None => Err(e),
                 }
             }
@@ -309,6 +352,43 @@ async fn reaper_cases_catch_a_store_that_does_not_ask_liveness() {
         fails(
             Flaw::Deaf,
             cases::reap_with_registry_liveness_spares_live_nodes_and_requeues_dead_ones
+        )
+        .await
+    );
+}
+
+#[tokio::test]
+async fn follow_up_case_catches_a_store_that_lets_a_zombie_enqueue() {
+    assert!(
+        fails(
+            Flaw::Zombie,
+            cases::zombie_completion_with_follow_ups_creates_nothing
+        )
+        .await
+    );
+    assert!(
+        !fails(
+            Flaw::Zombie,
+            cases::follow_ups_are_enqueued_in_the_completions_commit
+        )
+        .await,
+        "a case with no takeover passes on this mutant"
+    );
+}
+
+#[tokio::test]
+async fn unique_key_cases_catch_a_store_that_ignores_keys() {
+    assert!(
+        fails(
+            Flaw::Duplicator,
+            cases::unique_key_returns_the_open_items_id_and_is_freed_when_it_finishes
+        )
+        .await
+    );
+    assert!(
+        fails(
+            Flaw::Duplicator,
+            cases::concurrent_enqueues_of_one_key_create_one_item
         )
         .await
     );

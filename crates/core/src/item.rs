@@ -162,6 +162,9 @@ pub struct Item {
     /// [`Store::item_release`](crate::Store::item_release)).
     #[serde(default)]
     pub releases: u32,
+    /// The deduplication key it was enqueued with ([`NewItem::unique_key`]), if any.
+    #[serde(default)]
+    pub unique_key: Option<String>,
 }
 
 impl Item {
@@ -209,6 +212,11 @@ pub struct NewItem {
     /// stored in whole milliseconds); `None` leaves it to its kind's, else the node's.
     #[serde(default)]
     pub timeout: Option<Duration>,
+    /// A deduplication key: while an item with this key is pending or in progress, enqueuing
+    /// another returns that item's id instead of adding a duplicate (race-safe across
+    /// processes sharing the store). Once that item has finished, the key is free again.
+    #[serde(default)]
+    pub unique_key: Option<String>,
 }
 
 impl NewItem {
@@ -225,6 +233,7 @@ impl NewItem {
             delay: Duration::ZERO,
             group_id: None,
             timeout: None,
+            unique_key: None,
         }
     }
 
@@ -259,13 +268,27 @@ impl NewItem {
         self
     }
 
+    /// Sets the deduplication key: enqueuing while an item with the same key is pending or in
+    /// progress returns the existing item's id and adds nothing.
+    ///
+    /// ```
+    /// use leasehold_core::NewItem;
+    /// let item = NewItem::new("sync", serde_json::json!({"account": 7})).unique_key("sync:7");
+    /// assert_eq!(item.unique_key.as_deref(), Some("sync:7"));
+    /// ```
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
     /// The timeout as stored: whole milliseconds (checked by [`validate`](Self::validate)).
     pub fn timeout_ms(&self) -> Option<i64> {
         self.timeout
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
     }
 
-    /// Refuses an empty kind, a zero retry budget, an empty group or a timeout under 1 ms.
+    /// Refuses an empty kind, a zero retry budget, an empty group, a timeout under 1 ms or an
+    /// empty unique key.
     pub fn validate(&self) -> Result<(), String> {
         if self.kind.trim().is_empty() {
             return Err("kind must not be empty".into());
@@ -281,6 +304,11 @@ impl NewItem {
         if let Some(t) = self.timeout {
             if t < Duration::from_millis(1) {
                 return Err(format!("timeout {t:?} must be at least 1 ms"));
+            }
+        }
+        if let Some(k) = &self.unique_key {
+            if k.is_empty() {
+                return Err("unique key must not be empty when given".into());
             }
         }
         Ok(())

@@ -82,6 +82,20 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         now: Timestamp,
     ) -> StoreResult<()>;
 
+    /// Completes the item with its output and enqueues `follow_ups` in the same transaction,
+    /// returning their ids in order: the follow-ups exist if and only if the completion
+    /// committed. A holder whose lease was lost gets `LeaseLost` and nothing is written (a
+    /// zombie's follow-ups never appear); an invalid follow-up is `InvalidInput` naming it, and
+    /// the item stays in progress. With no follow-ups this is
+    /// [`item_complete`](Self::item_complete).
+    async fn item_complete_with_follow_ups(
+        &self,
+        lease: &LeaseRef,
+        output: Value,
+        follow_ups: Vec<NewItem>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<ItemId>>;
+
     /// Records a failure. `Retry` puts the item back to pending at `now + delay` unless its
     /// attempts are spent; `Permanent` (or a spent budget) dead-letters it with `error` kept.
     async fn item_fail(

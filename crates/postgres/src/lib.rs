@@ -27,7 +27,8 @@
 //! - `db`: the pool and the helpers every operation runs statements with.
 //! - `batch`: the hot path's batcher: every caller's acquisitions, completions, failed
 //!   attempts and renewals written together, one transaction per batch.
-//! - `ops`: one module per operation, each holding its own SQL.
+//! - `ops`: one module per operation, each holding its own SQL (a completion that carries
+//!   follow-ups, `follow_up`, runs in a transaction of its own, outside the batch).
 //! - `durable`: the [`DurableStore`](leasehold_core::durable::DurableStore) impl (checkpoints
 //!   with evidence, the tool ledger, the LLM output cache with cross-host claims), one module
 //!   per concern as in `ops`.
@@ -76,8 +77,8 @@ use crate::batch::Batcher;
 use crate::db::Db;
 use crate::notify::{Listener, Subscription};
 use crate::ops::{
-    activity, cancel, checkpoint, cleanup, enqueue, progress, read, reap, recover, registry,
-    release, renew,
+    activity, cancel, checkpoint, cleanup, enqueue, follow_up, progress, read, reap, recover,
+    registry, release, renew,
 };
 
 /// How long a connection attempt may take before the open (or an operation) fails.
@@ -288,6 +289,20 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> StoreResult<()> {
         self.batch.complete(lease, output, now).await
+    }
+
+    async fn item_complete_with_follow_ups(
+        &self,
+        lease: &LeaseRef,
+        output: Value,
+        follow_ups: Vec<NewItem>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<ItemId>> {
+        if follow_ups.is_empty() {
+            self.batch.complete(lease, output, now).await?;
+            return Ok(Vec::new());
+        }
+        follow_up::run(&self.db, &self.channel, lease, output, follow_ups, now).await
     }
 
     async fn item_fail(

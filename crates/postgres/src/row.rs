@@ -18,7 +18,7 @@ macro_rules! item_columns {
     () => {
         "id, kind, input, status, attempts, max_attempts, priority, run_at, group_id, owner, \
          owner_node, owner_incarnation, epoch, lease_expires_at, last_heartbeat_at, output, \
-         error, progress, created_at, updated_at, finished_at, timeout_ms, releases"
+         error, progress, created_at, updated_at, finished_at, timeout_ms, releases, unique_key"
     };
 }
 pub(crate) use item_columns;
@@ -113,6 +113,7 @@ pub(crate) fn item(row: &Row) -> StoreResult<Item> {
         finished_at: ts_opt(row, 20)?,
         timeout: timeout_opt(row, 21)?,
         releases: count(row, 22)?,
+        unique_key: col(row, 23)?,
     })
 }
 

@@ -34,7 +34,7 @@ const OWN_TABLES: [&str; 7] = [
 ];
 
 /// Schema migrations, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// Version 1: items, their checkpoints, and the worker registry, as in the SQLite backend.
 ///
@@ -184,6 +184,16 @@ ALTER TABLE items ADD COLUMN timeout_ms BIGINT CHECK (timeout_ms IS NULL OR time
 /// as an attempt (`item_release`). Existing items start at 0.
 const V4: &str = "
 ALTER TABLE items ADD COLUMN releases BIGINT NOT NULL DEFAULT 0 CHECK (releases >= 0);
+";
+
+/// Version 5: unique keys (`NewItem::unique_key`). The partial unique index holds only open
+/// items with a key, so two enqueues of one key while an item with it is pending or in
+/// progress cannot both insert (`ON CONFLICT DO NOTHING` waits for the other's commit, and the
+/// second then reads the first's id), while finished items free their key.
+const V5: &str = "
+ALTER TABLE items ADD COLUMN unique_key TEXT CHECK (unique_key IS NULL OR unique_key <> '');
+CREATE UNIQUE INDEX items_unique_open ON items (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('pending', 'in_progress');
 ";
 
 /// The version table, created with the schema (before the first migration).

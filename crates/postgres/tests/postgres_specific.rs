@@ -404,7 +404,10 @@ async fn a_version_1_schema_migrates_to_the_durable_tables_keeping_its_items() {
     .await;
     psql(
         &schema,
-        &format!("ALTER TABLE {s}.items DROP COLUMN timeout_ms, DROP COLUMN releases"),
+        &format!(
+            "ALTER TABLE {s}.items DROP COLUMN timeout_ms, DROP COLUMN releases, \
+             DROP COLUMN unique_key"
+        ),
     )
     .await;
     psql(

@@ -489,6 +489,18 @@ impl Store for FaultyStore {
         self.gate().await?;
         self.inner.item_complete(lease, output, now).await
     }
+    async fn item_complete_with_follow_ups(
+        &self,
+        lease: &LeaseRef,
+        output: Value,
+        follow_ups: Vec<NewItem>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<ItemId>> {
+        self.gate().await?;
+        self.inner
+            .item_complete_with_follow_ups(lease, output, follow_ups, now)
+            .await
+    }
     async fn item_fail(
         &self,
         lease: &LeaseRef,

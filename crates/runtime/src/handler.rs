@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use leasehold_core::{Clock, Item, ItemId, LeaseRef, Store, StoreError};
+use leasehold_core::{Clock, Item, ItemId, LeaseRef, NewItem, Store, StoreError};
 
 use crate::faults::FaultPoints;
 
@@ -142,6 +142,9 @@ pub struct JobContext {
     pub(crate) faults: Arc<FaultPoints>,
     /// The execution timeout of this attempt, if any.
     pub(crate) timeout: Option<Duration>,
+    /// Follow-ups asked for by [`JobContext::follow_up`]; a std mutex because it is held only
+    /// to push or take, never across an await. The worker takes them when the handler returns.
+    pub(crate) follow_ups: Arc<std::sync::Mutex<Vec<NewItem>>>,
 }
 
 impl fmt::Debug for JobContext {
@@ -239,6 +242,34 @@ impl JobContext {
         self.store
             .checkpoint_save(&self.lease, name, payload, self.clock.now())
             .await
+    }
+
+    /// Asks for `item` to be enqueued when this attempt completes, in the completion's own
+    /// transaction: it appears if and only if this attempt's output is committed. If the
+    /// handler fails, the attempt times out, or the lease is lost (a zombie's completion is
+    /// refused), the follow-up is dropped; a retried attempt asks again. Nothing is written
+    /// until the handler returns `Ok`.
+    ///
+    /// An invalid item is refused here with `InvalidInput` naming the problem, so the handler
+    /// hears of it rather than its completion failing later.
+    ///
+    /// ```no_run
+    /// use leasehold_runtime::{JobContext, JobError};
+    /// use leasehold_core::NewItem;
+    /// async fn research(ctx: JobContext) -> Result<serde_json::Value, JobError> {
+    ///     let company = ctx.input()["company"].clone();
+    ///     ctx.follow_up(NewItem::new("contacts", serde_json::json!({ "company": company })))?;
+    ///     Ok(serde_json::json!({ "researched": true }))
+    /// }
+    /// ```
+    pub fn follow_up(&self, item: NewItem) -> Result<(), StoreError> {
+        item.validate()
+            .map_err(|e| StoreError::InvalidInput(format!("follow-up: {e}")))?;
+        self.follow_ups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(item);
+        Ok(())
     }
 
     /// The store, for anything else the handler needs to read.

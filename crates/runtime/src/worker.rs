@@ -18,8 +18,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use leasehold_core::{
-    AcquireRequest, Backoff, FailDisposition, FailOutcome, ItemId, LeaseRef, Leased,
-    ReleaseOutcome, StoreError, Timestamp,
+    AcquireRequest, Backoff, FailDisposition, FailOutcome, ItemId, LeaseRef, Leased, NewItem,
+    ReleaseOutcome, Store, StoreError, StoreResult, Timestamp,
 };
 
 use crate::events::NodeEvent;
@@ -89,9 +89,34 @@ pub(crate) enum WorkerMsg {
 
 /// How a handler task ended.
 pub(crate) enum HandlerOutcome {
-    Output(Value),
+    /// The output, and the follow-ups the handler asked for (committed with the completion).
+    Output(Value, Vec<NewItem>),
     Failed(JobError),
     Panicked(String),
+}
+
+/// The follow-ups a successful handler asked for ([`JobContext::follow_up`]), taken once.
+fn take_follow_ups(follow_ups: &std::sync::Mutex<Vec<NewItem>>) -> Vec<NewItem> {
+    std::mem::take(&mut *follow_ups.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// Completes an item: with follow-ups, in the one store call that enqueues them in the
+/// completion's commit; without, on the plain (batched) completion path.
+async fn complete(
+    store: &Arc<dyn Store>,
+    lease: &LeaseRef,
+    output: Value,
+    follow_ups: &[NewItem],
+    now: Timestamp,
+) -> StoreResult<()> {
+    if follow_ups.is_empty() {
+        store.item_complete(lease, output, now).await
+    } else {
+        store
+            .item_complete_with_follow_ups(lease, output, follow_ups.to_vec(), now)
+            .await
+            .map(|_| ())
+    }
 }
 
 /// How a worker's drain ended.
@@ -561,7 +586,9 @@ impl WorkerState {
             clock: ctx.clock.clone(),
             faults: ctx.faults.clone(),
             timeout,
+            follow_ups: Arc::default(),
         };
+        let follow_ups = job.follow_ups.clone();
         let me = myself.clone();
         let join = tokio::spawn(async move {
             let run = async move {
@@ -572,7 +599,7 @@ impl WorkerState {
                 }
             };
             let outcome = match AssertUnwindSafe(run).catch_unwind().await {
-                Ok(Ok(v)) => HandlerOutcome::Output(v),
+                Ok(Ok(v)) => HandlerOutcome::Output(v, take_follow_ups(&follow_ups)),
                 Ok(Err(e)) => HandlerOutcome::Failed(e),
                 Err(panic) => HandlerOutcome::Panicked(panic_message(panic.as_ref())),
             };
@@ -627,11 +654,11 @@ impl WorkerState {
         let deadline = tokio::time::Instant::now() + ctx.cfg.base.lease;
         let mut next = None;
         let result = match outcome {
-            HandlerOutcome::Output(output) => {
+            HandlerOutcome::Output(output, follow_ups) => {
                 let first = if take_next {
                     let now = ctx.clock.now();
                     let (done, acquired) = tokio::join!(
-                        ctx.store.item_complete(&lease, output.clone(), now),
+                        complete(&ctx.store, &lease, output.clone(), &follow_ups, now),
                         ctx.store.item_acquire(&self.request, now),
                     );
                     match acquired {
@@ -642,9 +669,14 @@ impl WorkerState {
                     }
                     done
                 } else {
-                    ctx.store
-                        .item_complete(&lease, output.clone(), ctx.clock.now())
-                        .await
+                    complete(
+                        &ctx.store,
+                        &lease,
+                        output.clone(),
+                        &follow_ups,
+                        ctx.clock.now(),
+                    )
+                    .await
                 };
                 let r = match first {
                     Err(e) if e.is_backend_failure() => {
@@ -654,8 +686,13 @@ impl WorkerState {
                             self.give_back(unstarted).await;
                         }
                         retry_store(deadline, || {
-                            ctx.store
-                                .item_complete(&lease, output.clone(), ctx.clock.now())
+                            complete(
+                                &ctx.store,
+                                &lease,
+                                output.clone(),
+                                &follow_ups,
+                                ctx.clock.now(),
+                            )
                         })
                         .await
                     }

@@ -18,7 +18,7 @@
 //! - `schema`: the tables and indexes, the versioned migrations (`PRAGMA user_version`) and the
 //!   order in which a file is checked, configured and migrated.
 //! - `ops`: one module per operation, each holding its own SQL (`acquire`, `renew`,
-//!   `complete`, `fail`, `release`, `cancel`, `progress`, `checkpoint`, `read`, `reap`,
+//!   `complete`, `follow_up` (a completion with the items it enqueues), `fail`, `release`, `cancel`, `progress`, `checkpoint`, `read`, `reap`,
 //!   `recover`, `registry`, `cleanup`, `activity` (the operators' reads), and `take_back`,
 //!   the requeue/dead-letter write the reaper and `recover_mine` share).
 //! - `durable`: the [`DurableStore`](leasehold_core::durable::DurableStore) impl (checkpoints
@@ -51,8 +51,8 @@ use serde_json::Value;
 
 use crate::db::Db;
 use crate::ops::{
-    acquire, activity, cancel, checkpoint, cleanup, complete, enqueue, fail, progress, read, reap,
-    recover, registry, release, renew,
+    acquire, activity, cancel, checkpoint, cleanup, complete, enqueue, fail, follow_up, progress,
+    read, reap, recover, registry, release, renew,
 };
 
 /// What [`SqliteStore::set_group_commit_hook`] calls before each group commit: the names of the
@@ -192,6 +192,23 @@ impl Store for SqliteStore {
         self.db
             .grouped("complete", move |tx| {
                 complete::run(tx, &lease, &output, now)
+            })
+            .await
+    }
+
+    async fn item_complete_with_follow_ups(
+        &self,
+        lease: &LeaseRef,
+        output: Value,
+        follow_ups: Vec<NewItem>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<ItemId>> {
+        let lease = lease.clone();
+        let output = row::json_text(&output)?;
+        let follow_ups = enqueue::Checked::new(follow_ups, "follow-up")?;
+        self.db
+            .grouped("complete_with_follow_ups", move |tx| {
+                follow_up::run(tx, &lease, &output, &follow_ups, now)
             })
             .await
     }

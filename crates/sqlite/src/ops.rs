@@ -16,6 +16,7 @@ pub(crate) mod cleanup;
 pub(crate) mod complete;
 pub(crate) mod enqueue;
 pub(crate) mod fail;
+pub(crate) mod follow_up;
 pub(crate) mod progress;
 pub(crate) mod read;
 pub(crate) mod reap;

@@ -18,7 +18,7 @@ macro_rules! item_columns {
     () => {
         "id, kind, input, status, attempts, max_attempts, priority, run_at, group_id, owner, \
          owner_node, owner_incarnation, epoch, lease_expires_at, last_heartbeat_at, output, \
-         error, progress, created_at, updated_at, finished_at, timeout_ms, releases"
+         error, progress, created_at, updated_at, finished_at, timeout_ms, releases, unique_key"
     };
 }
 pub(crate) use item_columns;
@@ -76,6 +76,7 @@ pub(crate) fn item(row: &Row<'_>) -> rusqlite::Result<Item> {
         finished_at: timestamp_opt(row, 20)?,
         timeout: timeout_opt(row, 21)?,
         releases: row.get(22)?,
+        unique_key: row.get(23)?,
     })
 }
 

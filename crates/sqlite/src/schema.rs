@@ -46,7 +46,7 @@ const OWN_TABLES: [&str; 6] = [
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Schema migrations, oldest first; `MIGRATIONS[n]` takes version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// Version 1: items, their checkpoints, and the worker registry.
 ///
@@ -271,6 +271,16 @@ ALTER TABLE items ADD COLUMN timeout_ms INTEGER CHECK (timeout_ms IS NULL OR tim
 /// attempt (`item_release`). Existing items start at 0.
 const V6: &str = "
 ALTER TABLE items ADD COLUMN releases INTEGER NOT NULL DEFAULT 0 CHECK (releases >= 0);
+";
+
+/// Version 7: unique keys (`NewItem::unique_key`). The partial unique index holds only open
+/// items with a key, so two enqueues of one key while an item with it is pending or in
+/// progress cannot both insert (the second finds the first through `ON CONFLICT`), while
+/// finished items free their key; it stays as small as the open keyed work.
+const V7: &str = "
+ALTER TABLE items ADD COLUMN unique_key TEXT CHECK (unique_key IS NULL OR unique_key <> '');
+CREATE UNIQUE INDEX items_unique_open ON items (unique_key)
+    WHERE unique_key IS NOT NULL AND (status = 'pending' OR status = 'in_progress');
 ";
 
 /// Opens (creating if needed) the database at `path`, checks it, configures the connection and

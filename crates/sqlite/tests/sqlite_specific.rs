@@ -147,14 +147,17 @@ async fn a_newer_schema_still_in_the_write_ahead_log_is_refused() {
     drop(SqliteStore::open(&path).await.expect("create"));
     // Another (newer) process holds the file open and has bumped the version in its log, not
     // yet in the file: the header alone would say version 1.
+    let future = SqliteStore::schema_version() + 1;
     let newer = rusqlite::Connection::open(&path).expect("raw open");
     newer
-        .execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA user_version = 7;")
+        .execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = 0; PRAGMA user_version = {future};"
+        ))
         .expect("bump");
     let main_file = std::fs::read(&path).expect("read");
 
     match SqliteStore::open(&path).await {
-        Err(StoreError::SchemaTooNew { found: 7, .. }) => {}
+        Err(StoreError::SchemaTooNew { found, .. }) if found == future => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     assert_eq!(std::fs::read(&path).expect("read"), main_file);

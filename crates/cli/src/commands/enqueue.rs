@@ -59,6 +59,11 @@ pub(crate) struct Args {
     /// its kind's and the worker node's [default: none of its own].
     #[arg(long, value_name = "S", value_parser = args::seconds, allow_negative_numbers = true)]
     timeout_s: Option<Duration>,
+
+    /// A unique key: while an item with this key is pending or in progress, print that item's
+    /// id instead of adding another.
+    #[arg(long, value_name = "K", value_parser = args::non_empty)]
+    key: Option<String>,
 }
 
 /// Validates, opens (creating the database if needed), enqueues, prints the id.
@@ -86,6 +91,9 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     }
     if let Some(t) = args.timeout_s {
         item = item.timeout(t);
+    }
+    if let Some(k) = args.key {
+        item = item.unique_key(k);
     }
     item.validate().map_err(CliError::usage)?;
 
