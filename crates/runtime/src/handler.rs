@@ -142,6 +142,8 @@ pub struct JobContext {
     pub(crate) faults: Arc<FaultPoints>,
     /// The execution timeout of this attempt, if any.
     pub(crate) timeout: Option<Duration>,
+    /// The node's metrics, under this item's kind.
+    pub(crate) metrics: crate::metrics::JobMetrics,
 }
 
 impl fmt::Debug for JobContext {
@@ -158,6 +160,12 @@ impl JobContext {
     /// The item's id.
     pub fn id(&self) -> ItemId {
         self.item.id
+    }
+
+    /// The node's metrics under this item's kind, for counts the handler knows and the node
+    /// does not (LLM cache lookups, tool calls: the durable crate's task runner reports them).
+    pub fn metrics(&self) -> &crate::metrics::JobMetrics {
+        &self.metrics
     }
 
     /// The item's kind.
