@@ -27,6 +27,10 @@ impl ApiError {
     pub(crate) fn bad_request(msg: impl Into<String>) -> Self {
         ApiError(StatusCode::BAD_REQUEST, msg.into())
     }
+
+    pub(crate) fn internal(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg.into())
+    }
 }
 
 impl From<StoreError> for ApiError {
