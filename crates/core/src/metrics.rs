@@ -185,7 +185,10 @@ mod tests {
         let mut m = NodeMetrics::default();
         m.kind_mut("email").completed = 2;
         let v = serde_json::to_value(&m).unwrap();
-        assert_eq!(v, serde_json::json!({ "kinds": { "email": { "completed": 2 } } }));
+        assert_eq!(
+            v,
+            serde_json::json!({ "kinds": { "email": { "completed": 2 } } })
+        );
         let back = NodeMetrics::from_metadata(&serde_json::json!({ "metrics": v })).unwrap();
         assert_eq!(back, m);
         assert_eq!(NodeMetrics::from_metadata(&serde_json::json!({})), None);

@@ -14,9 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use leasehold_core::durable::{CacheKeyInfo, CheckpointRecord, LedgerEntry};
-use leasehold_core::{
-    Checkpoint, Item, ItemFilter, ItemId, ItemStatus, StoreError, WorkerState,
-};
+use leasehold_core::{Checkpoint, Item, ItemFilter, ItemId, ItemStatus, StoreError, WorkerState};
 
 use crate::snapshot;
 use crate::AppState;
@@ -228,9 +226,9 @@ fn items_filter(p: &HashMap<String, String>) -> Result<ItemFilter, ApiError> {
         .map(|s| ItemStatus::from_str(s).map_err(ApiError::bad_request))
         .transpose()?;
     let non_empty = |name: &str| match p.get(name) {
-        Some(v) if v.trim().is_empty() => Err(ApiError::bad_request(format!(
-            "{name} must not be empty"
-        ))),
+        Some(v) if v.trim().is_empty() => {
+            Err(ApiError::bad_request(format!("{name} must not be empty")))
+        }
         v => Ok(v.cloned()),
     };
     let kind = non_empty("kind")?;

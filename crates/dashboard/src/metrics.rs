@@ -49,9 +49,8 @@ pub(crate) async fn metrics(
         .into_iter()
         .filter_map(|n| NodeMetrics::from_metadata(&n.metadata).map(|m| (n.node_id, m)))
         .collect();
-    let body = render(Scrape { status, nodes }).map_err(|_| {
-        ApiError::internal("the metrics could not be encoded as Prometheus text")
-    })?;
+    let body = render(Scrape { status, nodes })
+        .map_err(|_| ApiError::internal("the metrics could not be encoded as Prometheus text"))?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -82,6 +81,12 @@ pub(crate) fn render(scrape: Scrape) -> Result<String, fmt::Error> {
 
 /// A sample's labels.
 type Labels = Vec<(&'static str, String)>;
+
+/// A label value and how to read its sample from a node's metrics.
+type NodeValue = (&'static str, fn(&NodeMetrics) -> u64);
+
+/// A per-kind counter: its name, help and how to read it.
+type KindCounter = (&'static str, &'static str, fn(&KindMetrics) -> u64);
 
 fn counter(
     enc: &mut DescriptorEncoder,
@@ -119,12 +124,9 @@ fn histogram(
 ) -> fmt::Result {
     let mut family = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
     for (labels, h) in samples {
-        family.encode_family(labels)?.encode_histogram::<NoLabelSet>(
-            h.sum,
-            h.count(),
-            &h.buckets(),
-            None,
-        )?;
+        family
+            .encode_family(labels)?
+            .encode_histogram::<NoLabelSet>(h.sum, h.count(), &h.buckets(), None)?;
     }
     Ok(())
 }
@@ -135,12 +137,9 @@ impl Scrape {
         self.nodes
             .iter()
             .flat_map(|(node, m)| {
-                m.kinds.iter().map(|(kind, k)| {
-                    (
-                        vec![("node", node.clone()), ("kind", kind.clone())],
-                        f(k),
-                    )
-                })
+                m.kinds
+                    .iter()
+                    .map(|(kind, k)| (vec![("node", node.clone()), ("kind", kind.clone())], f(k)))
             })
             .collect()
     }
@@ -165,17 +164,13 @@ impl Scrape {
     }
 
     /// One sample per node and value of `label`.
-    fn by_node(
-        &self,
-        label: &'static str,
-        values: &[(&'static str, fn(&NodeMetrics) -> u64)],
-    ) -> Vec<(Labels, u64)> {
+    fn by_node(&self, label: &'static str, values: &[NodeValue]) -> Vec<(Labels, u64)> {
         self.nodes
             .iter()
             .flat_map(|(node, m)| {
-                values.iter().map(move |(v, f)| {
-                    (vec![("node", node.clone()), (label, v.to_string())], f(m))
-                })
+                values
+                    .iter()
+                    .map(move |(v, f)| (vec![("node", node.clone()), (label, v.to_string())], f(m)))
             })
             .collect()
     }
@@ -200,10 +195,7 @@ impl Scrape {
         let mut depth: Vec<(Labels, u64)> = Vec::new();
         for k in &s.by_kind {
             for (status, n) in [("pending", k.pending), ("in_progress", k.in_progress)] {
-                depth.push((
-                    vec![("kind", k.kind.clone()), ("status", status.into())],
-                    n,
-                ));
+                depth.push((vec![("kind", k.kind.clone()), ("status", status.into())], n));
             }
         }
         gauge(
@@ -245,7 +237,7 @@ impl Scrape {
     }
 
     fn node_families(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
-        let per_kind: [(&str, &str, fn(&KindMetrics) -> u64); 6] = [
+        let per_kind: [KindCounter; 6] = [
             (
                 "leasehold_attempts_started",
                 "Attempts started, by the node that ran them and the item's kind.",
@@ -307,9 +299,7 @@ impl Scrape {
             enc,
             "leasehold_llm_cache_lookups",
             "LLM outputs asked of the cache by durable tasks: served (hit) or generated (miss).",
-            &self.by_kind_result(("hit", "miss"), |k| {
-                (k.llm_cache_hits, k.llm_cache_misses)
-            }),
+            &self.by_kind_result(("hit", "miss"), |k| (k.llm_cache_hits, k.llm_cache_misses)),
         )?;
         counter(
             enc,

@@ -53,10 +53,7 @@ fn chromium_for(test: &str) -> Option<PathBuf> {
         panic!("LEASEHOLD_REQUIRE_BROWSER is set but {why}");
     }
     // Straight to the terminal: the harness swallows `eprintln!` of a passing test.
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "skipped {test}: {why}"
-    );
+    let _ = writeln!(std::io::stderr().lock(), "skipped {test}: {why}");
     None
 }
 
@@ -503,9 +500,10 @@ async fn items_view_filters_and_links_to_an_item_page_with_its_durable_records()
         .await
         .unwrap();
     assert_eq!(ledger.len(), 1);
-    let cache = leasehold_core::durable::DurableStore::cache_entries_of(sqlite.as_ref(), ids[0], 10)
-        .await
-        .unwrap();
+    let cache =
+        leasehold_core::durable::DurableStore::cache_entries_of(sqlite.as_ref(), ids[0], 10)
+            .await
+            .unwrap();
     assert_eq!(cache.len(), 1);
 
     let cfg = DashboardConfig::new(loopback())
@@ -525,10 +523,21 @@ async fn items_view_filters_and_links_to_an_item_page_with_its_durable_records()
         "the items view never loaded; its error banner says {:?}",
         text_of(&dom, "error")
     );
-    assert_eq!(dom.matches("<tr data-item=\"").count(), 2, "two research items");
-    assert!(!dom.contains(&format!("<tr data-item=\"{}\"", ids[1])), "the email item is filtered out");
+    assert_eq!(
+        dom.matches("<tr data-item=\"").count(),
+        2,
+        "two research items"
+    );
+    assert!(
+        !dom.contains(&format!("<tr data-item=\"{}\"", ids[1])),
+        "the email item is filtered out"
+    );
     let first = cells(&dom, "data-item", &ids[0].to_string());
-    assert!(first[0].ends_with(&format!(">{}</a>", ids[0])), "{:?}", first[0]);
+    assert!(
+        first[0].ends_with(&format!(">{}</a>", ids[0])),
+        "{:?}",
+        first[0]
+    );
     assert_eq!(
         (first[1].as_str(), first[2].as_str(), first[4].as_str()),
         ("research", "completed", "g-7")
@@ -541,16 +550,22 @@ async fn items_view_filters_and_links_to_an_item_page_with_its_durable_records()
     let item_url = format!("http://{addr}{href}");
     let dom = run_chromium(profile.path(), &item_url, &["--dump-dom"]).await;
     std::fs::write(out_dir.join("item.html"), &dom).unwrap();
-    assert_eq!(text_of(&dom, "item-id"), ids[0].to_string(), "error banner: {:?}", text_of(&dom, "error"));
+    assert_eq!(
+        text_of(&dom, "item-id"),
+        ids[0].to_string(),
+        "error banner: {:?}",
+        text_of(&dom, "error")
+    );
     assert_eq!(text_of(&dom, "item-status"), "completed");
     assert_eq!(text_of(&dom, "item-kind"), "research");
     assert!(text_of(&dom, "item-owner").starts_with("browser/w0"));
     assert!(unescape(&text_of(&dom, "item-output")).contains("three papers on leases"));
     assert!(unescape(&text_of(&dom, "item-input")).contains("\"topic\": \"leases\""));
 
-    let records = leasehold_core::durable::DurableStore::checkpoints_of(sqlite.as_ref(), ids[0], 10)
-        .await
-        .unwrap();
+    let records =
+        leasehold_core::durable::DurableStore::checkpoints_of(sqlite.as_ref(), ids[0], 10)
+            .await
+            .unwrap();
     assert_eq!(dom.matches("<tr data-checkpoint=\"").count(), records.len());
     let tool_cp = records
         .iter()
@@ -559,15 +574,31 @@ async fn items_view_filters_and_links_to_an_item_page_with_its_durable_records()
     let c = cells(&dom, "data-checkpoint", &tool_cp.id.to_string());
     assert_eq!(c[4], "tool_executed");
     assert_eq!(c[5], "committed");
-    assert!(c[6].contains("the fetch exited cleanly"), "evidence shown: {:?}", c[6]);
-    let step_cp = records.iter().find(|c| c.name == "fetch").expect("the step's checkpoint");
-    assert_eq!(cells(&dom, "data-checkpoint", &step_cp.id.to_string())[3], "fetch");
+    assert!(
+        c[6].contains("the fetch exited cleanly"),
+        "evidence shown: {:?}",
+        c[6]
+    );
+    let step_cp = records
+        .iter()
+        .find(|c| c.name == "fetch")
+        .expect("the step's checkpoint");
+    assert_eq!(
+        cells(&dom, "data-checkpoint", &step_cp.id.to_string())[3],
+        "fetch"
+    );
 
     let l = cells(&dom, "data-ledger", &ledger[0].id.to_string());
-    assert_eq!((l[1].as_str(), l[2].as_str()), ("http", "GET /papers?q=leases"));
+    assert_eq!(
+        (l[1].as_str(), l[2].as_str()),
+        ("http", "GET /papers?q=leases")
+    );
     assert!(l[5].contains("\"papers\": 3"), "ledger result: {:?}", l[5]);
     let k = cells(&dom, "data-cache", &cache[0].key);
-    assert_eq!((k[0].as_str(), k[1].as_str(), k[2].as_str()), (cache[0].key.as_str(), "ready", "summarise"));
+    assert_eq!(
+        (k[0].as_str(), k[1].as_str(), k[2].as_str()),
+        (cache[0].key.as_str(), "ready", "summarise")
+    );
     // The places kept for the attempt history and the actions.
     assert!(dom.contains("id=\"item-history\""));
     assert!(dom.contains("id=\"item-actions\""));
@@ -579,7 +610,7 @@ async fn items_view_filters_and_links_to_an_item_page_with_its_durable_records()
         profile.path(),
         &item_url,
         &[
-            "--window-size=1200,1100",
+            "--window-size=1200,1400",
             &format!("--screenshot={}", shot.display()),
         ],
     )
@@ -587,6 +618,9 @@ async fn items_view_filters_and_links_to_an_item_page_with_its_durable_records()
     let size = std::fs::metadata(&shot)
         .unwrap_or_else(|e| panic!("no screenshot at {}: {e}", shot.display()))
         .len();
-    assert!(size > 10_000, "screenshot of {size} bytes is too small to show the page");
+    assert!(
+        size > 10_000,
+        "screenshot of {size} bytes is too small to show the page"
+    );
     eprintln!("item page screenshot ({size} bytes): {}", shot.display());
 }

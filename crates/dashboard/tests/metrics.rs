@@ -174,10 +174,12 @@ async fn retries_timeouts_and_lost_leases_are_counted_on_metrics_by_node_and_kin
 
     // The lost lease first, while a worker is free to take the item again.
     let held = node.enqueue(NewItem::new("held", json!({}))).await.unwrap();
-    watch.until("held acquired", |e| {
-        matches!(e, NodeEvent::Acquired { item, .. } if *item == held)
-    })
-    .await;
+    watch
+        .until(
+            "held acquired",
+            |e| matches!(e, NodeEvent::Acquired { item, .. } if *item == held),
+        )
+        .await;
     // Taken from its holder the way a restarted owner's recover_mine would: the epoch moves
     // on, so the holder's next renewal is refused.
     let owner = store.item_get(held).await.unwrap().unwrap().owner.unwrap();
@@ -186,12 +188,17 @@ async fn retries_timeouts_and_lost_leases_are_counted_on_metrics_by_node_and_kin
         .await
         .unwrap();
     assert_eq!(taken.len(), 1);
-    watch.until("held's lease lost", |e| {
-        matches!(e, NodeEvent::LeaseLost { item, .. } if *item == held)
-    })
-    .await;
+    watch
+        .until(
+            "held's lease lost",
+            |e| matches!(e, NodeEvent::LeaseLost { item, .. } if *item == held),
+        )
+        .await;
 
-    let flaky = node.enqueue(NewItem::new("flaky", json!({}))).await.unwrap();
+    let flaky = node
+        .enqueue(NewItem::new("flaky", json!({})))
+        .await
+        .unwrap();
     let slow = node
         .enqueue(
             NewItem::new("slow", json!({}))
@@ -200,7 +207,10 @@ async fn retries_timeouts_and_lost_leases_are_counted_on_metrics_by_node_and_kin
         )
         .await
         .unwrap();
-    let agent = node.enqueue(NewItem::new("agent", json!({}))).await.unwrap();
+    let agent = node
+        .enqueue(NewItem::new("agent", json!({})))
+        .await
+        .unwrap();
     watch.finished(&[held, flaky, slow, agent]).await;
     // The shutdown writes the registry row a last time, with the final counts.
     node.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -210,16 +220,25 @@ async fn retries_timeouts_and_lost_leases_are_counted_on_metrics_by_node_and_kin
     let r = get(addr, "/metrics", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let body = &r.body;
-    let k = |name: &str, kind: &str| sample(body, &format!("{name}{{node=\"m1\",kind=\"{kind}\"}}"));
+    let k =
+        |name: &str, kind: &str| sample(body, &format!("{name}{{node=\"m1\",kind=\"{kind}\"}}"));
 
     assert_eq!(k("leasehold_attempts_retried_total", "flaky"), 1.0);
     assert_eq!(k("leasehold_attempts_completed_total", "flaky"), 1.0);
     assert_eq!(k("leasehold_attempts_started_total", "flaky"), 2.0);
     assert_eq!(k("leasehold_attempts_timed_out_total", "slow"), 1.0);
-    assert_eq!(k("leasehold_attempts_failed_total", "slow"), 1.0, "its one attempt spent");
+    assert_eq!(
+        k("leasehold_attempts_failed_total", "slow"),
+        1.0,
+        "its one attempt spent"
+    );
     assert_eq!(k("leasehold_attempts_lease_lost_total", "held"), 1.0);
     assert_eq!(k("leasehold_attempts_completed_total", "held"), 1.0);
-    assert_eq!(k("leasehold_attempts_retried_total", "held"), 0.0, "a lost lease is no failure");
+    assert_eq!(
+        k("leasehold_attempts_retried_total", "held"),
+        0.0,
+        "a lost lease is no failure"
+    );
     assert_eq!(k("leasehold_attempts_retried_total", "agent"), 1.0);
     assert_eq!(k("leasehold_attempts_completed_total", "agent"), 1.0);
 
@@ -236,11 +255,17 @@ async fn retries_timeouts_and_lost_leases_are_counted_on_metrics_by_node_and_kin
 
     // The refused renewal of the lost lease is the one failed renewal.
     assert_eq!(
-        sample(body, "leasehold_lease_renewals_total{node=\"m1\",result=\"failed\"}"),
+        sample(
+            body,
+            "leasehold_lease_renewals_total{node=\"m1\",result=\"failed\"}"
+        ),
         1.0
     );
     assert_eq!(
-        sample(body, "leasehold_recovered_total{node=\"m1\",by=\"recover_mine\"}"),
+        sample(
+            body,
+            "leasehold_recovered_total{node=\"m1\",by=\"recover_mine\"}"
+        ),
         0.0,
         "the test took the item back, not the node"
     );
@@ -248,7 +273,10 @@ async fn retries_timeouts_and_lost_leases_are_counted_on_metrics_by_node_and_kin
     // Histograms: one queue wait per attempt started, one run time per attempt ended; the
     // timed-out attempt ran at least its 300 ms.
     let h = |name: &str, kind: &str, suffix: &str| {
-        sample(body, &format!("{name}_{suffix}{{node=\"m1\",kind=\"{kind}\"}}"))
+        sample(
+            body,
+            &format!("{name}_{suffix}{{node=\"m1\",kind=\"{kind}\"}}"),
+        )
     };
     assert_eq!(h("leasehold_queue_wait_seconds", "flaky", "count"), 2.0);
     assert_eq!(h("leasehold_attempt_run_seconds", "held", "count"), 2.0);
@@ -273,8 +301,16 @@ async fn retries_timeouts_and_lost_leases_are_counted_on_metrics_by_node_and_kin
 
     // What the dashboard rendered from the store is what the node counted.
     for (kind, m) in &published.kinds {
-        assert_eq!(k("leasehold_attempts_started_total", kind), m.started as f64, "{kind}");
-        assert_eq!(k("leasehold_attempts_completed_total", kind), m.completed as f64, "{kind}");
+        assert_eq!(
+            k("leasehold_attempts_started_total", kind),
+            m.started as f64,
+            "{kind}"
+        );
+        assert_eq!(
+            k("leasehold_attempts_completed_total", kind),
+            m.completed as f64,
+            "{kind}"
+        );
         assert_eq!(
             h("leasehold_attempt_run_seconds", kind, "count"),
             m.run_seconds.count() as f64,
@@ -283,7 +319,10 @@ async fn retries_timeouts_and_lost_leases_are_counted_on_metrics_by_node_and_kin
     }
     assert_eq!(published.kinds.len(), 4);
     assert_eq!(
-        sample(body, "leasehold_lease_renewals_total{node=\"m1\",result=\"succeeded\"}"),
+        sample(
+            body,
+            "leasehold_lease_renewals_total{node=\"m1\",result=\"succeeded\"}"
+        ),
         published.renewals_succeeded as f64
     );
 }

@@ -207,27 +207,41 @@ async fn an_items_entries_are_listed_newest_first_with_its_open_claims<S: Backen
         .expect("first");
     env.clock.advance(Duration::from_secs(1));
     cache
-        .get_or_generate(&mine, "research", "p2", "m", &scope, || async { Ok(json!(2)) })
+        .get_or_generate(&mine, "research", "p2", "m", &scope, || async {
+            Ok(json!(2))
+        })
         .await
         .expect("second");
     // Another item's entry, and a claim of ours still generating.
     cache
-        .get_or_generate(&other, "plan", "p1", "m", &other.item.to_string(), || async {
-            Ok(json!(3))
-        })
+        .get_or_generate(
+            &other,
+            "plan",
+            "p1",
+            "m",
+            &other.item.to_string(),
+            || async { Ok(json!(3)) },
+        )
         .await
         .expect("other item's");
     env.clock.advance(Duration::from_secs(1));
     let claim_key = cache_key("plan", "p3", "m", "shared-scope");
     let claimed = env
         .durable()
-        .cache_claim(&claim_key, &mine, Duration::from_secs(30), env.clock.now_ts())
+        .cache_claim(
+            &claim_key,
+            &mine,
+            Duration::from_secs(30),
+            env.clock.now_ts(),
+        )
         .await
         .expect("claim");
     assert!(matches!(claimed, CacheClaim::Claimed { .. }));
     // A hit counts on the listing.
     cache
-        .get_or_generate(&mine, "plan", "p1", "m", &scope, || async { Ok(json!("no")) })
+        .get_or_generate(&mine, "plan", "p1", "m", &scope, || async {
+            Ok(json!("no"))
+        })
         .await
         .expect("hit");
 

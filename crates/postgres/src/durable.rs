@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use leasehold_core::durable::{
-    CacheClaim, CacheKeyInfo, CheckpointRecord, DurableStore, LedgerEntry, NewCacheEntry, NewStep, RowProbe,
-    StepCommit, Verification,
+    CacheClaim, CacheKeyInfo, CheckpointRecord, DurableStore, LedgerEntry, NewCacheEntry, NewStep,
+    RowProbe, StepCommit, Verification,
 };
 use leasehold_core::{ItemId, LeaseRef, StoreResult, Timestamp};
 

@@ -24,8 +24,8 @@ use leasehold_core::{
 
 use crate::events::NodeEvent;
 use crate::handler::{JobContext, JobError};
-use crate::metrics::JobMetrics;
 use crate::heartbeat::{Heartbeat, HeartbeatArgs, HeartbeatMsg};
+use crate::metrics::JobMetrics;
 use crate::node::{Metrics, NodeCtx};
 use crate::supervisor::SupervisorMsg;
 
@@ -880,7 +880,14 @@ impl WorkerState {
         let deadline = tokio::time::Instant::now() + left.min(Duration::from_secs(1));
         let disposition = self.retry_later(&lease, cur.attempts, &cur.backoff, None);
         if let Err(e) = self
-            .fail(&lease, &cur.kind, cur.attempts, &error, disposition, deadline)
+            .fail(
+                &lease,
+                &cur.kind,
+                cur.attempts,
+                &error,
+                disposition,
+                deadline,
+            )
             .await
         {
             tracing::warn!(item = %lease.item, error = %e, "timed-out attempt not recorded; its lease lapses and recovery takes the item");
