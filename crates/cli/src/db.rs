@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use leasehold::postgres::PgOptions;
 use leasehold::PgStore;
+use leasehold_core::durable::DurableStore;
 use leasehold_core::{Clock, Store, SystemClock};
 
 use crate::error::CliError;
@@ -44,6 +45,8 @@ fn sqlite_path(url: &str) -> Option<&str> {
 pub(crate) struct Clocked {
     /// The store.
     pub(crate) store: Arc<dyn Store>,
+    /// The same store's checkpoints, tool ledger and LLM cache (the dashboard's item page).
+    pub(crate) durable: Arc<dyn DurableStore>,
     /// The system clock on SQLite (one host), the database server's clock on PostgreSQL, so
     /// that processes on several hosts write and judge lease times by the one clock they share.
     pub(crate) clock: Arc<dyn Clock>,
@@ -54,7 +57,7 @@ pub(crate) struct Clocked {
 /// else the system clock. For every command that writes lease or run times or judges expiry
 /// and liveness.
 pub(crate) async fn open_clocked(url: &str, access: Access) -> Result<Clocked, CliError> {
-    let store = open(url, access).await?;
+    let (store, durable) = open_durable(url, access).await?;
     let shared = store
         .clock_sync()
         .await
@@ -69,7 +72,11 @@ pub(crate) async fn open_clocked(url: &str, access: Access) -> Result<Clocked, C
         }
         None => Arc::new(SystemClock),
     };
-    Ok(Clocked { store, clock })
+    Ok(Clocked {
+        store,
+        durable,
+        clock,
+    })
 }
 
 /// Opens a PostgreSQL store; with [`Access::Existing`] a database without the leasehold schema
@@ -86,6 +93,14 @@ async fn open_postgres(url: &str, access: Access) -> Result<PgStore, CliError> {
 
 /// Opens the store `url` names.
 pub(crate) async fn open(url: &str, access: Access) -> Result<Arc<dyn Store>, CliError> {
+    Ok(open_durable(url, access).await?.0)
+}
+
+/// Opens the store `url` names, as the queue and as the durable store.
+async fn open_durable(
+    url: &str,
+    access: Access,
+) -> Result<(Arc<dyn Store>, Arc<dyn DurableStore>), CliError> {
     let url = url.trim();
     if url.is_empty() {
         return Err(CliError::usage("--db must not be empty"));
@@ -103,9 +118,10 @@ pub(crate) async fn open(url: &str, access: Access) -> Result<Arc<dyn Store>, Cl
     }
     tracing::debug!(db = url, ?access, "opening store");
     if access == Access::Existing && leasehold::postgres::is_postgres_url(url) {
-        return Ok(Arc::new(open_postgres(url, access).await?));
+        let pg = Arc::new(open_postgres(url, access).await?);
+        return Ok((pg.clone(), pg));
     }
-    leasehold::open_store(url)
+    leasehold::open_durable_store(url)
         .await
         .map_err(|e| CliError::store(url, e))
 }

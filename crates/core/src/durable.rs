@@ -460,6 +460,27 @@ pub struct CacheEntry {
     pub hits: u64,
 }
 
+/// An LLM cache entry as an operator lists it: what it is and whose, not its output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CacheKeyInfo {
+    /// The cache key.
+    pub key: String,
+    /// `ready` (an output is stored) or `generating` (a claimant holds the key).
+    pub state: String,
+    /// The operation (`plan`, `research`, …), once an output is stored.
+    pub operation: Option<String>,
+    /// The model, once an output is stored.
+    pub model: Option<String>,
+    /// The task scope the key was made for, once an output is stored.
+    pub task: Option<String>,
+    /// When the output was stored, or the claim taken.
+    pub created_at: Timestamp,
+    /// When the output expires (`None` while generating).
+    pub expires_at: Option<Timestamp>,
+    /// How many times it was served.
+    pub hits: u64,
+}
+
 /// The answer to a claim on a cache key (single-flight across processes).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CacheClaim {
@@ -616,6 +637,11 @@ pub trait DurableStore: Send + Sync + fmt::Debug + 'static {
     /// alone). Fenced (`LeaseLost`, nothing changed).
     async fn cache_release(&self, key: &str, lease: &LeaseRef, now: Timestamp)
         -> StoreResult<bool>;
+
+    /// The cache entries of an item, newest first, at most `limit`: the stored outputs whose
+    /// task scope is the item's id (as the durable task runner scopes its LLM calls) and the
+    /// claims one of its leases holds. A read: not fenced.
+    async fn cache_entries_of(&self, item: ItemId, limit: u32) -> StoreResult<Vec<CacheKeyInfo>>;
 
     /// Removes the entry (or claim) for `key`; returns whether there was one. An operator's
     /// action on no item's behalf: not fenced.

@@ -11,6 +11,8 @@
 //! - [`registry`]: a node's row in the worker registry, [`WorkerState`] (the one judgement
 //!   of alive, dead or stopped) and the clean-up of old rows.
 //! - [`activity`]: the operators' reads: open work by kind, finished items over time.
+//! - [`metrics`]: [`NodeMetrics`](metrics::NodeMetrics), what a node counts about its work
+//!   and publishes in its registry row (fixed histogram buckets, per kind).
 //! - [`retry`]: the backoff schedule of retryable failures.
 //! - [`durable`]: checkpoints with evidence, the tool ledger, the LLM output cache and their
 //!   store trait [`DurableStore`](durable::DurableStore).
@@ -31,6 +33,7 @@ pub mod config;
 pub mod durable;
 pub mod error;
 pub mod item;
+pub mod metrics;
 pub mod registry;
 pub mod retry;
 pub mod store;

@@ -5,12 +5,16 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use leasehold_core::{ItemFilter, ItemId, ItemStatus, StoreError, WorkerState};
+use serde::Serialize;
+use serde_json::Value;
+
+use leasehold_core::durable::{CacheKeyInfo, CheckpointRecord, LedgerEntry};
+use leasehold_core::{Checkpoint, Item, ItemFilter, ItemId, ItemStatus, StoreError, WorkerState};
 
 use crate::snapshot;
 use crate::AppState;
@@ -21,11 +25,15 @@ const DEFAULT_ITEMS_LIMIT: u32 = 50;
 const MAX_ITEMS_LIMIT: u32 = 1000;
 
 /// An error answer: its status and a `{"error": …}` body.
-pub(crate) struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl ApiError {
     pub(crate) fn bad_request(msg: impl Into<String>) -> Self {
         ApiError(StatusCode::BAD_REQUEST, msg.into())
+    }
+
+    pub(crate) fn internal(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg.into())
     }
 }
 
@@ -117,15 +125,98 @@ pub(crate) async fn workers(
     Ok(Json(views).into_response())
 }
 
-/// `GET /api/items?status=…&kind=…&limit=…&after=…`.
+/// `GET /api/items?status=…&kind=…&group=…&id=…&limit=…&after=…`: items by id, at most
+/// `limit`; the next page is `after=` the last id. `id` picks one item (listed only if it
+/// matches the other filters too).
 pub(crate) async fn items(
     State(app): State<AppState>,
     query: Params,
 ) -> Result<Response, ApiError> {
-    let p = params(query, &["status", "kind", "limit", "after"])?;
+    let p = params(query, &["status", "kind", "group", "id", "limit", "after"])?;
     let filter = items_filter(&p)?;
-    let items = app.store.items_list(&filter).await?;
+    let id = p
+        .get("id")
+        .map(|raw| ItemId::from_str(raw).map_err(|e| ApiError::bad_request(format!("id: {e}"))))
+        .transpose()?;
+    let items = match id {
+        None => app.store.items_list(&filter).await?,
+        Some(id) => app
+            .store
+            .item_get(id)
+            .await?
+            .filter(|i| {
+                filter.status.is_none_or(|s| i.status == s)
+                    && filter.kind.as_ref().is_none_or(|k| &i.kind == k)
+                    && filter
+                        .group_id
+                        .as_ref()
+                        .is_none_or(|g| i.group_id.as_ref() == Some(g))
+                    && filter.after.is_none_or(|a| i.id > a)
+            })
+            .into_iter()
+            .collect(),
+    };
     Ok(Json(items).into_response())
+}
+
+/// The most checkpoints, ledger entries and cache keys the item page lists (newest first).
+pub const ITEM_PAGE_ROWS: u32 = 100;
+
+/// What `GET /api/items/{id}` answers.
+#[derive(Serialize)]
+struct ItemPage {
+    /// The item: input, output, error, progress, timestamps, lease.
+    item: Item,
+    /// Checkpoints saved with `checkpoint_save`, oldest first.
+    checkpoints: Vec<Checkpoint>,
+    /// The durable-execution records of the item, when the dashboard was given the durable
+    /// store (`null` otherwise).
+    durable: Option<DurableView>,
+    /// Reserved for the attempt history (`null` until the store keeps one).
+    history: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct DurableView {
+    /// Durable checkpoints with their evidence and verification, newest first.
+    checkpoints: Vec<CheckpointRecord>,
+    /// Tool-ledger entries, newest first.
+    ledger: Vec<LedgerEntry>,
+    /// LLM cache keys, newest first.
+    cache: Vec<CacheKeyInfo>,
+}
+
+/// `GET /api/items/{id}`: one item with its checkpoints, tool-ledger entries and LLM cache
+/// keys. `400` for an id that is not one, `404` for an item that does not exist.
+pub(crate) async fn item(
+    State(app): State<AppState>,
+    Path(raw): Path<String>,
+    query: Params,
+) -> Result<Response, ApiError> {
+    params(query, &[])?;
+    let id = ItemId::from_str(&raw).map_err(|e| ApiError::bad_request(format!("id: {e}")))?;
+    let Some(item) = app.store.item_get(id).await? else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no item {id} in the store"),
+        ));
+    };
+    let checkpoints = app.store.checkpoints_list(id).await?;
+    let durable = match &app.cfg.durable {
+        None => None,
+        Some(d) => Some(DurableView {
+            checkpoints: d.checkpoints_of(id, ITEM_PAGE_ROWS).await?,
+            ledger: d.ledger_history(id, ITEM_PAGE_ROWS).await?,
+            cache: d.cache_entries_of(id, ITEM_PAGE_ROWS).await?,
+        }),
+    };
+    Ok(Json(ItemPage {
+        item,
+        checkpoints,
+        durable,
+        history: None,
+    })
+    .into_response())
 }
 
 /// The listing filter `p` asks for.
@@ -134,12 +225,14 @@ fn items_filter(p: &HashMap<String, String>) -> Result<ItemFilter, ApiError> {
         .get("status")
         .map(|s| ItemStatus::from_str(s).map_err(ApiError::bad_request))
         .transpose()?;
-    let kind = match p.get("kind") {
-        Some(k) if k.trim().is_empty() => {
-            return Err(ApiError::bad_request("kind must not be empty"))
+    let non_empty = |name: &str| match p.get(name) {
+        Some(v) if v.trim().is_empty() => {
+            Err(ApiError::bad_request(format!("{name} must not be empty")))
         }
-        k => k.cloned(),
+        v => Ok(v.cloned()),
     };
+    let kind = non_empty("kind")?;
+    let group_id = non_empty("group")?;
     let limit = match p.get("limit") {
         None => DEFAULT_ITEMS_LIMIT,
         Some(raw) => match raw.trim().parse::<u32>() {
@@ -158,6 +251,7 @@ fn items_filter(p: &HashMap<String, String>) -> Result<ItemFilter, ApiError> {
     Ok(ItemFilter {
         status,
         kind,
+        group_id,
         limit,
         after,
         ..ItemFilter::default()

@@ -13,12 +13,17 @@
 //! ```
 //!
 //! # Endpoints
-//! - `GET /`: the page (no data in it: its script fetches `/api/status`, sending the token
-//!   from the page's `#token=…` fragment, which browsers never send to the server).
+//! - `GET /`, `GET /items`, `GET /items/{id}`: the page — overview, items view, item page —
+//!   (no data in it: its script fetches the API, sending the token from the page's
+//!   `#token=…` fragment, which browsers never send to the server).
 //! - `GET /api/status`: queue depth by status and kind, finished items per minute, workers by
 //!   state, recent failures, recovery statistics.
 //! - `GET /api/workers`: every registry row with its state and seconds since its heartbeat.
-//! - `GET /api/items?status=…&kind=…&limit=…&after=…`: items, by id.
+//! - `GET /api/items?status=…&kind=…&group=…&id=…&limit=…&after=…`: items, by id (keyset
+//!   paging: the next page is `after=` the last id shown).
+//! - `GET /api/items/{id}`: one item with its checkpoints and, when the config has the
+//!   durable store ([`DashboardConfig::durable`]), its durable checkpoints with evidence,
+//!   tool-ledger entries and LLM cache keys (`404` for an unknown item).
 //! - `GET /metrics`: Prometheus text.
 //!
 //! A bad query parameter gets `400` with `{"error": "…"}`; with a token configured, every
@@ -47,8 +52,10 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::Router;
 
+use leasehold_core::durable::DurableStore;
 use leasehold_core::{Clock, Store, SystemClock, DEFAULT_MISSED_INTERVALS};
 
+pub use api::ITEM_PAGE_ROWS;
 pub use snapshot::{
     FailureView, RecoveryView, Status, Throughput, RECENT_FAILURES, THROUGHPUT_MINUTES,
 };
@@ -99,6 +106,9 @@ pub struct DashboardConfig {
     pub refresh: Duration,
     /// The clock "now" is read from (default: the system clock).
     pub clock: Arc<dyn Clock>,
+    /// The same store's durable side (checkpoints with evidence, the tool ledger, the LLM
+    /// cache), which the item page shows; without it the page shows the item alone.
+    pub durable: Option<Arc<dyn DurableStore>>,
 }
 
 impl DashboardConfig {
@@ -110,7 +120,15 @@ impl DashboardConfig {
             dead_after_missed: DEFAULT_MISSED_INTERVALS,
             refresh: Duration::from_secs(2),
             clock: Arc::new(SystemClock),
+            durable: None,
         }
+    }
+
+    /// Sets the durable store the item page reads checkpoints, tool-ledger entries and LLM
+    /// cache keys from (the same database as the queue's store).
+    pub fn durable(mut self, durable: Arc<dyn DurableStore>) -> Self {
+        self.durable = Some(durable);
+        self
     }
 
     /// Sets the bearer token.
@@ -162,6 +180,7 @@ pub fn router(store: Arc<dyn Store>, cfg: DashboardConfig) -> Result<Router, Das
         .route("/api/status", get(api::status))
         .route("/api/workers", get(api::workers))
         .route("/api/items", get(api::items))
+        .route("/api/items/{id}", get(api::item))
         .route("/metrics", get(metrics::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -169,6 +188,8 @@ pub fn router(store: Arc<dyn Store>, cfg: DashboardConfig) -> Result<Router, Das
         ));
     Ok(Router::new()
         .route("/", get(page::page))
+        .route("/items", get(page::page))
+        .route("/items/{id}", get(page::page))
         .merge(api)
         .with_state(state))
 }

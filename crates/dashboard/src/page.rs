@@ -1,6 +1,9 @@
-//! `GET /`: the dashboard page. It holds no data: its script fetches `/api/status` and
-//! `/api/workers` every refresh interval and fills the page with `textContent` (never HTML,
-//! so an item's error text cannot inject markup). Everything is inline — no CDN, no fonts —
+//! `GET /`, `/items` and `/items/{id}`: the dashboard page, one document with three views
+//! chosen by the path: the overview, the items view (filters in the query string: `status`,
+//! `kind`, `group`, `id`, `after`) and an item page. It holds no data: its script fetches
+//! the API every refresh interval (`/api/status` and `/api/workers`; `/api/items`;
+//! `/api/items/{id}`) and fills the page with `textContent` (never HTML, so an item's error
+//! text cannot inject markup). Everything is inline — no CDN, no fonts —
 //! so it works on a machine without internet. Stable element ids (`count-pending`,
 //! `workers-dead`, `recovery-recovered`, …) let tests and scrapers read it.
 
@@ -52,12 +55,21 @@ const PAGE: &str = r##"<!doctype html>
   #error { display: none; background: #b3261e; color: #fff; padding: 8px 20px; }
   .legend span { margin-right: 12px; font-size: 12px; }
   .sw { display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: middle; }
+  header nav a { color: #cde; margin-right: 12px; }
+  main[hidden] { display: none; }
+  form.filters { display: flex; gap: 8px; flex-wrap: wrap; align-items: end; margin-bottom: 8px; }
+  form.filters label { font-size: 12px; color: #556; display: flex; flex-direction: column; }
+  pre.json { font: 12px ui-monospace, monospace; background: #f5f6f8; padding: 6px; margin: 0; white-space: pre-wrap; word-break: break-word; max-height: 240px; overflow: auto; }
+  dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 0; font-size: 13px; }
+  dl.facts dt { color: #667; }
+  dl.facts dd { margin: 0; }
+  .todo { color: #888; font-style: italic; }
 </style>
 </head>
 <body data-loaded="0">
-<header><h1>leasehold</h1><span class="meta">updated <span id="updated">never</span> · refreshes every <span id="refresh">__REFRESH_MS__</span> ms</span></header>
+<header><h1>leasehold</h1><nav><a id="nav-overview" href="/">overview</a><a id="nav-items" href="/items">items</a></nav><span class="meta">updated <span id="updated">never</span> · refreshes every <span id="refresh">__REFRESH_MS__</span> ms</span></header>
 <div id="error"></div>
-<main>
+<main id="overview" hidden>
 <section>
   <h2>Queue</h2>
   <div class="tiles">
@@ -102,6 +114,66 @@ const PAGE: &str = r##"<!doctype html>
   <table><thead><tr><th>item</th><th>kind</th><th>attempts</th><th>finished</th><th>error</th></tr></thead><tbody id="failures"></tbody></table>
 </section>
 </main>
+<main id="items-view" hidden>
+<section style="grid-column: 1 / -1">
+  <h2>Items</h2>
+  <form class="filters" id="filters">
+    <label>status<select id="f-status" name="status"><option value="">any</option><option>pending</option><option>in_progress</option><option>completed</option><option>failed</option><option>cancelled</option></select></label>
+    <label>kind<input id="f-kind" name="kind" size="12"></label>
+    <label>group<input id="f-group" name="group" size="12"></label>
+    <label>id<input id="f-id" name="id" size="8"></label>
+    <button id="f-apply" type="submit">filter</button>
+  </form>
+  <table><thead><tr><th>id</th><th>kind</th><th>status</th><th>attempts</th><th>group</th><th>owner</th><th>epoch</th><th>updated</th><th>error</th></tr></thead><tbody id="items"></tbody></table>
+  <p><a id="page-first" href="/items">first page</a> · <a id="page-next" href="/items">next page</a> <span id="items-shown">0</span> shown</p>
+</section>
+</main>
+<main id="item-page" hidden>
+<section>
+  <h2>Item <span id="item-id">–</span></h2>
+  <dl class="facts">
+    <dt>kind</dt><dd id="item-kind">–</dd>
+    <dt>status</dt><dd id="item-status">–</dd>
+    <dt>attempts</dt><dd id="item-attempts">–</dd>
+    <dt>priority</dt><dd id="item-priority">–</dd>
+    <dt>group</dt><dd id="item-group">–</dd>
+    <dt>owner</dt><dd id="item-owner">–</dd>
+    <dt>epoch</dt><dd id="item-epoch">–</dd>
+    <dt>lease expires</dt><dd id="item-lease">–</dd>
+    <dt>last heartbeat</dt><dd id="item-heartbeat">–</dd>
+    <dt>created</dt><dd id="item-created">–</dd>
+    <dt>run at</dt><dd id="item-run-at">–</dd>
+    <dt>updated</dt><dd id="item-updated">–</dd>
+    <dt>finished</dt><dd id="item-finished">–</dd>
+  </dl>
+  <!-- Action buttons (retry, cancel, pause/resume of its kind) go here once the store has
+       those operations. -->
+  <div id="item-actions" data-pending="actions"></div>
+</section>
+<section>
+  <h2>Error</h2><pre class="json" id="item-error"></pre>
+  <h2 style="margin-top:12px">Input</h2><pre class="json" id="item-input"></pre>
+  <h2 style="margin-top:12px">Output</h2><pre class="json" id="item-output"></pre>
+  <h2 style="margin-top:12px">Progress</h2><pre class="json" id="item-progress"></pre>
+</section>
+<section style="grid-column: 1 / -1" id="item-history" data-pending="attempt-history">
+  <h2>Attempt history</h2>
+  <p class="todo">Not kept by this store yet: the item shows its last error and its attempt count.</p>
+</section>
+<section style="grid-column: 1 / -1">
+  <h2>Checkpoints with evidence</h2>
+  <table><thead><tr><th>id</th><th>epoch</th><th>step</th><th>name</th><th>type</th><th>state</th><th>evidence</th><th>verification</th><th>committed</th></tr></thead><tbody id="item-checkpoints"></tbody></table>
+  <p class="todo" id="item-durable-off" hidden>The dashboard was started without the durable store: checkpoints with evidence, the tool ledger and the LLM cache are not shown.</p>
+  <h2 style="margin-top:12px">Saved checkpoints</h2>
+  <table><thead><tr><th>id</th><th>epoch</th><th>name</th><th>payload</th><th>saved</th></tr></thead><tbody id="item-saved"></tbody></table>
+</section>
+<section style="grid-column: 1 / -1">
+  <h2>Tool ledger</h2>
+  <table><thead><tr><th>id</th><th>tool</th><th>command</th><th>call</th><th>epoch</th><th>result</th><th>replays</th><th>executed</th></tr></thead><tbody id="item-ledger"></tbody></table>
+  <h2 style="margin-top:12px">LLM cache keys</h2>
+  <table><thead><tr><th>key</th><th>state</th><th>operation</th><th>model</th><th>hits</th><th>created</th><th>expires</th></tr></thead><tbody id="item-cache"></tbody></table>
+</section>
+</main>
 <script>
 "use strict";
 const REFRESH_MS = __REFRESH_MS__;
@@ -132,6 +204,77 @@ function row(cells, attrs) {
 }
 
 function fill(id, rows) { $(id).replaceChildren(...rows); }
+
+// Which view the path asks for; links keep the token fragment.
+const itemMatch = location.pathname.match(/^\/items\/([^/]+)$/);
+const view = itemMatch ? "item-page" : location.pathname === "/items" ? "items-view" : "overview";
+$(view).hidden = false;
+const withToken = (path) => path + location.hash;
+$("nav-overview").href = withToken("/");
+$("nav-items").href = withToken("/items");
+const when = (ms) => ms == null ? "–" : new Date(ms).toISOString().replace("T", " ").replace("Z", " UTC");
+const json = (v) => v == null ? "" : JSON.stringify(v, null, 2);
+const query = new URLSearchParams(location.search);
+
+function link(text, href) {
+  const a = document.createElement("a");
+  a.textContent = String(text); a.href = href;
+  return a;
+}
+
+// A row whose first cell is a link.
+function linkedRow(first, href, cells, attrs) {
+  const tr = row(["", ...cells], attrs);
+  tr.firstChild.appendChild(link(first, href));
+  return tr;
+}
+
+async function refreshItems() {
+  for (const k of ["status", "kind", "group", "id"]) $("f-" + k).value = query.get(k) || "";
+  const q = new URLSearchParams();
+  for (const k of ["status", "kind", "group", "id", "after"]) if (query.get(k)) q.set(k, query.get(k));
+  q.set("limit", "50");
+  const items = await get("/api/items?" + q.toString());
+  fill("items", items.map(i => linkedRow(i.id, withToken("/items/" + i.id), [
+    i.kind, { text: i.status, cls: i.status }, i.attempts + "/" + i.max_attempts, i.group_id || "",
+    i.owner || "", i.epoch, when(i.updated_at), { text: i.error || "", cls: "err" }
+  ], { "data-item": i.id })));
+  set("items-shown", items.length);
+  const first = new URLSearchParams(q); first.delete("after"); first.delete("limit");
+  $("page-first").href = withToken("/items?" + first.toString());
+  const next = new URLSearchParams(first);
+  if (items.length > 0) next.set("after", items[items.length - 1].id);
+  $("page-next").href = withToken("/items?" + next.toString());
+  $("page-next").hidden = items.length < 50;
+}
+
+async function refreshItem() {
+  const p = await get("/api/items/" + encodeURIComponent(decodeURIComponent(itemMatch[1])));
+  const i = p.item;
+  set("item-id", i.id); set("item-kind", i.kind); set("item-status", i.status);
+  $("item-status").className = i.status;
+  set("item-attempts", i.attempts + " of " + i.max_attempts + (i.releases ? " (" + i.releases + " releases)" : ""));
+  set("item-priority", i.priority); set("item-group", i.group_id || "–");
+  set("item-owner", i.owner ? i.owner + " (node " + i.owner_node + ", incarnation " + i.owner_incarnation + ")" : "–");
+  set("item-epoch", i.epoch); set("item-lease", when(i.lease_expires_at)); set("item-heartbeat", when(i.last_heartbeat_at));
+  set("item-created", when(i.created_at)); set("item-run-at", when(i.run_at));
+  set("item-updated", when(i.updated_at)); set("item-finished", when(i.finished_at));
+  set("item-error", i.error || ""); set("item-input", json(i.input));
+  set("item-output", json(i.output)); set("item-progress", json(i.progress));
+  fill("item-saved", p.checkpoints.map(c => row([c.id, c.epoch, c.name, { text: json(c.payload), cls: "err" }, when(c.created_at)], { "data-saved": c.id })));
+  const d = p.durable;
+  $("item-durable-off").hidden = d != null;
+  fill("item-checkpoints", (d ? d.checkpoints : []).map(c => row([
+    c.id, c.epoch, c.step == null ? "–" : c.step, c.name, c.checkpoint_type, c.state,
+    { text: json(c.evidence), cls: "err" }, { text: json(c.verification), cls: "err" }, when(c.committed_at)
+  ], { "data-checkpoint": c.id })));
+  fill("item-ledger", (d ? d.ledger : []).map(l => row([
+    l.id, l.tool, l.command, l.call, l.epoch, { text: json(l.result), cls: "err" }, l.replays, when(l.executed_at)
+  ], { "data-ledger": l.id })));
+  fill("item-cache", (d ? d.cache : []).map(c => row([
+    { text: c.key, cls: "err" }, c.state, c.operation || "", c.model || "", c.hits, when(c.created_at), when(c.expires_at)
+  ], { "data-cache": c.key })));
+}
 
 function ago(ms, now) {
   if (ms == null) return "–";
@@ -171,6 +314,20 @@ function chart(buckets) {
 
 async function refresh() {
   try {
+    if (view === "items-view") await refreshItems();
+    else if (view === "item-page") await refreshItem();
+    else await refreshOverview();
+    if (view !== "overview") set("updated", new Date().toLocaleTimeString());
+    $("error").style.display = "none";
+    document.body.dataset.loaded = String(Number(document.body.dataset.loaded) + 1);
+  } catch (e) {
+    $("error").textContent = "cannot refresh: " + e.message;
+    $("error").style.display = "block";
+  }
+}
+
+async function refreshOverview() {
+  {
     const [s, workers] = await Promise.all([get("/api/status"), get("/api/workers")]);
     for (const k of ["pending", "in_progress", "completed", "failed", "cancelled"]) set("count-" + k, s.items[k]);
     set("count-total", s.total);
@@ -191,13 +348,15 @@ async function refresh() {
       f.id, f.kind, f.attempts + "/" + f.max_attempts, ago(f.finished_at, s.now), { text: f.error || "", cls: "err" }
     ], { "data-id": f.id })));
     set("updated", new Date(s.now).toLocaleTimeString());
-    $("error").style.display = "none";
-    document.body.dataset.loaded = String(Number(document.body.dataset.loaded) + 1);
-  } catch (e) {
-    $("error").textContent = "cannot refresh: " + e.message;
-    $("error").style.display = "block";
   }
 }
+
+$("filters").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const q = new URLSearchParams();
+  for (const k of ["status", "kind", "group", "id"]) { const v = $("f-" + k).value.trim(); if (v) q.set(k, v); }
+  location.href = withToken("/items?" + q.toString());
+});
 
 refresh();
 setInterval(refresh, REFRESH_MS);

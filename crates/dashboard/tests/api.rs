@@ -214,6 +214,12 @@ async fn bad_query_parameters_get_400_naming_the_problem() {
         ("/api/items?after=-1", "after"),
         ("/api/items?after=x", "after"),
         ("/api/items?kind=", "kind"),
+        ("/api/items?group=", "group"),
+        ("/api/items?id=0", "id"),
+        ("/api/items?id=x", "id"),
+        ("/api/items/x", "id"),
+        ("/api/items/-3", "id"),
+        ("/api/items/1?full=1", "full"),
         ("/api/items?bogus=1", "bogus"),
         ("/api/items?status=pending&status=failed", "more than once"),
         ("/api/status?verbose=1", "verbose"),
@@ -231,6 +237,32 @@ async fn bad_query_parameters_get_400_naming_the_problem() {
     }
     // Bad requests change nothing.
     assert_eq!(f.store.items_count().await.unwrap().total(), 10);
+}
+
+#[tokio::test]
+async fn item_page_api_returns_the_item_and_refuses_unknown_ones() {
+    let f = fixture(None).await;
+    let id = f.expected.failed_id;
+    let r = get(f.addr, &format!("/api/items/{id}"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let page = r.json();
+    assert_eq!(page["item"]["id"], id);
+    assert_eq!(page["item"]["error"], FAILURE_ERROR);
+    assert_eq!(page["checkpoints"], serde_json::json!([]));
+    assert!(page["durable"].is_null(), "no durable store configured");
+    assert!(page["history"].is_null());
+    let missing = get(f.addr, "/api/items/999999", None).await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.json()["error"].as_str().unwrap().contains("999999"));
+    // One item by id, subject to the other filters.
+    let one = get(f.addr, &format!("/api/items?id={id}"), None)
+        .await
+        .json();
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    let none = get(f.addr, &format!("/api/items?id={id}&status=pending"), None)
+        .await
+        .json();
+    assert_eq!(none, serde_json::json!([]));
 }
 
 #[tokio::test]

@@ -31,8 +31,9 @@ use common::{loopback, open, populate, serve};
 
 const TOKEN: &str = "browser-test-token";
 
-/// Chromium, or `None` after announcing the skip (or failing, when a browser is required).
-fn chromium() -> Option<PathBuf> {
+/// Chromium, or `None` after announcing that `test` skips (or failing, when a browser is
+/// required).
+fn chromium_for(test: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("LEASEHOLD_CHROMIUM") {
         return Some(PathBuf::from(p));
     }
@@ -52,11 +53,12 @@ fn chromium() -> Option<PathBuf> {
         panic!("LEASEHOLD_REQUIRE_BROWSER is set but {why}");
     }
     // Straight to the terminal: the harness swallows `eprintln!` of a passing test.
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "skipped page_in_headless_chromium_shows_what_the_store_holds: {why}"
-    );
+    let _ = writeln!(std::io::stderr().lock(), "skipped {test}: {why}");
     None
+}
+
+fn chromium() -> Option<PathBuf> {
+    chromium_for("page_in_headless_chromium_shows_what_the_store_holds")
 }
 
 /// Runs headless Chromium on `url` with `extra` flags and returns its stdout.
@@ -406,4 +408,219 @@ async fn page_in_headless_chromium_shows_what_the_store_holds() {
 
     gate.notify_waiters();
     node.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// The `href` of the first link inside the table row whose tag carries `attr="value"`.
+fn row_link(dom: &str, attr: &str, value: &str) -> String {
+    let at = dom
+        .find(&format!("<tr {attr}=\"{value}\""))
+        .unwrap_or_else(|| panic!("no table row with {attr}={value:?}"));
+    let row = &dom[at..at + dom[at..].find("</tr>").expect("row end")];
+    let h = row.find("href=\"").expect("a link in the row") + "href=\"".len();
+    unescape(&row[h..h + row[h..].find('"').unwrap()])
+}
+
+/// The items view and an item page in a real browser over a real SQLite file: the view
+/// filtered by kind lists exactly that kind's items, each linking to its page; following the
+/// link of a durable task's item opens its page, which shows the item's output, its
+/// checkpoints with their evidence, its tool-ledger entry and its LLM cache key. (Headless
+/// Chromium's `--dump-dom` cannot click: the test follows the row's link as a click would,
+/// and the filter is the query string the filter form submits.) A screenshot of the item
+/// page is kept beside the overview's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_view_filters_and_links_to_an_item_page_with_its_durable_records() {
+    let test = "items_view_filters_and_links_to_an_item_page_with_its_durable_records";
+    if chromium_for(test).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(
+        leasehold_sqlite::SqliteStore::open(dir.path().join("items.db"))
+            .await
+            .unwrap(),
+    );
+    let store: Arc<dyn leasehold_core::Store> = sqlite.clone();
+    let now = SystemClock.now();
+    let ids = store
+        .items_enqueue(
+            vec![
+                NewItem::new("research", json!({"topic": "leases"})).group("g-7"),
+                NewItem::new("email", json!({"to": "ops@example.invalid"})),
+                NewItem::new("research", json!({"topic": "fencing"})),
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+    // The first research item runs a durable task: one step whose tool call is recorded in
+    // the ledger with an exit-code evidence, and an LLM call cached under the item.
+    let leased = store
+        .item_acquire(
+            &leasehold_core::AcquireRequest::new("browser/w0", Duration::from_secs(600))
+                .kinds(["research"]),
+            now,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(leased.item.id, ids[0]);
+    let runner = leasehold_durable::TaskRunner::new(sqlite.clone(), Arc::new(SystemClock));
+    let done = runner
+        .run_with_recovery(leased.lease.clone(), |task| async move {
+            task.step("fetch", |t| async move {
+                let page = t
+                    .tool("http", "GET /papers?q=leases", || async {
+                        Ok::<_, leasehold_durable::DurableError>(leasehold_durable::ToolOutput {
+                            result: json!({"status": 200, "papers": 3}),
+                            evidence: vec![leasehold_durable::Evidence::CommandExit {
+                                description: "the fetch exited cleanly".into(),
+                                command: "curl /papers?q=leases".into(),
+                                expected: 0,
+                                observed: 0,
+                            }],
+                        })
+                    })
+                    .await?;
+                let summary = t
+                    .llm("summarise", "summarise the papers", "model-s", || async {
+                        Ok(json!("three papers on leases"))
+                    })
+                    .await?;
+                Ok(json!({"papers": page.result, "summary": summary}))
+            })
+            .await
+        })
+        .await
+        .expect("the durable task runs");
+    store
+        .item_complete(&leased.lease, done.output.clone(), SystemClock.now())
+        .await
+        .unwrap();
+    let ledger = leasehold_core::durable::DurableStore::ledger_history(sqlite.as_ref(), ids[0], 10)
+        .await
+        .unwrap();
+    assert_eq!(ledger.len(), 1);
+    let cache =
+        leasehold_core::durable::DurableStore::cache_entries_of(sqlite.as_ref(), ids[0], 10)
+            .await
+            .unwrap();
+    assert_eq!(cache.len(), 1);
+
+    let cfg = DashboardConfig::new(loopback())
+        .token(TOKEN)
+        .durable(sqlite.clone());
+    let (addr, _stop) = serve(store.clone(), cfg).await;
+    let profile = tempfile::tempdir().unwrap();
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-test");
+    std::fs::create_dir_all(&out_dir).unwrap();
+
+    // The items view, filtered by kind.
+    let list_url = format!("http://{addr}/items?kind=research#token={TOKEN}");
+    let dom = run_chromium(profile.path(), &list_url, &["--dump-dom"]).await;
+    std::fs::write(out_dir.join("items.html"), &dom).unwrap();
+    assert!(
+        dom.contains("data-loaded=\"") && !dom.contains("data-loaded=\"0\""),
+        "the items view never loaded; its error banner says {:?}",
+        text_of(&dom, "error")
+    );
+    assert_eq!(
+        dom.matches("<tr data-item=\"").count(),
+        2,
+        "two research items"
+    );
+    assert!(
+        !dom.contains(&format!("<tr data-item=\"{}\"", ids[1])),
+        "the email item is filtered out"
+    );
+    let first = cells(&dom, "data-item", &ids[0].to_string());
+    assert!(
+        first[0].ends_with(&format!(">{}</a>", ids[0])),
+        "{:?}",
+        first[0]
+    );
+    assert_eq!(
+        (first[1].as_str(), first[2].as_str(), first[4].as_str()),
+        ("research", "completed", "g-7")
+    );
+    assert_eq!(number(&dom, "items-shown"), 2);
+
+    // Through the row's link to the item page.
+    let href = row_link(&dom, "data-item", &ids[0].to_string());
+    assert_eq!(href, format!("/items/{}#token={TOKEN}", ids[0]));
+    let item_url = format!("http://{addr}{href}");
+    let dom = run_chromium(profile.path(), &item_url, &["--dump-dom"]).await;
+    std::fs::write(out_dir.join("item.html"), &dom).unwrap();
+    assert_eq!(
+        text_of(&dom, "item-id"),
+        ids[0].to_string(),
+        "error banner: {:?}",
+        text_of(&dom, "error")
+    );
+    assert_eq!(text_of(&dom, "item-status"), "completed");
+    assert_eq!(text_of(&dom, "item-kind"), "research");
+    assert!(text_of(&dom, "item-owner").starts_with("browser/w0"));
+    assert!(unescape(&text_of(&dom, "item-output")).contains("three papers on leases"));
+    assert!(unescape(&text_of(&dom, "item-input")).contains("\"topic\": \"leases\""));
+
+    let records =
+        leasehold_core::durable::DurableStore::checkpoints_of(sqlite.as_ref(), ids[0], 10)
+            .await
+            .unwrap();
+    assert_eq!(dom.matches("<tr data-checkpoint=\"").count(), records.len());
+    let tool_cp = records
+        .iter()
+        .find(|c| c.checkpoint_type == leasehold_durable::CheckpointType::ToolExecuted)
+        .expect("the tool's checkpoint");
+    let c = cells(&dom, "data-checkpoint", &tool_cp.id.to_string());
+    assert_eq!(c[4], "tool_executed");
+    assert_eq!(c[5], "committed");
+    assert!(
+        c[6].contains("the fetch exited cleanly"),
+        "evidence shown: {:?}",
+        c[6]
+    );
+    let step_cp = records
+        .iter()
+        .find(|c| c.name == "fetch")
+        .expect("the step's checkpoint");
+    assert_eq!(
+        cells(&dom, "data-checkpoint", &step_cp.id.to_string())[3],
+        "fetch"
+    );
+
+    let l = cells(&dom, "data-ledger", &ledger[0].id.to_string());
+    assert_eq!(
+        (l[1].as_str(), l[2].as_str()),
+        ("http", "GET /papers?q=leases")
+    );
+    assert!(l[5].contains("\"papers\": 3"), "ledger result: {:?}", l[5]);
+    let k = cells(&dom, "data-cache", &cache[0].key);
+    assert_eq!(
+        (k[0].as_str(), k[1].as_str(), k[2].as_str()),
+        (cache[0].key.as_str(), "ready", "summarise")
+    );
+    // The places kept for the attempt history and the actions.
+    assert!(dom.contains("id=\"item-history\""));
+    assert!(dom.contains("id=\"item-actions\""));
+
+    // A screenshot of the item page.
+    let shot = out_dir.join("item-page.png");
+    let _ = std::fs::remove_file(&shot);
+    run_chromium(
+        profile.path(),
+        &item_url,
+        &[
+            "--window-size=1200,1400",
+            &format!("--screenshot={}", shot.display()),
+        ],
+    )
+    .await;
+    let size = std::fs::metadata(&shot)
+        .unwrap_or_else(|e| panic!("no screenshot at {}: {e}", shot.display()))
+        .len();
+    assert!(
+        size > 10_000,
+        "screenshot of {size} bytes is too small to show the page"
+    );
+    eprintln!("item page screenshot ({size} bytes): {}", shot.display());
 }

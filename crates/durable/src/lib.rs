@@ -69,8 +69,8 @@ pub use cache::{cache_key, CacheStats, Cached, LlmCache, DEFAULT_CACHE_TTL, DEFA
 pub use checkpoint::{CheckpointManager, DEFAULT_RETENTION};
 pub use error::{BoxError, DurableError};
 pub use leasehold_core::durable::{
-    ArtifactKind, CheckpointRecord, CheckpointState, CheckpointType, DurableStore, Evidence,
-    EvidencePack, LedgerEntry, RowProbe, Verification,
+    ArtifactKind, CacheKeyInfo, CheckpointRecord, CheckpointState, CheckpointType, DurableStore,
+    Evidence, EvidencePack, LedgerEntry, RowProbe, Verification,
 };
 pub use ledger::{ledger_key, LedgerStats, ToolLedger, ToolOutput, ToolResult, DEFAULT_LEDGER_TTL};
 pub use retry::{retry, retry_with, FailedAttempt, RetryPolicies, RetryPolicy, Retryable};

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use leasehold_core::durable::{CheckpointType, DurableStore, EvidencePack, NewStep};
 use leasehold_core::{Clock, LeaseRef};
-use leasehold_runtime::{JobContext, JobError};
+use leasehold_runtime::{JobContext, JobError, JobMetrics};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -125,6 +125,20 @@ impl TaskRunner {
         F: FnOnce(Task) -> Fut,
         Fut: Future<Output = Result<T, DurableError>>,
     {
+        self.run(lease, None, task).await
+    }
+
+    /// The run, counting LLM cache lookups and tool calls in `metrics` when given.
+    async fn run<T, F, Fut>(
+        &self,
+        lease: LeaseRef,
+        metrics: Option<JobMetrics>,
+        task: F,
+    ) -> Result<Recovered<T>, DurableError>
+    where
+        F: FnOnce(Task) -> Fut,
+        Fut: Future<Output = Result<T, DurableError>>,
+    {
         let mut state = TaskState::default();
         if let Some(cp) = self
             .checkpoints
@@ -149,6 +163,7 @@ impl TaskRunner {
             inner: Arc::new(TaskInner {
                 runner: self.clone(),
                 lease: lease.clone(),
+                metrics,
                 state: Mutex::new(state),
             }),
             calls: Arc::new(CallScope::new("task".into())),
@@ -164,7 +179,9 @@ impl TaskRunner {
     /// [`run_with_recovery`](Self::run_with_recovery) inside a leasehold handler: uses the
     /// job's lease, stops with [`DurableError::Cancelled`] when the lease is lost or the node
     /// stops, and turns errors into the [`JobError`] the queue acts on (permanent ones
-    /// dead-letter the item; the others return it to pending to resume later).
+    /// dead-letter the item; the others return it to pending to resume later). Its LLM cache
+    /// hits and misses and its tool executions and replays are counted in the node's metrics
+    /// under the item's kind ([`JobContext::metrics`]).
     pub async fn run_job<T, F, Fut>(
         &self,
         ctx: &JobContext,
@@ -174,7 +191,7 @@ impl TaskRunner {
         F: FnOnce(Task) -> Fut,
         Fut: Future<Output = Result<T, DurableError>>,
     {
-        let run = self.run_with_recovery(ctx.lease().clone(), task);
+        let run = self.run(ctx.lease().clone(), Some(ctx.metrics().clone()), task);
         tokio::select! {
             r = run => r.map_err(DurableError::into_job_error),
             _ = ctx.cancelled() => Err(DurableError::Cancelled.into_job_error()),
@@ -199,6 +216,8 @@ struct TaskState {
 struct TaskInner {
     runner: TaskRunner,
     lease: LeaseRef,
+    /// The node's metrics, when the task runs inside a handler (`run_job`).
+    metrics: Option<JobMetrics>,
     state: Mutex<TaskState>,
 }
 
@@ -418,6 +437,9 @@ impl Task {
             .ledger
             .execute_or_replay(&self.inner.lease, tool, command, call, execute)
             .await?;
+        if let Some(m) = &self.inner.metrics {
+            m.tool_call(r.replayed);
+        }
         let mut st = self.state();
         if r.replayed {
             st.report.tool_replays += 1;
@@ -453,6 +475,9 @@ impl Task {
                 generate,
             )
             .await?;
+        if let Some(m) = &self.inner.metrics {
+            m.llm_cache(c.hit);
+        }
         let mut st = self.state();
         if c.hit {
             st.report.llm_cache_hits += 1;

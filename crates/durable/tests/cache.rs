@@ -196,9 +196,93 @@ async fn a_dead_claimants_claim_lapses_and_the_next_asker_generates<S: Backend>(
     assert_eq!(got.output, json!("fresh"));
 }
 
+async fn an_items_entries_are_listed_newest_first_with_its_open_claims<S: Backend>(env: Env<S>) {
+    let cache = LlmCache::new(env.durable(), env.clock());
+    let mine = env.leased("w1").await;
+    let other = env.leased("w2").await;
+    let scope = mine.item.to_string();
+    cache
+        .get_or_generate(&mine, "plan", "p1", "m", &scope, || async { Ok(json!(1)) })
+        .await
+        .expect("first");
+    env.clock.advance(Duration::from_secs(1));
+    cache
+        .get_or_generate(&mine, "research", "p2", "m", &scope, || async {
+            Ok(json!(2))
+        })
+        .await
+        .expect("second");
+    // Another item's entry, and a claim of ours still generating.
+    cache
+        .get_or_generate(
+            &other,
+            "plan",
+            "p1",
+            "m",
+            &other.item.to_string(),
+            || async { Ok(json!(3)) },
+        )
+        .await
+        .expect("other item's");
+    env.clock.advance(Duration::from_secs(1));
+    let claim_key = cache_key("plan", "p3", "m", "shared-scope");
+    let claimed = env
+        .durable()
+        .cache_claim(
+            &claim_key,
+            &mine,
+            Duration::from_secs(30),
+            env.clock.now_ts(),
+        )
+        .await
+        .expect("claim");
+    assert!(matches!(claimed, CacheClaim::Claimed { .. }));
+    // A hit counts on the listing.
+    cache
+        .get_or_generate(&mine, "plan", "p1", "m", &scope, || async {
+            Ok(json!("no"))
+        })
+        .await
+        .expect("hit");
+
+    let listed = env
+        .durable()
+        .cache_entries_of(mine.item, 10)
+        .await
+        .expect("list");
+    let keys: Vec<&str> = listed.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            claim_key.as_str(),
+            cache_key("research", "p2", "m", &scope).as_str(),
+            cache_key("plan", "p1", "m", &scope).as_str(),
+        ]
+    );
+    assert_eq!(listed[0].state, "generating");
+    assert_eq!(listed[0].expires_at, None);
+    assert_eq!(listed[2].state, "ready");
+    assert_eq!(listed[2].operation.as_deref(), Some("plan"));
+    assert_eq!(listed[2].model.as_deref(), Some("m"));
+    assert_eq!(listed[2].hits, 1);
+    let limited = env
+        .durable()
+        .cache_entries_of(mine.item, 1)
+        .await
+        .expect("list");
+    assert_eq!(limited.len(), 1);
+    let others = env
+        .durable()
+        .cache_entries_of(other.item, 10)
+        .await
+        .expect("list");
+    assert_eq!(others.len(), 1);
+}
+
 durable_tests!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     concurrent_askers_run_the_generator_once,
+    an_items_entries_are_listed_newest_first_with_its_open_claims,
     entries_expire_after_seven_days_and_can_be_invalidated,
     a_failed_generation_is_not_cached_and_releases_the_claim,
     a_dead_claimants_claim_lapses_and_the_next_asker_generates,

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use leasehold_core::durable::{
-    CacheClaim, CheckpointRecord, DurableStore, LedgerEntry, NewCacheEntry, NewStep, RowProbe,
-    StepCommit, Verification,
+    CacheClaim, CacheKeyInfo, CheckpointRecord, DurableStore, LedgerEntry, NewCacheEntry, NewStep,
+    RowProbe, StepCommit, Verification,
 };
 use leasehold_core::{ItemId, LeaseRef, StoreResult, Timestamp};
 
@@ -134,6 +134,10 @@ impl DurableStore for PgStore {
         _now: Timestamp,
     ) -> StoreResult<bool> {
         cache::release(&self.db, key, lease).await
+    }
+
+    async fn cache_entries_of(&self, item: ItemId, limit: u32) -> StoreResult<Vec<CacheKeyInfo>> {
+        cache::of_item(&self.db, item, limit).await
     }
 
     async fn cache_invalidate(&self, key: &str) -> StoreResult<bool> {

@@ -627,6 +627,7 @@ impl LeaseholdBuilder {
             fallback: self.fallback,
             kinds,
             metrics,
+            recorder: Arc::default(),
             faults: self.faults.unwrap_or_default(),
             idle: Mutex::new(BTreeSet::new()),
             busy: (0..workers).map(|_| AtomicI64::new(0)).collect(),

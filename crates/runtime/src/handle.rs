@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use leasehold_core::metrics::NodeMetrics;
 use leasehold_core::{Clock, ItemId, NewItem, RecoveryStats, StatusCounts, Store};
 
 use crate::builder::RuntimeConfig;
@@ -20,6 +21,7 @@ use crate::faults::FaultInjector;
 use crate::monitor::{check_once, MonitorMsg, MonitorOutcome};
 use crate::node::NodeCtx;
 use crate::reaper::{sweep_once, ReaperMsg};
+use crate::registry::RegistryMsg;
 use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::wakeups;
 
@@ -306,6 +308,38 @@ impl NodeHandle {
                 dead_lettered: get(&m.monitor_dead_lettered),
                 stand_downs: get(&m.monitor_stand_downs),
             },
+        }
+    }
+
+    /// What this node has counted since it started, by kind (attempts started, completed,
+    /// retried, failed, timed out, lease lost; LLM cache hits and misses, tool executions and
+    /// replays; run time and queue wait histograms), and node-wide (items recovered by
+    /// recover_mine, the reaper and the monitor; lease renewals that succeeded and failed):
+    /// the same numbers the registry row publishes at every heartbeat for `/metrics`.
+    pub fn metrics(&self) -> NodeMetrics {
+        self.ctx.recorder.snapshot(&self.ctx.metrics)
+    }
+
+    /// Writes this node's registry row now, its metrics included, instead of at the next
+    /// heartbeat; returns whether it reached the store. (A graceful shutdown writes it last
+    /// too.)
+    pub async fn publish_metrics(&self) -> Result<bool, RuntimeError> {
+        self.ensure_running()?;
+        let registry: ActorRef<RegistryMsg> =
+            ractor::registry::where_is(self.ctx.actor_name("registry"))
+                .map(ActorRef::from)
+                .ok_or_else(|| RuntimeError::NotRunning("the registry is restarting".into()))?;
+        match registry
+            .call(RegistryMsg::Beat, Some(Duration::from_secs(60)))
+            .await
+        {
+            Ok(CallResult::Success(ok)) => Ok(ok),
+            Ok(_) => Err(RuntimeError::NotRunning(
+                "the registry did not answer".into(),
+            )),
+            Err(e) => Err(RuntimeError::NotRunning(format!(
+                "the registry is gone: {e}"
+            ))),
         }
     }
 

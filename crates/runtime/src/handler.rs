@@ -145,6 +145,8 @@ pub struct JobContext {
     /// Follow-ups asked for by [`JobContext::follow_up`]; a std mutex because it is held only
     /// to push or take, never across an await. The worker takes them when the handler returns.
     pub(crate) follow_ups: Arc<std::sync::Mutex<Vec<NewItem>>>,
+    /// The node's metrics, under this item's kind.
+    pub(crate) metrics: crate::metrics::JobMetrics,
 }
 
 impl fmt::Debug for JobContext {
@@ -161,6 +163,12 @@ impl JobContext {
     /// The item's id.
     pub fn id(&self) -> ItemId {
         self.item.id
+    }
+
+    /// The node's metrics under this item's kind, for counts the handler knows and the node
+    /// does not (LLM cache lookups, tool calls: the durable crate's task runner reports them).
+    pub fn metrics(&self) -> &crate::metrics::JobMetrics {
+        &self.metrics
     }
 
     /// The item's kind.

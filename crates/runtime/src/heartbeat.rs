@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use leasehold_core::{ItemId, LeaseRef};
 
-use crate::node::NodeCtx;
+use crate::node::{Metrics, NodeCtx};
 use crate::worker::WorkerMsg;
 
 /// Messages a heartbeat handles.
@@ -184,6 +184,7 @@ impl HeartbeatState {
             .await;
         match renewed {
             Ok(expires_at) => {
+                Metrics::bump(&ctx.metrics.renewals_succeeded);
                 self.failures = 0;
                 let _ = self.worker.cast(WorkerMsg::Renewed {
                     item: lease.item,
@@ -193,9 +194,11 @@ impl HeartbeatState {
                 self.schedule(myself);
             }
             Err(e) if e.is_lease_lost() => {
+                Metrics::bump(&ctx.metrics.renewals_failed);
                 self.give_up(&lease, "the lease was taken over".into());
             }
             Err(e) => {
+                Metrics::bump(&ctx.metrics.renewals_failed);
                 self.failures += 1;
                 tracing::warn!(item = %lease.item, failures = self.failures, error = %e, "lease renewal failed");
                 if self.failures >= ctx.cfg.max_heartbeat_failures {

@@ -48,6 +48,8 @@
 //! - [`liveness`]: how the reaper judges an owner (local ping or the worker registry).
 //! - [`chaos`]: a seeded chaos run with random kills, checked by the invariant checker.
 //! - [`faults`]: the public fault-injection harness and invariant checker.
+//! - [`metrics`]: the node's counts by kind and histograms ([`NodeMetrics`]), published in
+//!   its registry row; [`JobMetrics`], a handler's way to add to them.
 //! - [`events`]: [`NodeEvent`], the tree's event stream.
 //! - [`error`]: the [`RuntimeError`] type.
 
@@ -63,6 +65,7 @@ pub mod handler;
 mod heartbeat;
 mod identity;
 pub mod liveness;
+pub mod metrics;
 pub mod monitor;
 mod node;
 mod reaper;
@@ -80,5 +83,7 @@ pub use handle::{
     MonitorStats, NodeHandle, ReaperStats, RuntimeStats, ShutdownReport, SweepOutcome, TreeExit,
 };
 pub use handler::{JobContext, JobError};
+pub use leasehold_core::metrics::{KindMetrics, NodeMetrics};
 pub use liveness::NodeLiveness;
+pub use metrics::JobMetrics;
 pub use monitor::{DeadNode, MonitorOutcome, MonitorReport};

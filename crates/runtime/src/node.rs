@@ -28,6 +28,8 @@ pub(crate) struct NodeCtx {
     /// there is a fallback handler. (The reaper does not look at kinds at all.)
     pub(crate) kinds: Vec<String>,
     pub(crate) metrics: Metrics,
+    /// The counts by kind and the histograms this node publishes (see [`crate::metrics`]).
+    pub(crate) recorder: Arc<crate::metrics::Recorder>,
     pub(crate) faults: Arc<FaultPoints>,
     /// Workers waiting for work, by index; a std Mutex because it is held for a push or pop only.
     pub(crate) idle: Mutex<BTreeSet<usize>>,
@@ -144,6 +146,8 @@ pub(crate) struct Metrics {
     pub(crate) monitor_recovered: AtomicU64,
     pub(crate) monitor_dead_lettered: AtomicU64,
     pub(crate) monitor_stand_downs: AtomicU64,
+    pub(crate) renewals_succeeded: AtomicU64,
+    pub(crate) renewals_failed: AtomicU64,
     /// Every acknowledged completion (item, epoch), when the builder asked to record them: the
     /// invariant checker counts items acknowledged twice.
     pub(crate) completions: Option<Mutex<Vec<(ItemId, i64)>>>,

@@ -90,6 +90,9 @@ impl Actor for Registry {
                 let _ = reply.send(state.ctx.store_reachable.load(Ordering::Relaxed));
             }
             RegistryMsg::MarkStopped(reply) => {
+                // The last counts first: a stopped node's row keeps its final totals (the
+                // drain's completions and releases included) for the dashboard to read.
+                state.write(NodeStatus::Idle).await;
                 state.stopped = true;
                 let ctx = &state.ctx;
                 let ok = ctx
@@ -152,6 +155,9 @@ impl RegistryState {
                 // This incarnation's running totals: the dashboard, another process, reads
                 // recovery statistics only from here.
                 "stats": node_totals(&ctx.metrics),
+                // Counts by kind and histograms, for the cluster's `/metrics` (see
+                // crate::metrics); fixed bucket bounds keep it a few short lists per kind.
+                leasehold_core::metrics::METADATA_METRICS: ctx.recorder.snapshot(&ctx.metrics),
             }),
         };
         match ctx.store.node_heartbeat(&record).await {

@@ -25,6 +25,7 @@ use leasehold_core::{
 use crate::events::NodeEvent;
 use crate::handler::{JobContext, JobError};
 use crate::heartbeat::{Heartbeat, HeartbeatArgs, HeartbeatMsg};
+use crate::metrics::JobMetrics;
 use crate::node::{Metrics, NodeCtx};
 use crate::supervisor::SupervisorMsg;
 
@@ -160,6 +161,13 @@ pub(crate) struct WorkerState {
 /// The item in hand (the item itself went to the handler).
 struct Current {
     lease: LeaseRef,
+    /// The item's kind, which its metrics are counted under.
+    kind: Arc<str>,
+    /// When the attempt started (the node's clock): its run time is observed when this is
+    /// dropped, however the attempt ends.
+    started_at: Timestamp,
+    /// For the run time, at drop.
+    ctx: Arc<NodeCtx>,
     /// The item's attempt count with this acquisition included.
     attempts: u32,
     /// The item's kind's retry schedule (the item itself went to the handler).
@@ -305,6 +313,7 @@ impl Actor for Worker {
                 if let Some(cur) = state.current.take_if(|c| c.is(item, epoch)) {
                     tracing::warn!(item = %item, epoch, owner = %state.request.owner, %reason, "lease lost: cancelling the handler and dropping its result");
                     Metrics::bump(&state.ctx.metrics.lease_lost);
+                    state.ctx.recorder.kind(&cur.kind, |k| k.lease_lost += 1);
                     state.ctx.emit(NodeEvent::LeaseLost { item, epoch });
                     drop(cur);
                     state.after_item(&myself);
@@ -551,6 +560,9 @@ impl WorkerState {
         } = leased;
         let (id, epoch) = (lease.item, lease.epoch);
         Metrics::bump(&ctx.metrics.acquired);
+        let started_at = ctx.clock.now();
+        let kind: Arc<str> = Arc::from(item.kind.as_str());
+        ctx.recorder.started(&kind, started_at.since(item.run_at));
         ctx.emit(NodeEvent::Acquired {
             worker: self.index,
             item: id,
@@ -587,6 +599,10 @@ impl WorkerState {
             faults: ctx.faults.clone(),
             timeout,
             follow_ups: Arc::default(),
+            metrics: JobMetrics {
+                recorder: ctx.recorder.clone(),
+                kind: kind.clone(),
+            },
         };
         let follow_ups = job.follow_ups.clone();
         let me = myself.clone();
@@ -614,6 +630,9 @@ impl WorkerState {
             timeout.map(|t| myself.send_after(t, move || WorkerMsg::TimedOut { item: id, epoch }));
         self.current = Some(Current {
             lease,
+            kind,
+            started_at,
+            ctx: ctx.clone(),
             attempts,
             backoff,
             heartbeat,
@@ -702,6 +721,7 @@ impl WorkerState {
                     // Recorded before the event goes out, so whoever reacts to the event
                     // finds the completion counted.
                     Metrics::bump(&ctx.metrics.completed);
+                    ctx.recorder.kind(&cur.kind, |k| k.completed += 1);
                     if let Some(log) = &ctx.metrics.completions {
                         log.lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -720,14 +740,22 @@ impl WorkerState {
                 } else {
                     self.retry_later(&lease, attempt, &backoff, e.requested_delay())
                 };
-                self.fail(&lease, attempt, &e.to_string(), disposition, deadline)
-                    .await
+                self.fail(
+                    &lease,
+                    &cur.kind,
+                    attempt,
+                    &e.to_string(),
+                    disposition,
+                    deadline,
+                )
+                .await
             }
             HandlerOutcome::Panicked(msg) => {
                 Metrics::bump(&ctx.metrics.handler_panics);
                 tracing::error!(item = %lease.item, panic = %msg, "handler panicked; counted as a failed attempt");
                 self.fail(
                     &lease,
+                    &cur.kind,
                     attempt,
                     &format!("handler panicked: {msg}"),
                     self.retry_later(&lease, attempt, &backoff, None),
@@ -740,6 +768,7 @@ impl WorkerState {
             Ok(()) => {}
             Err(e) if e.is_lease_lost() => {
                 Metrics::bump(&ctx.metrics.lease_lost);
+                ctx.recorder.kind(&cur.kind, |k| k.lease_lost += 1);
                 ctx.emit(NodeEvent::LeaseLost {
                     item: lease.item,
                     epoch: lease.epoch,
@@ -792,6 +821,7 @@ impl WorkerState {
     async fn fail(
         &self,
         lease: &leasehold_core::LeaseRef,
+        kind: &str,
         attempt: u32,
         error: &str,
         disposition: FailDisposition,
@@ -804,8 +834,14 @@ impl WorkerState {
         })
         .await?;
         match r {
-            FailOutcome::Retrying { .. } => Metrics::bump(&ctx.metrics.retried),
-            FailOutcome::DeadLettered => Metrics::bump(&ctx.metrics.dead_lettered),
+            FailOutcome::Retrying { .. } => {
+                Metrics::bump(&ctx.metrics.retried);
+                ctx.recorder.kind(kind, |k| k.retried += 1);
+            }
+            FailOutcome::DeadLettered => {
+                Metrics::bump(&ctx.metrics.dead_lettered);
+                ctx.recorder.kind(kind, |k| k.failed += 1);
+            }
         }
         ctx.emit(NodeEvent::AttemptFailed {
             item: lease.item,
@@ -819,12 +855,14 @@ impl WorkerState {
     /// as a failed attempt itself; when the reaper asked first, the reaper requeues it.
     async fn give_up_unkept(&mut self, cur: Current, write: bool) {
         Metrics::bump(&self.ctx.metrics.lease_lost);
+        self.ctx.recorder.kind(&cur.kind, |k| k.lease_lost += 1);
         self.ctx.emit(NodeEvent::LeaseLost {
             item: cur.lease.item,
             epoch: cur.lease.epoch,
         });
         tracing::warn!(item = %cur.lease.item, owner = %self.request.owner, "lease lapsed without a heartbeat: cancelling the handler");
         let lease = cur.lease.clone();
+        let kind = cur.kind.clone();
         let attempt = cur.attempts;
         let backoff = cur.backoff;
         drop(cur);
@@ -833,6 +871,7 @@ impl WorkerState {
             if let Err(e) = self
                 .fail(
                     &lease,
+                    &kind,
                     attempt,
                     "lease lapsed: its heartbeat stopped",
                     self.retry_later(&lease, attempt, &backoff, None),
@@ -866,6 +905,7 @@ impl WorkerState {
         }
         cur.kept = false;
         Metrics::bump(&ctx.metrics.timed_out);
+        ctx.recorder.kind(&cur.kind, |k| k.timed_out += 1);
         ctx.emit(NodeEvent::TimedOut {
             item: lease.item,
             epoch: lease.epoch,
@@ -877,7 +917,14 @@ impl WorkerState {
         let deadline = tokio::time::Instant::now() + left.min(Duration::from_secs(1));
         let disposition = self.retry_later(&lease, cur.attempts, &cur.backoff, None);
         if let Err(e) = self
-            .fail(&lease, cur.attempts, &error, disposition, deadline)
+            .fail(
+                &lease,
+                &cur.kind,
+                cur.attempts,
+                &error,
+                disposition,
+                deadline,
+            )
             .await
         {
             tracing::warn!(item = %lease.item, error = %e, "timed-out attempt not recorded; its lease lapses and recovery takes the item");
@@ -892,6 +939,7 @@ impl WorkerState {
     async fn release(&mut self, cur: Current) -> DrainOutcome {
         let ctx = self.ctx.clone();
         let lease = cur.lease.clone();
+        let kind = cur.kind.clone();
         drop(cur);
         ctx.set_busy(self.index, None);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -910,6 +958,7 @@ impl WorkerState {
                     }
                     ReleaseOutcome::DeadLettered => {
                         Metrics::bump(&ctx.metrics.dead_lettered);
+                        ctx.recorder.kind(&kind, |k| k.failed += 1);
                         tracing::warn!(item = %lease.item, limit = ctx.cfg.base.max_releases, "released more often than the limit with its attempts spent: dead-lettered");
                     }
                 }
@@ -938,9 +987,11 @@ impl WorkerState {
 }
 
 impl Drop for Current {
-    /// The heartbeat stops renewing this lease (it stays alive for the worker's next one), and
-    /// the timeout timer, if any, is disarmed.
+    /// The heartbeat stops renewing this lease (it stays alive for the worker's next one), the
+    /// timeout timer, if any, is disarmed, and the attempt's run time is observed.
     fn drop(&mut self) {
+        let ran = self.ctx.clock.now().since(self.started_at);
+        self.ctx.recorder.ran(&self.kind, ran);
         if let Some(t) = self.timeout_timer.take() {
             t.abort();
         }

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use leasehold_core::durable::{
-    CacheClaim, CheckpointRecord, DurableStore, LedgerEntry, NewCacheEntry, NewStep, RowProbe,
-    StepCommit, Verification,
+    CacheClaim, CacheKeyInfo, CheckpointRecord, DurableStore, LedgerEntry, NewCacheEntry, NewStep,
+    RowProbe, StepCommit, Verification,
 };
 use leasehold_core::{ItemId, LeaseRef, StoreResult, Timestamp};
 
@@ -167,6 +167,10 @@ impl DurableStore for SqliteStore {
         self.db
             .call(move |c| cache::release(c, &key, &lease, now))
             .await
+    }
+
+    async fn cache_entries_of(&self, item: ItemId, limit: u32) -> StoreResult<Vec<CacheKeyInfo>> {
+        self.db.call(move |c| cache::of_item(c, item, limit)).await
     }
 
     async fn cache_invalidate(&self, key: &str) -> StoreResult<bool> {

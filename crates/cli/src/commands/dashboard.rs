@@ -47,9 +47,15 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     cfg.dead_after_missed = args.dead_after;
     cfg.refresh = args.refresh_s;
     cfg.validate().map_err(|e| CliError::usage(e.to_string()))?;
-    let db::Clocked { store, clock, .. } = db::open_clocked(&ctx.db, Access::Existing).await?;
+    let db::Clocked {
+        store,
+        durable,
+        clock,
+    } = db::open_clocked(&ctx.db, Access::Existing).await?;
     // Liveness and "expires in" judged by the clock the nodes write with.
     cfg.clock = clock;
+    // The item page shows checkpoints, tool-ledger entries and LLM cache keys.
+    cfg.durable = Some(durable);
     let dashboard = Dashboard::bind(store, cfg).await.map_err(|e| match e {
         e @ DashboardError::Bind { .. } => CliError::failure(e.to_string()),
         e => CliError::usage(e.to_string()),

@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
-use leasehold_core::durable::{CacheClaim, CacheEntry, NewCacheEntry};
+use leasehold_core::durable::{CacheClaim, CacheEntry, CacheKeyInfo, NewCacheEntry};
 use leasehold_core::{ItemId, LeaseRef, StoreError, StoreResult, Timestamp};
 use serde_json::Value;
 
@@ -65,6 +65,9 @@ const PUT: &str = "UPDATE llm_cache SET state = 'ready', operation = $5, model =
 
 const RELEASE: &str = "DELETE FROM llm_cache WHERE key = $1 AND state = 'generating' \
      AND claimant = $2 AND claim_item = $3 AND claim_epoch = $4";
+
+const OF_ITEM: &str = "SELECT key, state, operation, model, task, created_at, expires_at, hits \
+     FROM llm_cache WHERE task = $1 OR claim_item = $2 ORDER BY created_at DESC, key LIMIT $3";
 
 const INVALIDATE: &str = "DELETE FROM llm_cache WHERE key = $1";
 
@@ -282,4 +285,25 @@ pub(super) async fn invalidate(db: &Db, key: &str) -> StoreResult<bool> {
 /// Deletes expired entries, and claims that lapsed or whose lease is no longer current.
 pub(super) async fn purge(db: &Db, now: Timestamp) -> StoreResult<u64> {
     db.execute(PURGE, &[&now.0]).await
+}
+
+/// The item's entries: outputs scoped to its id, and claims its leases hold.
+pub(super) async fn of_item(db: &Db, item: ItemId, limit: u32) -> StoreResult<Vec<CacheKeyInfo>> {
+    let rows = db
+        .query(OF_ITEM, &[&item.0.to_string(), &item.0, &i64::from(limit)])
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(CacheKeyInfo {
+                key: col(r, 0)?,
+                state: col(r, 1)?,
+                operation: col(r, 2)?,
+                model: col(r, 3)?,
+                task: col(r, 4)?,
+                created_at: Timestamp(col(r, 5)?),
+                expires_at: col::<Option<i64>>(r, 6)?.map(Timestamp),
+                hits: col::<i64>(r, 7)?.max(0) as u64,
+            })
+        })
+        .collect()
 }

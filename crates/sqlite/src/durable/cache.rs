@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use leasehold_core::durable::{CacheClaim, CacheEntry, NewCacheEntry};
+use leasehold_core::durable::{CacheClaim, CacheEntry, CacheKeyInfo, NewCacheEntry};
 use leasehold_core::{ItemId, LeaseRef, StoreError, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
@@ -209,6 +209,27 @@ pub(super) fn release(
             .execute(params![key, lease.owner, lease.item.0, lease.epoch])?;
         Ok(n > 0)
     })
+}
+
+/// The item's entries: outputs scoped to its id, and claims its leases hold.
+pub(super) fn of_item(c: &mut Connection, item: ItemId, limit: u32) -> OpResult<Vec<CacheKeyInfo>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT key, state, operation, model, task, created_at, expires_at, hits FROM llm_cache \
+         WHERE task = ?1 OR claim_item = ?2 ORDER BY created_at DESC, key LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![item.0.to_string(), item.0, limit], |r| {
+        Ok(CacheKeyInfo {
+            key: r.get(0)?,
+            state: r.get(1)?,
+            operation: r.get(2)?,
+            model: r.get(3)?,
+            task: r.get(4)?,
+            created_at: Timestamp(r.get(5)?),
+            expires_at: r.get::<_, Option<i64>>(6)?.map(Timestamp),
+            hits: r.get::<_, i64>(7)?.max(0) as u64,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 /// Removes the entry (ready or not).
