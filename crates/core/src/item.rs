@@ -162,6 +162,13 @@ pub struct Item {
     /// [`Store::item_release`](crate::Store::item_release)).
     #[serde(default)]
     pub releases: u32,
+    /// When the current (or, once it ended, the last) attempt was acquired.
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+    /// When an operator asked to cancel the item while it was in progress (see
+    /// [`Store::items_cancel`](crate::Store::items_cancel)); cleared by a retry.
+    #[serde(default)]
+    pub cancel_requested_at: Option<Timestamp>,
 }
 
 impl Item {

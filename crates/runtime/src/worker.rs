@@ -940,7 +940,8 @@ where
 /// The error a timed-out attempt is failed with, e.g. "timed out after 2.5 s".
 pub(crate) fn timed_out_error(timeout: Duration) -> String {
     format!(
-        "timed out after {} s: the handler was cancelled",
+        "{}{} s: the handler was cancelled",
+        leasehold_core::TIMED_OUT_PREFIX,
         timeout.as_secs_f64()
     )
 }

@@ -42,7 +42,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use leasehold_core::{
-    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
+    AcquireRequest, ActionReport, Attempt, ItemSelector, PausedKind, RetryRequest, StoreError,
+    Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
     FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
     LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
     ReleaseOutcome, StatusCounts, Store, StoreResult, Timestamp,
@@ -51,8 +52,8 @@ use serde_json::Value;
 
 use crate::db::Db;
 use crate::ops::{
-    acquire, activity, cancel, checkpoint, cleanup, complete, enqueue, fail, progress, read, reap,
-    recover, registry, release, renew,
+    acquire, activity, cancel, checkpoint, cleanup, complete, delete, enqueue, fail, history,
+    pause, progress, read, reap, recover, registry, release, renew, retry,
 };
 
 /// What [`SqliteStore::set_group_commit_hook`] calls before each group commit: the names of the
@@ -64,6 +65,8 @@ pub type GroupCommitHook = Arc<dyn Fn(&[&'static str]) + Send + Sync>;
 pub struct SqliteStore {
     db: Db,
     path: Arc<PathBuf>,
+    /// Ended attempts kept per item ([`SqliteOptions::history_keep`]).
+    keep: u32,
 }
 
 impl SqliteStore {
@@ -84,6 +87,11 @@ impl SqliteStore {
         options: SqliteOptions,
     ) -> StoreResult<SqliteStore> {
         let path = path.as_ref().to_path_buf();
+        if options.history_keep == 0 {
+            return Err(StoreError::InvalidInput(
+                "history_keep must be at least 1 (ended attempts kept per item)".into(),
+            ));
+        }
         let conn = schema::open(&path, options).await?;
         tracing::debug!(path = %path.display(), version = schema::SCHEMA_VERSION, synchronous = ?options.synchronous, "opened SQLite store");
         // A connection whose thread died (a panic inside an operation) is replaced by one opened
@@ -96,6 +104,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             db: Db::new(conn, Some(opener)),
             path: Arc::new(path),
+            keep: options.history_keep,
         })
     }
 
@@ -189,9 +198,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let lease = lease.clone();
         let output = row::json_text(&output)?;
+        let keep = self.keep;
         self.db
             .grouped("complete", move |tx| {
-                complete::run(tx, &lease, &output, now)
+                complete::run(tx, &lease, &output, keep, now)
             })
             .await
     }
@@ -205,9 +215,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<FailOutcome> {
         let lease = lease.clone();
         let error = error.to_owned();
+        let keep = self.keep;
         self.db
             .grouped("fail", move |tx| {
-                fail::run(tx, &lease, &error, disposition, now)
+                fail::run(tx, &lease, &error, disposition, keep, now)
             })
             .await
     }
@@ -219,13 +230,64 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<ReleaseOutcome> {
         let lease = lease.clone();
+        let keep = self.keep;
         self.db
-            .call(move |c| release::run(c, &lease, max_releases, now))
+            .call(move |c| release::run(c, &lease, max_releases, keep, now))
             .await
     }
 
-    async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
-        self.db.call(move |c| cancel::run(c, id, now)).await
+    async fn items_cancel(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+        now: Timestamp,
+    ) -> StoreResult<ActionReport> {
+        let target = target.clone();
+        self.db
+            .call(move |c| cancel::run(c, &target, dry_run, now))
+            .await
+    }
+
+    async fn item_cancel_confirm(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()> {
+        let lease = lease.clone();
+        let keep = self.keep;
+        self.db
+            .call(move |c| cancel::confirm(c, &lease, keep, now))
+            .await
+    }
+
+    async fn items_retry(&self, req: &RetryRequest, now: Timestamp) -> StoreResult<ActionReport> {
+        let req = req.clone();
+        self.db.call(move |c| retry::run(c, &req, now)).await
+    }
+
+    async fn items_delete(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+    ) -> StoreResult<ActionReport> {
+        let target = target.clone();
+        self.db
+            .call(move |c| delete::run(c, &target, dry_run))
+            .await
+    }
+
+    async fn kind_pause(&self, kind: &str, now: Timestamp) -> StoreResult<bool> {
+        let kind = kind.to_owned();
+        self.db.call(move |c| pause::pause(c, &kind, now)).await
+    }
+
+    async fn kind_resume(&self, kind: &str) -> StoreResult<bool> {
+        let kind = kind.to_owned();
+        self.db.call(move |c| pause::resume(c, &kind)).await
+    }
+
+    async fn kinds_paused(&self) -> StoreResult<Vec<PausedKind>> {
+        self.db.call(pause::list).await
+    }
+
+    async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
+        self.db.call(move |c| history::list(c, id)).await
     }
 
     async fn item_progress(
@@ -286,7 +348,7 @@ impl Store for SqliteStore {
         liveness: &dyn LivenessCheck,
         now: Timestamp,
     ) -> StoreResult<RecoveryStats> {
-        reap::run(&self.db, req, liveness, now).await
+        reap::run(&self.db, req, liveness, self.keep, now).await
     }
 
     async fn items_recover_owner(
@@ -295,7 +357,10 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<Vec<RecoveredItem>> {
         let holder = recover::Holder::Owner(owner.to_owned());
-        self.db.call(move |c| recover::run(c, &holder, now)).await
+        let keep = self.keep;
+        self.db
+            .call(move |c| recover::run(c, &holder, keep, now))
+            .await
     }
 
     async fn items_recover_node(
@@ -310,7 +375,10 @@ impl Store for SqliteStore {
             incarnation,
             heartbeat_before,
         };
-        self.db.call(move |c| recover::run(c, &holder, now)).await
+        let keep = self.keep;
+        self.db
+            .call(move |c| recover::run(c, &holder, keep, now))
+            .await
     }
 
     async fn node_register(
