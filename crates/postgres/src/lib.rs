@@ -57,7 +57,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use leasehold_core::store::Wakeups;
 use leasehold_core::{
-    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, Clock, FailDisposition, FailOutcome,
+    AcquireRequest, ActionReport, Attempt, ItemSelector, PausedKind, RetryRequest, Checkpoint, CleanupReport, CleanupRequest, Clock, FailDisposition, FailOutcome,
     FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
     LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
     ReleaseOutcome, SharedClock, StatusCounts, Store, StoreError, StoreResult, SystemClock,
@@ -75,9 +75,10 @@ pub use options::{is_postgres_url, PgOptions};
 use crate::batch::Batcher;
 use crate::db::Db;
 use crate::notify::{Listener, Subscription};
+use crate::error::no_nul;
 use crate::ops::{
-    activity, cancel, checkpoint, cleanup, enqueue, progress, read, reap, recover, registry,
-    release, renew,
+    activity, cancel, checkpoint, cleanup, delete, enqueue, history, pause, progress, read, reap,
+    recover, registry, release, renew, retry,
 };
 
 /// How long a connection attempt may take before the open (or an operation) fails.
@@ -176,7 +177,7 @@ impl PgStore {
         tracing::debug!(schema = %opts.schema, version = schema::SCHEMA_VERSION, "opened PostgreSQL store");
         let db = Db::new(pool);
         Ok(PgStore {
-            batch: Batcher::start(db.clone()),
+            batch: Batcher::start(db.clone(), opts.history_keep),
             db,
             channel: opts.channel().into(),
             opts: Arc::new(opts),
@@ -306,11 +307,49 @@ impl Store for PgStore {
         max_releases: Option<u32>,
         now: Timestamp,
     ) -> StoreResult<ReleaseOutcome> {
-        release::run(&self.db, lease, max_releases, now).await
+        release::run(&self.db, lease, max_releases, self.opts.history_keep, now).await
     }
 
-    async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
-        cancel::run(&self.db, id, now).await
+    async fn items_cancel(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+        now: Timestamp,
+    ) -> StoreResult<ActionReport> {
+        cancel::run(&self.db, target, dry_run, now).await
+    }
+
+    async fn item_cancel_confirm(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()> {
+        no_nul("owner", &lease.owner)?;
+        cancel::confirm(&self.db, lease, self.opts.history_keep, now).await
+    }
+
+    async fn items_retry(&self, req: &RetryRequest, now: Timestamp) -> StoreResult<ActionReport> {
+        retry::run(&self.db, &self.channel, req, now).await
+    }
+
+    async fn items_delete(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+    ) -> StoreResult<ActionReport> {
+        delete::run(&self.db, target, dry_run).await
+    }
+
+    async fn kind_pause(&self, kind: &str, now: Timestamp) -> StoreResult<bool> {
+        pause::pause(&self.db, kind, now).await
+    }
+
+    async fn kind_resume(&self, kind: &str) -> StoreResult<bool> {
+        pause::resume(&self.db, kind).await
+    }
+
+    async fn kinds_paused(&self) -> StoreResult<Vec<PausedKind>> {
+        pause::list(&self.db).await
+    }
+
+    async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
+        history::list(&self.db, id).await
     }
 
     async fn item_progress(
@@ -362,7 +401,14 @@ impl Store for PgStore {
         liveness: &dyn LivenessCheck,
         now: Timestamp,
     ) -> StoreResult<RecoveryStats> {
-        reap::run(&self.db, &self.channel, req, liveness, now).await
+        reap::run(
+            &self.db,
+            &self.channel,
+            req,
+            liveness,
+            self.opts.history_keep,
+            now,
+        ).await
     }
 
     async fn items_recover_owner(
@@ -371,7 +417,13 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> StoreResult<Vec<RecoveredItem>> {
         let holder = recover::Holder::Owner(owner.to_owned());
-        recover::run(&self.db, &self.channel, &holder, now).await
+        recover::run(
+            &self.db,
+            &self.channel,
+            &holder,
+            self.opts.history_keep,
+            now,
+        ).await
     }
 
     async fn items_recover_node(
@@ -386,7 +438,13 @@ impl Store for PgStore {
             incarnation,
             heartbeat_before,
         };
-        recover::run(&self.db, &self.channel, &holder, now).await
+        recover::run(
+            &self.db,
+            &self.channel,
+            &holder,
+            self.opts.history_keep,
+            now,
+        ).await
     }
 
     async fn node_register(

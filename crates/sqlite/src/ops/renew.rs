@@ -23,7 +23,7 @@ const CANCELLING: &str = "SELECT 1 FROM items \
 /// A scan of `items_lease_expiry`, which holds only leased items.
 const RENEW_OWNER: &str = "UPDATE items INDEXED BY items_lease_expiry \
      SET lease_expires_at = ?2, last_heartbeat_at = ?3, updated_at = ?3 \
-     WHERE status = 'in_progress' AND owner = ?1";
+     WHERE status = 'in_progress' AND owner = ?1 AND cancel_requested_at IS NULL";
 
 /// Extends one lease to `now + duration` inside `tx`; one statement, so many heartbeats'
 /// renewals share a group commit.
