@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use leasehold_conformance::{cases, model};
 use leasehold_core::{
-    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
+    AcquireRequest, ActionReport, Attempt, ItemSelector, PausedKind, RetryRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
     FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
     LivenessCheck, NewItem, NoLiveness, NodeClaim, NodeRecord, ReapRequest, RecoveredItem,
     RecoveryStats, ReleaseOutcome, StatusCounts, Store, StoreResult, Timestamp,
@@ -125,8 +125,38 @@ impl Store for Mutant {
         };
         self.inner.item_release(l, limit, now).await
     }
-    async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
-        self.inner.item_cancel(id, now).await
+    async fn items_cancel(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+        now: Timestamp,
+    ) -> StoreResult<ActionReport> {
+        self.inner.items_cancel(target, dry_run, now).await
+    }
+    async fn item_cancel_confirm(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()> {
+        self.inner.item_cancel_confirm(lease, now).await
+    }
+    async fn items_retry(&self, req: &RetryRequest, now: Timestamp) -> StoreResult<ActionReport> {
+        self.inner.items_retry(req, now).await
+    }
+    async fn items_delete(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+    ) -> StoreResult<ActionReport> {
+        self.inner.items_delete(target, dry_run).await
+    }
+    async fn kind_pause(&self, kind: &str, now: Timestamp) -> StoreResult<bool> {
+        self.inner.kind_pause(kind, now).await
+    }
+    async fn kind_resume(&self, kind: &str) -> StoreResult<bool> {
+        self.inner.kind_resume(kind).await
+    }
+    async fn kinds_paused(&self) -> StoreResult<Vec<PausedKind>> {
+        self.inner.kinds_paused().await
+    }
+    async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
+        self.inner.item_attempts(id).await
     }
     async fn item_progress(&self, l: &LeaseRef, p: Value, now: Timestamp) -> StoreResult<()> {
         self.inner.item_progress(l, p, now).await

@@ -355,6 +355,8 @@ mod tests {
             finished_at: None,
             timeout: None,
             releases: 0,
+            started_at: None,
+            cancel_requested_at: None,
         }
     }
 

@@ -168,6 +168,8 @@ fn item(kind: &str, input: serde_json::Value) -> Item {
         finished_at: None,
         timeout: None,
         releases: 0,
+        started_at: None,
+        cancel_requested_at: None,
     }
 }
 
