@@ -15,12 +15,14 @@
 //! - [`read`]: lease status, an owner's leases, counts, listing, checkpoints, progress.
 //! - [`registry`]: the worker registry and [`RegistryLiveness`](leasehold_core::RegistryLiveness).
 //! - [`input`]: invalid arguments are refused before anything is written.
+//! - [`operator`]: attempt history, and operators' actions (retry, cancel, delete, pause).
 
 pub mod acquire;
 pub mod attempts;
 pub mod fencing;
 pub mod input;
 pub mod lease;
+pub mod operator;
 pub mod read;
 pub mod reap;
 pub mod recover;
@@ -31,6 +33,7 @@ pub use attempts::*;
 pub use fencing::*;
 pub use input::*;
 pub use lease::*;
+pub use operator::*;
 pub use read::*;
 pub use reap::*;
 pub use recover::*;
