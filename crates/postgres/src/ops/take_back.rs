@@ -19,7 +19,7 @@ use crate::ops::history;
 /// dead-lettered, below): its holder is gone, so whoever takes it back finishes the cancel.
 const REQUEUE: &str = "UPDATE items SET \
          status = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END, \
-         finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE $6 END, \
+         finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE $6::bigint END, \
          epoch = epoch + 1, \
          updated_at = $6, owner = NULL, owner_node = NULL, owner_incarnation = NULL, \
          lease_expires_at = NULL, last_heartbeat_at = NULL \
