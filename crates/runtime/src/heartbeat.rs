@@ -195,6 +195,15 @@ impl HeartbeatState {
             Err(e) if e.is_lease_lost() => {
                 self.give_up(&lease, "the lease was taken over".into());
             }
+            Err(e) if e.is_cancel_requested() => {
+                // The renewal was refused, so the lease runs out on its own if the worker's
+                // confirm cannot land; whoever takes the item back then cancels it.
+                self.stop_keeping();
+                let _ = self.worker.cast(WorkerMsg::CancelRequested {
+                    item: lease.item,
+                    epoch: lease.epoch,
+                });
+            }
             Err(e) => {
                 self.failures += 1;
                 tracing::warn!(item = %lease.item, failures = self.failures, error = %e, "lease renewal failed");

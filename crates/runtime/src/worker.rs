@@ -63,6 +63,9 @@ pub(crate) enum WorkerMsg {
         epoch: i64,
         reason: String,
     },
+    /// An operator cancelled the item at (item, epoch): the heartbeat's renewal was refused
+    /// with `CancelRequested`.
+    CancelRequested { item: ItemId, epoch: i64 },
     /// The lease deadline of an item whose heartbeat died.
     LeaseLapsed { item: ItemId, epoch: i64 },
     /// The attempt at (item, epoch) ran past its execution timeout (sent by the worker's own
@@ -282,6 +285,12 @@ impl Actor for Worker {
                     Metrics::bump(&state.ctx.metrics.lease_lost);
                     state.ctx.emit(NodeEvent::LeaseLost { item, epoch });
                     drop(cur);
+                    state.after_item(&myself);
+                }
+            }
+            WorkerMsg::CancelRequested { item, epoch } => {
+                if let Some(cur) = state.current.take_if(|c| c.is(item, epoch)) {
+                    state.cancel(cur).await;
                     state.after_item(&myself);
                 }
             }
@@ -845,6 +854,38 @@ impl WorkerState {
         {
             tracing::warn!(item = %lease.item, error = %e, "timed-out attempt not recorded; its lease lapses and recovery takes the item");
         }
+        drop(cur);
+    }
+
+    /// Ends an attempt an operator cancelled. As for a timeout: the attempt is ended first
+    /// (`item_cancel_confirm`, fenced: the item becomes `cancelled`, neither failed nor
+    /// retried), and only then is the handler cancelled, so whatever it writes once it sees the
+    /// cancellation is refused. The confirm is retried only until the lease runs out (the
+    /// heartbeat no longer renews it); past that, whoever takes the item back cancels it.
+    async fn cancel(&mut self, mut cur: Current) {
+        let ctx = self.ctx.clone();
+        let lease = cur.lease.clone();
+        cur.kept = false;
+        let left = cur.expires_at.since(ctx.clock.now());
+        let deadline = tokio::time::Instant::now() + left;
+        let confirmed = match retry_store(deadline, || {
+            ctx.store.item_cancel_confirm(&lease, ctx.clock.now())
+        })
+        .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(item = %lease.item, error = %e, "cancel not confirmed; whoever takes the item back cancels it");
+                false
+            }
+        };
+        Metrics::bump(&ctx.metrics.cancelled);
+        tracing::info!(item = %lease.item, epoch = lease.epoch, owner = %self.request.owner, confirmed, "cancelled by an operator: handler cancelled");
+        ctx.emit(NodeEvent::Cancelled {
+            item: lease.item,
+            epoch: lease.epoch,
+            confirmed,
+        });
         drop(cur);
     }
 
