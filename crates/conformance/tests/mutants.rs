@@ -20,10 +20,11 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use leasehold_conformance::{cases, model};
 use leasehold_core::{
-    AcquireRequest, ActionReport, Attempt, ItemSelector, PausedKind, RetryRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
-    FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NoLiveness, NodeClaim, NodeRecord, ReapRequest, RecoveredItem,
-    RecoveryStats, ReleaseOutcome, StatusCounts, Store, StoreResult, Timestamp,
+    AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest,
+    FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId, ItemSelector,
+    ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem, NoLiveness,
+    NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
+    RetryRequest, StatusCounts, Store, StoreResult, Timestamp,
 };
 use leasehold_sqlite::SqliteStore;
 use proptest::test_runner::{TestCaseError, TestRunner};

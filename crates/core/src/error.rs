@@ -40,7 +40,9 @@ pub enum StoreError {
     /// The holder's item was marked for cancellation by an operator: the renewal was refused
     /// and changed nothing. The holder cancels its handler and ends the attempt with
     /// [`Store::item_cancel_confirm`](crate::Store::item_cancel_confirm).
-    #[error("item {item} was cancelled by an operator: owner {owner:?} at epoch {epoch} must stop")]
+    #[error(
+        "item {item} was cancelled by an operator: owner {owner:?} at epoch {epoch} must stop"
+    )]
     CancelRequested {
         /// The item.
         item: ItemId,

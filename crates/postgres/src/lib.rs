@@ -57,10 +57,11 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use leasehold_core::store::Wakeups;
 use leasehold_core::{
-    AcquireRequest, ActionReport, Attempt, ItemSelector, PausedKind, RetryRequest, Checkpoint, CleanupReport, CleanupRequest, Clock, FailDisposition, FailOutcome,
-    FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
-    ReleaseOutcome, SharedClock, StatusCounts, Store, StoreError, StoreResult, SystemClock,
+    AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest, Clock,
+    FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId, ItemSelector,
+    ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem, NodeClaim,
+    NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
+    RetryRequest, SharedClock, StatusCounts, Store, StoreError, StoreResult, SystemClock,
     Timestamp,
 };
 use serde_json::Value;
@@ -74,8 +75,8 @@ pub use options::{is_postgres_url, PgOptions};
 
 use crate::batch::Batcher;
 use crate::db::Db;
-use crate::notify::{Listener, Subscription};
 use crate::error::no_nul;
+use crate::notify::{Listener, Subscription};
 use crate::ops::{
     activity, cancel, checkpoint, cleanup, delete, enqueue, history, pause, progress, read, reap,
     recover, registry, release, renew, retry,
@@ -408,7 +409,8 @@ impl Store for PgStore {
             liveness,
             self.opts.history_keep,
             now,
-        ).await
+        )
+        .await
     }
 
     async fn items_recover_owner(
@@ -423,7 +425,8 @@ impl Store for PgStore {
             &holder,
             self.opts.history_keep,
             now,
-        ).await
+        )
+        .await
     }
 
     async fn items_recover_node(
@@ -444,7 +447,8 @@ impl Store for PgStore {
             &holder,
             self.opts.history_keep,
             now,
-        ).await
+        )
+        .await
     }
 
     async fn node_register(

@@ -306,7 +306,11 @@ impl NodeHandle {
     /// Pauses `kind` on every node of the store ([`Store::kind_pause`]); in-flight work
     /// finishes. Whether it was not paused already.
     pub async fn pause(&self, kind: &str) -> Result<bool, RuntimeError> {
-        Ok(self.ctx.store.kind_pause(kind, self.ctx.clock.now()).await?)
+        Ok(self
+            .ctx
+            .store
+            .kind_pause(kind, self.ctx.clock.now())
+            .await?)
     }
 
     /// Resumes `kind` ([`Store::kind_resume`]) and wakes this node's idle workers. Whether it

@@ -44,9 +44,11 @@ async fn cancelling_a_running_item_stops_its_handler_at_the_next_renewal_and_end
             async move {
                 // Runs until cancelled, then tries to write anyway and fails.
                 ctx.cancelled().await;
-                *seen.lock().unwrap() = Some(ctx.progress(json!("late")).await.map_err(|e| {
-                    StoreError::InvalidInput(e.to_string())
-                }));
+                *seen.lock().unwrap() = Some(
+                    ctx.progress(json!("late"))
+                        .await
+                        .map_err(|e| StoreError::InvalidInput(e.to_string())),
+                );
                 Err::<serde_json::Value, _>(JobError::retryable("stopped"))
             }
         });
@@ -67,7 +69,11 @@ async fn cancelling_a_running_item_stops_its_handler_at_the_next_renewal_and_end
         .await
         .unwrap();
     assert_eq!(report.count, 1);
-    assert_eq!(report.items[0].to, ItemStatus::InProgress, "marked, not yet ended");
+    assert_eq!(
+        report.items[0].to,
+        ItemStatus::InProgress,
+        "marked, not yet ended"
+    );
     let confirmed = wait_for(&mut events, "the cancel reaching the worker", |e| match e {
         NodeEvent::Cancelled {
             item, confirmed, ..
@@ -103,7 +109,11 @@ async fn cancelling_a_running_item_stops_its_handler_at_the_next_renewal_and_end
     );
     node.shutdown(Duration::from_secs(5)).await.unwrap();
     let item = node.store().item_get(id).await.unwrap().unwrap();
-    assert_eq!(item.status, ItemStatus::Cancelled, "still cancelled after shutdown");
+    assert_eq!(
+        item.status,
+        ItemStatus::Cancelled,
+        "still cancelled after shutdown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -167,7 +167,11 @@ pub async fn history_lease_lost_record_is_written_by_the_taker_not_the_zombie(
         "zombie release",
     );
     let history = s.item_attempts(id).await.expect("item_attempts");
-    assert_eq!(history.len(), 1, "the zombie recorded nothing: {history:#?}");
+    assert_eq!(
+        history.len(),
+        1,
+        "the zombie recorded nothing: {history:#?}"
+    );
     assert_eq!(
         (history[0].epoch, history[0].owner.as_str()),
         (zombie.lease.epoch, "worker-a")
@@ -181,7 +185,9 @@ pub async fn history_keeps_the_newest_attempts_per_item(store: Arc<dyn Store>) {
     let id = enqueue(s, new_item("many", 1), T0).await;
     let other = enqueue(s, new_item("other", 2), T0).await;
     let l = acquire(s, &req("w").kinds(["other"]), T0).await;
-    s.item_complete(&l.lease, json!(0), T0).await.expect("complete");
+    s.item_complete(&l.lease, json!(0), T0)
+        .await
+        .expect("complete");
     let w = req("w").kinds(["many"]);
     for i in 1..=30 {
         let l = acquire(s, &w, at_s(i)).await;
@@ -248,13 +254,21 @@ pub async fn retry_returns_failed_and_cancelled_items_to_pending_with_a_fresh_bu
         .await
         .expect("retry");
     assert_eq!(done.count, 2);
-    assert_eq!(reported(&done), reported(&dry), "the dry run told the truth");
+    assert_eq!(
+        reported(&done),
+        reported(&dry),
+        "the dry run told the truth"
+    );
     let item = get(s, dead).await;
     assert_eq!(
         (item.status, item.attempts, item.max_attempts, item.run_at),
         (ItemStatus::Pending, 0, 4, at_s(2))
     );
-    assert_eq!(item.error.as_deref(), Some("boom"), "the last error is kept");
+    assert_eq!(
+        item.error.as_deref(),
+        Some("boom"),
+        "the last error is kept"
+    );
     assert_eq!((item.finished_at, item.owner.clone()), (None, None));
     assert_eq!(get(s, cancelled).await.max_attempts, 4);
     assert_eq!(outcomes(s, dead).await, [AttemptOutcome::Failed]);
@@ -293,7 +307,9 @@ pub async fn actions_refuse_a_wrong_state_or_bad_selector_and_change_nothing(
     let done = enqueue(s, new_item("b", 2), T0).await;
     let cancelled = enqueue(s, new_item("c", 3), T0).await;
     let l = acquire(s, &req("w").kinds(["b"]), T0).await;
-    s.item_complete(&l.lease, json!(1), T0).await.expect("complete");
+    s.item_complete(&l.lease, json!(1), T0)
+        .await
+        .expect("complete");
     s.item_cancel(cancelled, T0).await.expect("cancel");
     let snapshot = || async {
         (
@@ -416,7 +432,11 @@ pub async fn cancel_in_progress_marks_it_and_the_holder_learns_at_renewal(store:
         Err(e @ StoreError::CancelRequested { .. }) => assert!(e.is_cancel_requested()),
         r => panic!("the holder's renewal should be CancelRequested, got {r:?}"),
     }
-    assert_eq!(get(s, id).await, before, "the refused renewal changed nothing");
+    assert_eq!(
+        get(s, id).await,
+        before,
+        "the refused renewal changed nothing"
+    );
     s.lease_renew(&unmarked.lease, LEASE, at_s(3))
         .await
         .expect("other leases still renew");
@@ -545,31 +565,27 @@ pub async fn delete_removes_finished_items_with_their_history(store: Arc<dyn Sto
     s.item_complete(&l.lease, json!(1), at_s(1))
         .await
         .expect("complete");
-    let dry = s
-        .items_delete(&ids(&[done]), true)
-        .await
-        .expect("dry run");
+    let dry = s.items_delete(&ids(&[done]), true).await.expect("dry run");
     assert_eq!(
         reported(&dry),
         [(done, ItemStatus::Completed, ItemStatus::Completed)]
     );
     assert_eq!(outcomes(s, done).await, [AttemptOutcome::Completed]);
-    let report = s
-        .items_delete(&ids(&[done]), false)
-        .await
-        .expect("delete");
+    let report = s.items_delete(&ids(&[done]), false).await.expect("delete");
     assert_eq!(report.count, 1);
     assert!(s.item_get(done).await.expect("get").is_none());
     assert!(s.item_attempts(done).await.expect("history").is_empty());
-    assert!(s.checkpoints_list(done).await.expect("checkpoints").is_empty());
+    assert!(s
+        .checkpoints_list(done)
+        .await
+        .expect("checkpoints")
+        .is_empty());
     assert_eq!(get(s, open).await.status, ItemStatus::Pending);
 }
 
 /// The filter form applies to every matching item in a status the action applies to (by
 /// status, kind, enqueue time), reports how many, and its dry run changes nothing.
-pub async fn actions_by_filter_report_how_many_and_dry_runs_change_nothing(
-    store: Arc<dyn Store>,
-) {
+pub async fn actions_by_filter_report_how_many_and_dry_runs_change_nothing(store: Arc<dyn Store>) {
     let s = &*store;
     let old_a = enqueue(s, new_item("a", 1), T0).await;
     let old_b = enqueue(s, new_item("b", 2), T0).await;
@@ -587,7 +603,10 @@ pub async fn actions_by_filter_report_how_many_and_dry_runs_change_nothing(
         .items_cancel(&by(Some("a"), Some(at_s(50))), true, at_s(101))
         .await
         .expect("dry run");
-    assert_eq!(reported(&dry), [(old_a, ItemStatus::Pending, ItemStatus::Cancelled)]);
+    assert_eq!(
+        reported(&dry),
+        [(old_a, ItemStatus::Pending, ItemStatus::Cancelled)]
+    );
     assert_eq!(get(s, old_a).await.status, ItemStatus::Pending);
 
     let all_a = s
@@ -627,5 +646,8 @@ pub async fn actions_by_filter_report_how_many_and_dry_runs_change_nothing(
         .items_delete(&by(Some("a"), None), false)
         .await
         .expect("delete kind a");
-    assert_eq!(deleted.items.iter().map(|i| i.id).collect::<Vec<_>>(), [new_a]);
+    assert_eq!(
+        deleted.items.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [new_a]
+    );
 }

@@ -2,8 +2,8 @@
 //! its holder) and `item_cancel_confirm` (the holder's end of a marked attempt).
 
 use leasehold_core::{
-    ActionItem, ActionReport, ItemAction, ItemSelector, ItemStatus, LeaseRef,
-    StoreError, StoreResult, Timestamp,
+    ActionItem, ActionReport, ItemAction, ItemSelector, ItemStatus, LeaseRef, StoreError,
+    StoreResult, Timestamp,
 };
 
 use crate::db::{finish, prepared, Db};

@@ -10,9 +10,8 @@ use std::time::Instant;
 
 use futures::future::join_all;
 use leasehold_core::{
-    AttemptOutcome,
-    Liveness, LivenessCheck, ReapCandidate, ReapCursor, ReapRequest, RecoveryStats, StoreError,
-    StoreResult, Timestamp,
+    AttemptOutcome, Liveness, LivenessCheck, ReapCandidate, ReapCursor, ReapRequest, RecoveryStats,
+    StoreError, StoreResult, Timestamp,
 };
 
 use crate::db::Db;

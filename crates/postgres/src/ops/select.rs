@@ -63,20 +63,11 @@ pub(crate) async fn run(
             let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
             let stmt = prepared(tx, MATCHING).await?;
             let rows = tx
-                .query(
-                    &stmt,
-                    &[&names, &filter.kind, &filter.before.map(|t| t.0)],
-                )
+                .query(&stmt, &[&names, &filter.kind, &filter.before.map(|t| t.0)])
                 .await
                 .map_err(from_pg)?;
             rows.iter()
-                .map(|r| {
-                    Ok((
-                        ItemId(row::col(r, 0)?),
-                        row::col(r, 1)?,
-                        row::status(r, 2)?,
-                    ))
-                })
+                .map(|r| Ok((ItemId(row::col(r, 0)?), row::col(r, 1)?, row::status(r, 2)?)))
                 .collect()
         }
     }

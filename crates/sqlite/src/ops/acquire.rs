@@ -104,7 +104,10 @@ pub(crate) fn run(
     let (kinds, exclude) = if paused.is_empty() {
         (req.kinds.as_slice(), None)
     } else if req.kinds.is_empty() {
-        (req.kinds.as_slice(), Some(serde_json::Value::from(paused).to_string()))
+        (
+            req.kinds.as_slice(),
+            Some(serde_json::Value::from(paused).to_string()),
+        )
     } else {
         unpaused = req
             .kinds

@@ -64,7 +64,9 @@ pub(crate) fn confirm(
     write(c, |tx| {
         let marked: Option<bool> = tx
             .prepare_cached(MARKED)?
-            .query_row(params![lease.item.0, lease.owner, lease.epoch], |r| r.get(0))
+            .query_row(params![lease.item.0, lease.owner, lease.epoch], |r| {
+                r.get(0)
+            })
             .optional()?;
         match marked {
             None => return Err(lease_lost(lease)),
@@ -80,8 +82,12 @@ pub(crate) fn confirm(
             Some(true) => {}
         }
         history::record(tx, lease, AttemptOutcome::Cancelled, None, keep, now)?;
-        tx.prepare_cached(CONFIRM)?
-            .execute(params![lease.item.0, lease.owner, lease.epoch, now.0])?;
+        tx.prepare_cached(CONFIRM)?.execute(params![
+            lease.item.0,
+            lease.owner,
+            lease.epoch,
+            now.0
+        ])?;
         Ok(())
     })
 }

@@ -20,8 +20,7 @@ pub(crate) const RETRY: &str =
 /// Dead-letter (`?6` = 'failed'), or, for an item an operator marked for cancellation, cancel
 /// (`?6` = 'cancelled'): either way not retried. The owner columns stay as a record of the
 /// last holder.
-pub(crate) const DEAD_LETTER: &str =
-    "UPDATE items SET status = ?6, error = ?4, finished_at = ?5, \
+pub(crate) const DEAD_LETTER: &str = "UPDATE items SET status = ?6, error = ?4, finished_at = ?5, \
          updated_at = ?5, lease_expires_at = NULL \
      WHERE id = ?1 AND status = 'in_progress' AND owner = ?2 AND epoch = ?3";
 

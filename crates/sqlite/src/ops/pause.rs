@@ -16,12 +16,16 @@ pub(crate) fn pause(c: &mut Connection, kind: &str, now: Timestamp) -> OpResult<
     if kind.trim().is_empty() {
         return Err(StoreError::InvalidInput("kind must not be empty".into()).into());
     }
-    write(c, |tx| Ok(tx.prepare_cached(PAUSE)?.execute(params![kind, now.0])? == 1))
+    write(c, |tx| {
+        Ok(tx.prepare_cached(PAUSE)?.execute(params![kind, now.0])? == 1)
+    })
 }
 
 /// Resumes `kind`; whether it was paused.
 pub(crate) fn resume(c: &mut Connection, kind: &str) -> OpResult<bool> {
-    write(c, |tx| Ok(tx.prepare_cached(RESUME)?.execute(params![kind])? == 1))
+    write(c, |tx| {
+        Ok(tx.prepare_cached(RESUME)?.execute(params![kind])? == 1)
+    })
 }
 
 /// The paused kinds, by name.

@@ -42,9 +42,11 @@ pub(crate) fn one(
         now.0
     ])?;
     if changed == 0 {
-        let cancelling = tx
-            .prepare_cached(CANCELLING)?
-            .exists(params![lease.item.0, lease.owner, lease.epoch])?;
+        let cancelling = tx.prepare_cached(CANCELLING)?.exists(params![
+            lease.item.0,
+            lease.owner,
+            lease.epoch
+        ])?;
         if cancelling {
             return Err(StoreError::CancelRequested {
                 item: lease.item,

@@ -19,7 +19,11 @@ const RETRY: &str = "UPDATE items SET status = 'pending', attempts = 0, releases
      WHERE id = ?1 AND (status = 'failed' OR status = 'cancelled')";
 
 /// Retries every selected item in one transaction (a dry run writes nothing).
-pub(crate) fn run(c: &mut Connection, req: &RetryRequest, now: Timestamp) -> OpResult<ActionReport> {
+pub(crate) fn run(
+    c: &mut Connection,
+    req: &RetryRequest,
+    now: Timestamp,
+) -> OpResult<ActionReport> {
     if req.max_attempts == Some(0) {
         return Err(StoreError::InvalidInput("max attempts must be at least 1".into()).into());
     }

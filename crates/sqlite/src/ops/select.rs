@@ -37,7 +37,9 @@ pub(crate) fn run(
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 let found = stmt
-                    .query_row(params![id.0], |r| Ok((r.get::<_, String>(0)?, row::status(r, 1)?)))
+                    .query_row(params![id.0], |r| {
+                        Ok((r.get::<_, String>(0)?, row::status(r, 1)?))
+                    })
                     .optional()?;
                 let Some((kind, status)) = found else {
                     return Err(StoreError::NotFound(id).into());
