@@ -19,12 +19,14 @@
 //!   order in which a file is checked, configured and migrated.
 //! - `ops`: one module per operation, each holding its own SQL (`acquire`, `renew`,
 //!   `complete`, `fail`, `release`, `cancel`, `progress`, `checkpoint`, `read`, `reap`,
-//!   `recover`, `registry`, `cleanup`, `activity` (the operators' reads), and `take_back`,
-//!   the requeue/dead-letter write the reaper and `recover_mine` share).
+//!   `recover`, `registry`, `cleanup`, `activity` (the operators' reads), `take_back`, the
+//!   requeue/dead-letter write the reaper and `recover_mine` share; the operators' actions
+//!   `retry`, `delete`, `pause` (with `cancel`) and their shared `select`; and `history`, the
+//!   record of each ended attempt).
 //! - `durable`: the [`DurableStore`](leasehold_core::durable::DurableStore) impl (checkpoints
 //!   with evidence, the tool ledger, the LLM output cache), SQL in one module per concern.
 //! - `row`: the column lists every query selects and their decoders to core types.
-//! - `error`: how SQLite's errors become [`StoreError`](leasehold_core::StoreError)s.
+//! - `error`: how SQLite's errors become [`StoreError`]s.
 
 mod db;
 mod durable;
