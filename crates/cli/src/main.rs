@@ -34,7 +34,9 @@ use crate::output::Output;
 #[derive(Debug, Parser)]
 #[command(name = "leasehold", version, propagate_version = true)]
 struct Cli {
-    /// The store: a SQLite path or sqlite://PATH (sqlite:///abs/path for an absolute path).
+    /// The store: a SQLite file path (./leasehold.db), a sqlite://PATH URL (sqlite:///abs/path
+    /// for an absolute path), or a PostgreSQL URL postgres://USER@HOST:PORT/DB (also
+    /// postgresql://; add ?schema=NAME for a schema other than leasehold).
     #[arg(
         long,
         global = true,

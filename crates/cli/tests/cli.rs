@@ -751,3 +751,17 @@ fn dir_entries(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+#[test]
+fn db_help_names_every_accepted_form() {
+    let db = TestDb::new();
+    let help = db.ok(&["--help"]);
+    for form in [
+        "SQLite file path",
+        "sqlite://",
+        "postgres://",
+        "postgresql://",
+    ] {
+        assert!(help.contains(form), "--db help should name {form}: {help}");
+    }
+}

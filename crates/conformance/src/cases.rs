@@ -16,6 +16,7 @@
 //! - [`registry`]: the worker registry and [`RegistryLiveness`](leasehold_core::RegistryLiveness).
 //! - [`pipeline`]: follow-ups enqueued in the completion's commit, unique keys.
 //! - [`input`]: invalid arguments are refused before anything is written.
+//! - [`operator`]: attempt history, and operators' actions (retry, cancel, delete, pause).
 
 pub mod acquire;
 pub mod attempts;
@@ -23,6 +24,7 @@ pub mod fencing;
 pub mod input;
 pub mod lease;
 pub mod pipeline;
+pub mod operator;
 pub mod read;
 pub mod reap;
 pub mod recover;
@@ -34,6 +36,7 @@ pub use fencing::*;
 pub use input::*;
 pub use lease::*;
 pub use pipeline::*;
+pub use operator::*;
 pub use read::*;
 pub use reap::*;
 pub use recover::*;

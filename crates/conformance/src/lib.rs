@@ -93,7 +93,7 @@ macro_rules! conformance_tests {
             release_does_not_count_an_attempt,
             releases_past_the_limit_count_attempts_and_dead_letter_when_spent,
             cancel_pending_item_cancels_it,
-            cancel_in_progress_or_finished_item_is_invalid_state,
+            cancel_finished_item_is_invalid_state,
             cancel_unknown_item_is_not_found,
             // acquisition
             acquire_orders_by_priority_then_run_at_then_id,
@@ -154,6 +154,17 @@ macro_rules! conformance_tests {
             invalid_follow_up_refuses_the_completion_and_writes_nothing,
             unique_key_returns_the_open_items_id_and_is_freed_when_it_finishes,
             concurrent_enqueues_of_one_key_create_one_item,
+            // attempt history and operators' actions
+            history_records_each_ended_attempt_with_how_it_ended,
+            history_lease_lost_record_is_written_by_the_taker_not_the_zombie,
+            history_keeps_the_newest_attempts_per_item,
+            retry_returns_failed_and_cancelled_items_to_pending_with_a_fresh_budget,
+            actions_refuse_a_wrong_state_or_bad_selector_and_change_nothing,
+            cancel_in_progress_marks_it_and_the_holder_learns_at_renewal,
+            cancel_mark_is_finished_by_whoever_ends_the_attempt,
+            pause_skips_a_kind_on_every_acquisition_until_resumed,
+            delete_removes_finished_items_with_their_history,
+            actions_by_filter_report_how_many_and_dry_runs_change_nothing,
             // invalid input
             enqueue_refuses_invalid_items_and_writes_nothing,
             acquire_refuses_invalid_requests_and_writes_nothing,

@@ -9,6 +9,9 @@
 //! - [`Duplicator`] ignores unique keys, as a queue without them does.
 //! - [`Unbounded`] ignores the release limit, so an item that always outlasts the drain
 //!   timeout is released forever without spending its budget (invariant 4).
+//! - [`Piecemeal`] applies an operator's action to each listed item on its own, so a call
+//!   refused for one item still changes the others.
+//! - [`Heedless`] remembers a pause without storing it: acquisition goes on taking the kind.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -18,10 +21,11 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use leasehold_conformance::{cases, model};
 use leasehold_core::{
-    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
-    FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NoLiveness, NodeClaim, NodeRecord, ReapRequest, RecoveredItem,
-    RecoveryStats, ReleaseOutcome, StatusCounts, Store, StoreResult, Timestamp,
+    AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest,
+    FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId, ItemSelector,
+    ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem, NoLiveness,
+    NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
+    RetryRequest, StatusCounts, Store, StoreResult, Timestamp,
 };
 use leasehold_sqlite::SqliteStore;
 use proptest::test_runner::{TestCaseError, TestRunner};
@@ -43,12 +47,18 @@ enum Flaw {
     Unbounded,
     /// `items_enqueue` ignores unique keys: every enqueue adds an item.
     Duplicator,
+    /// `items_retry`/`items_cancel`/`items_delete` by ids apply item by item, skipping refusals.
+    Piecemeal,
+    /// `kind_pause` is answered from memory and never reaches the store.
+    Heedless,
 }
 
 #[derive(Debug)]
 struct Mutant {
     inner: SqliteStore,
     flaw: Flaw,
+    /// [`Flaw::Heedless`]'s paused kinds.
+    paused: std::sync::Mutex<Vec<PausedKind>>,
     _dir: Arc<tempfile::TempDir>,
 }
 
@@ -60,6 +70,7 @@ async fn mutant(flaw: Flaw) -> Arc<dyn Store> {
     Arc::new(Mutant {
         inner,
         flaw,
+        paused: std::sync::Mutex::default(),
         _dir: Arc::new(dir),
     })
 }
@@ -168,8 +179,75 @@ impl Store for Mutant {
         };
         self.inner.item_release(l, limit, now).await
     }
-    async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
-        self.inner.item_cancel(id, now).await
+    async fn items_cancel(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+        now: Timestamp,
+    ) -> StoreResult<ActionReport> {
+        if let (Flaw::Piecemeal, ItemSelector::Ids(ids)) = (self.flaw, target) {
+            for id in ids {
+                let _ = self
+                    .inner
+                    .items_cancel(&ItemSelector::Ids(vec![*id]), dry_run, now)
+                    .await;
+            }
+        }
+        self.inner.items_cancel(target, dry_run, now).await
+    }
+    async fn item_cancel_confirm(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()> {
+        self.inner.item_cancel_confirm(lease, now).await
+    }
+    async fn items_retry(&self, req: &RetryRequest, now: Timestamp) -> StoreResult<ActionReport> {
+        if let (Flaw::Piecemeal, ItemSelector::Ids(ids)) = (self.flaw, &req.target) {
+            for id in ids {
+                let one = RetryRequest {
+                    target: ItemSelector::Ids(vec![*id]),
+                    ..req.clone()
+                };
+                let _ = self.inner.items_retry(&one, now).await;
+            }
+        }
+        self.inner.items_retry(req, now).await
+    }
+    async fn items_delete(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+    ) -> StoreResult<ActionReport> {
+        self.inner.items_delete(target, dry_run).await
+    }
+    async fn kind_pause(&self, kind: &str, now: Timestamp) -> StoreResult<bool> {
+        if matches!(self.flaw, Flaw::Heedless) && !kind.is_empty() {
+            let mut paused = self.paused.lock().expect("paused kinds");
+            if paused.iter().any(|p| p.kind == kind) {
+                return Ok(false);
+            }
+            paused.push(PausedKind {
+                kind: kind.to_owned(),
+                paused_at: now,
+            });
+            return Ok(true);
+        }
+        self.inner.kind_pause(kind, now).await
+    }
+    async fn kind_resume(&self, kind: &str) -> StoreResult<bool> {
+        if matches!(self.flaw, Flaw::Heedless) {
+            let mut paused = self.paused.lock().expect("paused kinds");
+            let before = paused.len();
+            paused.retain(|p| p.kind != kind);
+            return Ok(paused.len() < before);
+        }
+        self.inner.kind_resume(kind).await
+    }
+    async fn kinds_paused(&self) -> StoreResult<Vec<PausedKind>> {
+        if matches!(self.flaw, Flaw::Heedless) {
+            return Ok(self.paused.lock().expect("paused kinds").clone());
+        }
+        self.inner.kinds_paused().await
+    }
+    async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
+        self.inner.item_attempts(id).await
     }
     async fn item_progress(&self, l: &LeaseRef, p: Value, now: Timestamp) -> StoreResult<()> {
         self.inner.item_progress(l, p, now).await
@@ -451,6 +529,43 @@ async fn release_cases_catch_a_store_that_ignores_the_release_limit() {
     assert!(
         !fails(Flaw::Unbounded, cases::release_does_not_count_an_attempt).await,
         "an unlimited release passes the case that sets no limit"
+    );
+}
+
+#[tokio::test]
+async fn action_cases_catch_a_store_that_applies_part_of_a_refused_call() {
+    assert!(
+        fails(
+            Flaw::Piecemeal,
+            cases::actions_refuse_a_wrong_state_or_bad_selector_and_change_nothing
+        )
+        .await
+    );
+    assert!(
+        !fails(
+            Flaw::Piecemeal,
+            cases::pause_skips_a_kind_on_every_acquisition_until_resumed
+        )
+        .await,
+        "a case without a refused action passes on this mutant"
+    );
+}
+
+#[tokio::test]
+async fn pause_case_catches_a_store_that_does_not_store_a_pause() {
+    assert!(
+        fails(
+            Flaw::Heedless,
+            cases::pause_skips_a_kind_on_every_acquisition_until_resumed
+        )
+        .await
+    );
+    assert!(
+        !fails(
+            Flaw::Heedless,
+            cases::retry_returns_failed_and_cancelled_items_to_pending_with_a_fresh_budget
+        )
+        .await
     );
 }
 

@@ -37,6 +37,20 @@ pub enum StoreError {
         /// Its epoch.
         epoch: i64,
     },
+    /// The holder's item was marked for cancellation by an operator: the renewal was refused
+    /// and changed nothing. The holder cancels its handler and ends the attempt with
+    /// [`Store::item_cancel_confirm`](crate::Store::item_cancel_confirm).
+    #[error(
+        "item {item} was cancelled by an operator: owner {owner:?} at epoch {epoch} must stop"
+    )]
+    CancelRequested {
+        /// The item.
+        item: ItemId,
+        /// The holder.
+        owner: String,
+        /// Its epoch.
+        epoch: i64,
+    },
     /// No item has this id.
     #[error("item {0} not found")]
     NotFound(ItemId),
@@ -81,6 +95,11 @@ impl StoreError {
     /// Whether this is [`StoreError::LeaseLost`]: the caller no longer holds the item.
     pub fn is_lease_lost(&self) -> bool {
         matches!(self, StoreError::LeaseLost { .. })
+    }
+
+    /// Whether this is [`StoreError::CancelRequested`]: the holder must cancel its attempt.
+    pub fn is_cancel_requested(&self) -> bool {
+        matches!(self, StoreError::CancelRequested { .. })
     }
 
     /// Whether this is [`StoreError::ClaimNotHeld`]: another lease holds the cache key.

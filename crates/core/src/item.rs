@@ -165,6 +165,13 @@ pub struct Item {
     /// The deduplication key it was enqueued with ([`NewItem::unique_key`]), if any.
     #[serde(default)]
     pub unique_key: Option<String>,
+    /// When the current (or, once it ended, the last) attempt was acquired.
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+    /// When an operator asked to cancel the item while it was in progress (see
+    /// [`Store::items_cancel`](crate::Store::items_cancel)); cleared by a retry.
+    #[serde(default)]
+    pub cancel_requested_at: Option<Timestamp>,
 }
 
 impl Item {

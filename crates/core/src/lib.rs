@@ -10,6 +10,8 @@
 //!   question about an owner).
 //! - [`registry`]: a node's row in the worker registry, [`WorkerState`] (the one judgement
 //!   of alive, dead or stopped) and the clean-up of old rows.
+//! - [`history`]: [`Attempt`], one record per ended attempt of an item, and how it ended.
+//! - [`action`]: operators' actions — retry, cancel, delete items by id or filter; paused kinds.
 //! - [`activity`]: the operators' reads: open work by kind, finished items over time.
 //! - [`metrics`]: [`NodeMetrics`](metrics::NodeMetrics), what a node counts about its work
 //!   and publishes in its registry row (fixed histogram buckets, per kind).
@@ -27,21 +29,27 @@
 //! changes nothing. Every acquisition increments the epoch, so a zombie holder can never write
 //! over its successor.
 
+pub mod action;
 pub mod activity;
 pub mod clock;
 pub mod config;
 pub mod durable;
 pub mod error;
+pub mod history;
 pub mod item;
 pub mod metrics;
 pub mod registry;
 pub mod retry;
 pub mod store;
 
+pub use action::{
+    ActionFilter, ActionItem, ActionReport, ItemAction, ItemSelector, PausedKind, RetryRequest,
+};
 pub use activity::{FinishedBucket, KindDepth};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, TokioClock};
 pub use config::{Config, ConfigError};
 pub use error::{StoreError, StoreResult};
+pub use history::{Attempt, AttemptOutcome, DEFAULT_HISTORY_KEEP, TIMED_OUT_PREFIX};
 pub use item::{
     AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, ItemStatus,
     LeaseRef, LeaseStatus, Leased, NewItem, RecoveredItem, ReleaseOutcome, StatusCounts,

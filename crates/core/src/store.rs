@@ -9,9 +9,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::action::{ActionReport, ItemSelector, PausedKind, RetryRequest};
 use crate::activity::{FinishedBucket, KindDepth};
 use crate::clock::{SharedClock, Timestamp};
 use crate::error::StoreResult;
+use crate::history::Attempt;
 use crate::item::{
     AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, LeaseRef,
     LeaseStatus, Leased, NewItem, RecoveredItem, ReleaseOutcome, StatusCounts,
@@ -43,7 +45,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Atomically leases up to `req.limit` ready pending items (`run_at <= now`), in order of
     /// priority (higher first), then `run_at`, then id, in one transaction. Each acquisition
-    /// increments `epoch` and `attempts` and sets the lease expiry and heartbeat.
+    /// increments `epoch` and `attempts` and sets the lease expiry, heartbeat and
+    /// `started_at`. Items of a paused kind ([`kind_pause`](Self::kind_pause)) are skipped.
     async fn items_acquire(&self, req: &AcquireRequest, now: Timestamp)
         -> StoreResult<Vec<Leased>>;
 
@@ -58,7 +61,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Ok(self.items_acquire(&one, now).await?.into_iter().next())
     }
 
-    /// Extends a lease to `now + duration`; returns the new expiry.
+    /// Extends a lease to `now + duration`; returns the new expiry. An item marked for
+    /// cancellation is not renewed: [`StoreError::CancelRequested`](crate::StoreError), and
+    /// nothing changes.
     async fn lease_renew(
         &self,
         lease: &LeaseRef,
@@ -122,8 +127,64 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         now: Timestamp,
     ) -> StoreResult<ReleaseOutcome>;
 
-    /// Cancels a pending item; any other status is `InvalidState`.
-    async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()>;
+    /// Cancels one item as [`items_cancel`](Self::items_cancel) does: a pending item becomes
+    /// `cancelled`, an in-progress one is marked for cancellation; any other status is
+    /// `InvalidState`.
+    async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
+        self.items_cancel(&ItemSelector::Ids(vec![id]), false, now)
+            .await
+            .map(|_| ())
+    }
+
+    /// An operator's cancel. A `pending` item becomes `cancelled` at once. An `in_progress`
+    /// item is marked for cancellation (`cancel_requested_at`) and stays leased: its holder's
+    /// next renewal is refused with [`StoreError::CancelRequested`](crate::StoreError) and the
+    /// holder ends the attempt with [`item_cancel_confirm`](Self::item_cancel_confirm); a
+    /// failure of a marked item ends it `cancelled` rather than retried, and whoever takes a
+    /// marked item back from a dead holder (reaper, `recover_mine`, monitor) cancels it instead
+    /// of requeuing it. An item already marked is reported again and left as it is. Any other
+    /// status refuses the whole call with `InvalidState` (see [`ItemSelector`]). With
+    /// `dry_run` nothing changes and the same report comes back.
+    async fn items_cancel(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+        now: Timestamp,
+    ) -> StoreResult<ActionReport>;
+
+    /// The holder's end of an attempt whose item was marked for cancellation: fenced like
+    /// every holder write; the item becomes `cancelled` and the attempt is recorded as such.
+    /// An item not marked is `InvalidState` (a holder never cancels on its own), and changes
+    /// nothing.
+    async fn item_cancel_confirm(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()>;
+
+    /// An operator's retry: `failed` or `cancelled` items back to `pending`, ready at `now`,
+    /// their attempt count (and release count) back to 0 and, with `req.max_attempts`, a new
+    /// budget. Error, output and history are kept; the epoch stays (the next acquisition moves
+    /// it on). Any other status refuses the whole call with `InvalidState` (see
+    /// [`ItemSelector`]). With `req.dry_run` nothing changes and the same report comes back.
+    async fn items_retry(&self, req: &RetryRequest, now: Timestamp) -> StoreResult<ActionReport>;
+
+    /// Removes finished items (`completed`, `failed`, `cancelled`) with their checkpoints and
+    /// attempt history. Any other status refuses the whole call with `InvalidState` (see
+    /// [`ItemSelector`]). With `dry_run` nothing changes and the same report comes back.
+    async fn items_delete(&self, target: &ItemSelector, dry_run: bool)
+        -> StoreResult<ActionReport>;
+
+    /// Pauses acquisition of `kind` on every node of the store (in-flight work finishes);
+    /// returns whether it was not paused already. An empty kind is `InvalidInput`.
+    async fn kind_pause(&self, kind: &str, now: Timestamp) -> StoreResult<bool>;
+
+    /// Resumes acquisition of `kind`; returns whether it was paused.
+    async fn kind_resume(&self, kind: &str) -> StoreResult<bool>;
+
+    /// The paused kinds, by name.
+    async fn kinds_paused(&self) -> StoreResult<Vec<PausedKind>>;
+
+    /// The item's ended attempts, oldest first: the last `history_keep` of them (a store
+    /// option, default [`DEFAULT_HISTORY_KEEP`](crate::history::DEFAULT_HISTORY_KEEP)). Each
+    /// record is written in the transaction that ended the attempt. An unknown id has none.
+    async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>>;
 
     /// Records the holder's progress report (fenced).
     async fn item_progress(

@@ -356,6 +356,8 @@ mod tests {
             timeout: None,
             releases: 0,
             unique_key: None,
+            started_at: None,
+            cancel_requested_at: None,
         }
     }
 

@@ -169,6 +169,8 @@ fn item(kind: &str, input: serde_json::Value) -> Item {
         timeout: None,
         releases: 0,
         unique_key: None,
+        started_at: None,
+        cancel_requested_at: None,
     }
 }
 

@@ -92,6 +92,8 @@ impl std::fmt::Debug for Batcher {
 #[derive(Default)]
 struct Shared {
     hook: Mutex<Option<BatchCommitHook>>,
+    /// Ended attempts the history keeps per item (the store's `history_keep`).
+    keep: u32,
     batches: AtomicU64,
     calls: AtomicU64,
 }
@@ -187,9 +189,12 @@ impl SharedError {
 
 impl Batcher {
     /// Starts the store's batcher task on the current tokio runtime.
-    pub(crate) fn start(db: Db) -> Batcher {
+    pub(crate) fn start(db: Db, keep: u32) -> Batcher {
         let (calls, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            keep,
+            ..Shared::default()
+        });
         tokio::spawn(run(db, rx, shared.clone()));
         Batcher { calls, shared }
     }
@@ -380,8 +385,12 @@ struct Parts {
 }
 
 impl Parts {
-    fn of(batch: &[Call]) -> Parts {
-        let mut parts = Parts::default();
+    fn of(batch: &[Call], keep: u32) -> Parts {
+        let mut parts = Parts {
+            completions: Completions::new(keep),
+            failures: Failures::new(keep),
+            ..Parts::default()
+        };
         for (i, call) in batch.iter().enumerate() {
             match call {
                 Call::Acquire { req, now, .. } => {
@@ -423,7 +432,8 @@ impl Parts {
 
 /// What a committed batch did.
 struct Done {
-    renewed: HashSet<i64>,
+    /// Current leases, each with whether its item is marked for cancellation (not renewed).
+    renewed: HashMap<i64, bool>,
     failed: HashMap<i64, FailOutcome>,
     completed: HashSet<i64>,
     /// Leased rows by the index of the acquisition call they went to.
@@ -432,7 +442,7 @@ struct Done {
 
 /// Writes one batch and answers its callers.
 async fn write(db: &Db, batch: Vec<Call>, shared: &Shared) {
-    let parts = Parts::of(&batch);
+    let parts = Parts::of(&batch, shared.keep);
     let names: Vec<&'static str> = batch.iter().map(Call::name).collect();
     let mut tries = 0;
     let result = loop {
@@ -498,7 +508,7 @@ async fn transaction(
             async {
                 match &renew {
                     Some(s) => parts.renewals.run(c, s).await,
-                    None => Ok(HashSet::new()),
+                    None => Ok(HashMap::new()),
                 }
             },
             async {
@@ -599,10 +609,14 @@ fn answer(batch: Vec<Call>, mut done: Done) {
                 now,
                 reply,
             } => {
-                let r = if done.renewed.contains(&lease.item.0) {
-                    Ok(now.plus(duration))
-                } else {
-                    Err(lease_lost(&lease))
+                let r = match done.renewed.get(&lease.item.0) {
+                    Some(false) => Ok(now.plus(duration)),
+                    Some(true) => Err(StoreError::CancelRequested {
+                        item: lease.item,
+                        owner: lease.owner.clone(),
+                        epoch: lease.epoch,
+                    }),
+                    None => Err(lease_lost(&lease)),
                 };
                 let _ = reply.send(r);
             }

@@ -58,10 +58,11 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use leasehold_core::store::Wakeups;
 use leasehold_core::{
-    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, Clock, FailDisposition, FailOutcome,
-    FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
-    ReleaseOutcome, SharedClock, StatusCounts, Store, StoreError, StoreResult, SystemClock,
+    AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest, Clock,
+    FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId, ItemSelector,
+    ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem, NodeClaim,
+    NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
+    RetryRequest, SharedClock, StatusCounts, Store, StoreError, StoreResult, SystemClock,
     Timestamp,
 };
 use serde_json::Value;
@@ -75,10 +76,11 @@ pub use options::{is_postgres_url, PgOptions};
 
 use crate::batch::Batcher;
 use crate::db::Db;
+use crate::error::no_nul;
 use crate::notify::{Listener, Subscription};
 use crate::ops::{
-    activity, cancel, checkpoint, cleanup, enqueue, follow_up, progress, read, reap, recover,
-    registry, release, renew,
+    activity, cancel, checkpoint, cleanup, delete, enqueue, follow_up, history, pause, progress,
+    read, reap, recover, registry, release, renew, retry,
 };
 
 /// How long a connection attempt may take before the open (or an operation) fails.
@@ -177,7 +179,7 @@ impl PgStore {
         tracing::debug!(schema = %opts.schema, version = schema::SCHEMA_VERSION, "opened PostgreSQL store");
         let db = Db::new(pool);
         Ok(PgStore {
-            batch: Batcher::start(db.clone()),
+            batch: Batcher::start(db.clone(), opts.history_keep),
             db,
             channel: opts.channel().into(),
             opts: Arc::new(opts),
@@ -302,7 +304,16 @@ impl Store for PgStore {
             self.batch.complete(lease, output, now).await?;
             return Ok(Vec::new());
         }
-        follow_up::run(&self.db, &self.channel, lease, output, follow_ups, now).await
+        follow_up::run(
+            &self.db,
+            &self.channel,
+            lease,
+            output,
+            follow_ups,
+            self.opts.history_keep,
+            now,
+        )
+        .await
     }
 
     async fn item_fail(
@@ -321,11 +332,49 @@ impl Store for PgStore {
         max_releases: Option<u32>,
         now: Timestamp,
     ) -> StoreResult<ReleaseOutcome> {
-        release::run(&self.db, lease, max_releases, now).await
+        release::run(&self.db, lease, max_releases, self.opts.history_keep, now).await
     }
 
-    async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
-        cancel::run(&self.db, id, now).await
+    async fn items_cancel(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+        now: Timestamp,
+    ) -> StoreResult<ActionReport> {
+        cancel::run(&self.db, target, dry_run, now).await
+    }
+
+    async fn item_cancel_confirm(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()> {
+        no_nul("owner", &lease.owner)?;
+        cancel::confirm(&self.db, lease, self.opts.history_keep, now).await
+    }
+
+    async fn items_retry(&self, req: &RetryRequest, now: Timestamp) -> StoreResult<ActionReport> {
+        retry::run(&self.db, &self.channel, req, now).await
+    }
+
+    async fn items_delete(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+    ) -> StoreResult<ActionReport> {
+        delete::run(&self.db, target, dry_run).await
+    }
+
+    async fn kind_pause(&self, kind: &str, now: Timestamp) -> StoreResult<bool> {
+        pause::pause(&self.db, kind, now).await
+    }
+
+    async fn kind_resume(&self, kind: &str) -> StoreResult<bool> {
+        pause::resume(&self.db, kind).await
+    }
+
+    async fn kinds_paused(&self) -> StoreResult<Vec<PausedKind>> {
+        pause::list(&self.db).await
+    }
+
+    async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
+        history::list(&self.db, id).await
     }
 
     async fn item_progress(
@@ -377,7 +426,15 @@ impl Store for PgStore {
         liveness: &dyn LivenessCheck,
         now: Timestamp,
     ) -> StoreResult<RecoveryStats> {
-        reap::run(&self.db, &self.channel, req, liveness, now).await
+        reap::run(
+            &self.db,
+            &self.channel,
+            req,
+            liveness,
+            self.opts.history_keep,
+            now,
+        )
+        .await
     }
 
     async fn items_recover_owner(
@@ -386,7 +443,14 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> StoreResult<Vec<RecoveredItem>> {
         let holder = recover::Holder::Owner(owner.to_owned());
-        recover::run(&self.db, &self.channel, &holder, now).await
+        recover::run(
+            &self.db,
+            &self.channel,
+            &holder,
+            self.opts.history_keep,
+            now,
+        )
+        .await
     }
 
     async fn items_recover_node(
@@ -401,7 +465,14 @@ impl Store for PgStore {
             incarnation,
             heartbeat_before,
         };
-        recover::run(&self.db, &self.channel, &holder, now).await
+        recover::run(
+            &self.db,
+            &self.channel,
+            &holder,
+            self.opts.history_keep,
+            now,
+        )
+        .await
     }
 
     async fn node_register(

@@ -22,6 +22,10 @@ pub struct PgOptions {
     /// Create the schema and apply migrations; when unset, a missing schema is refused with
     /// `NotADatabase` (read-only commands must not create a database by a typo).
     pub create: bool,
+    /// How many ended attempts the history keeps per item (at least 1; default
+    /// [`DEFAULT_HISTORY_KEEP`](leasehold_core::DEFAULT_HISTORY_KEEP), 25). Older ones are
+    /// trimmed when a newer one is recorded.
+    pub history_keep: u32,
 }
 
 impl PgOptions {
@@ -62,9 +66,17 @@ impl PgOptions {
             schema: schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_string()),
             pool_size: 16,
             create: true,
+            history_keep: leasehold_core::DEFAULT_HISTORY_KEEP,
         };
         opts.validate()?;
         Ok(opts)
+    }
+
+    /// The same options keeping `keep` ended attempts per item (0 is refused by
+    /// [`validate`](Self::validate)).
+    pub fn history_keep(mut self, keep: u32) -> Self {
+        self.history_keep = keep;
+        self
     }
 
     /// The same options with another schema.
@@ -80,9 +92,14 @@ impl PgOptions {
     }
 
     /// Refuses a schema name that is not a plain lower-case identifier (so it needs no
-    /// quoting anywhere) or is reserved, and a zero pool.
+    /// quoting anywhere) or is reserved, a zero pool and a zero `history_keep`.
     pub fn validate(&self) -> Result<(), StoreError> {
         validate_schema(&self.schema)?;
+        if self.history_keep == 0 {
+            return Err(StoreError::InvalidInput(
+                "history_keep must be at least 1 (ended attempts kept per item)".into(),
+            ));
+        }
         if self.pool_size == 0 {
             return Err(StoreError::InvalidInput(
                 "pool size must be at least 1".into(),

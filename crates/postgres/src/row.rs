@@ -5,8 +5,8 @@
 //! (an unknown status, a negative attempt count) is `Corrupt`.
 
 use leasehold_core::{
-    Checkpoint, Item, ItemId, ItemStatus, NodeRecord, NodeStatus, ReapCandidate, StoreResult,
-    Timestamp,
+    Attempt, AttemptOutcome, Checkpoint, Item, ItemId, ItemStatus, NodeRecord, NodeStatus,
+    ReapCandidate, StoreResult, Timestamp,
 };
 use tokio_postgres::types::FromSql;
 use tokio_postgres::Row;
@@ -18,7 +18,8 @@ macro_rules! item_columns {
     () => {
         "id, kind, input, status, attempts, max_attempts, priority, run_at, group_id, owner, \
          owner_node, owner_incarnation, epoch, lease_expires_at, last_heartbeat_at, output, \
-         error, progress, created_at, updated_at, finished_at, timeout_ms, releases, unique_key"
+         error, progress, created_at, updated_at, finished_at, timeout_ms, releases, unique_key, \
+         started_at, cancel_requested_at"
     };
 }
 pub(crate) use item_columns;
@@ -32,6 +33,15 @@ macro_rules! candidate_columns {
     };
 }
 pub(crate) use candidate_columns;
+
+/// Every column of `item_attempts`; decoded by [`attempt`].
+macro_rules! attempt_columns {
+    () => {
+        "item_id, attempt, epoch, started_at, ended_at, owner, owner_node, owner_incarnation, \
+         outcome, error"
+    };
+}
+pub(crate) use attempt_columns;
 
 /// Every column of `checkpoints`; decoded by [`checkpoint`].
 macro_rules! checkpoint_columns {
@@ -114,6 +124,8 @@ pub(crate) fn item(row: &Row) -> StoreResult<Item> {
         timeout: timeout_opt(row, 21)?,
         releases: count(row, 22)?,
         unique_key: col(row, 23)?,
+        started_at: ts_opt(row, 24)?,
+        cancel_requested_at: ts_opt(row, 25)?,
     })
 }
 
@@ -138,6 +150,23 @@ pub(crate) fn candidate(row: &Row) -> StoreResult<ReapCandidate> {
         attempts: count(row, 8)?,
         max_attempts: count(row, 9)?,
         past_stale_limit: col(row, 10)?,
+    })
+}
+
+/// Decodes a row selected with [`attempt_columns!`].
+pub(crate) fn attempt(row: &Row) -> StoreResult<Attempt> {
+    let outcome: String = col(row, 8)?;
+    Ok(Attempt {
+        item: ItemId(col(row, 0)?),
+        attempt: count(row, 1)?,
+        epoch: col(row, 2)?,
+        started_at: ts_opt(row, 3)?,
+        ended_at: ts(row, 4)?,
+        owner: col(row, 5)?,
+        owner_node: col(row, 6)?,
+        owner_incarnation: col(row, 7)?,
+        outcome: outcome.parse::<AttemptOutcome>().map_err(corrupt)?,
+        error: col(row, 9)?,
     })
 }
 

@@ -23,8 +23,10 @@ use crate::options::PgOptions;
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The tables leasehold owns: an unversioned schema that already has one is someone else's.
-const OWN_TABLES: [&str; 7] = [
+const OWN_TABLES: [&str; 9] = [
     "items",
+    "item_attempts",
+    "paused_kinds",
     "checkpoints",
     "workers",
     "schema_migrations",
@@ -34,7 +36,7 @@ const OWN_TABLES: [&str; 7] = [
 ];
 
 /// Schema migrations, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// Version 1: items, their checkpoints, and the worker registry, as in the SQLite backend.
 ///
@@ -194,6 +196,42 @@ const V5: &str = "
 ALTER TABLE items ADD COLUMN unique_key TEXT CHECK (unique_key IS NULL OR unique_key <> '');
 CREATE UNIQUE INDEX items_unique_open ON items (unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('pending', 'in_progress');
+";
+
+/// Version 6: operators' actions and attempt history, as SQLite's version 8.
+///
+/// - `items.started_at`: when the current (or last) attempt was acquired, written by the
+///   acquisition's own update, so that recording an attempt when it ends needs no write when it
+///   starts.
+/// - `items.cancel_requested_at`: an operator's cancel of an in-progress item, for its holder
+///   (or whoever takes it back) to act on.
+/// - `item_attempts`: one row per ended attempt, keyed by the acquisition's epoch, written by
+///   the statement (or transaction) that ended it and trimmed to the store's `history_keep`
+///   newest per item. Deleting an item deletes its history.
+/// - `paused_kinds`: kinds no node acquires until resumed.
+const V6: &str = "
+ALTER TABLE items ADD COLUMN started_at BIGINT;
+ALTER TABLE items ADD COLUMN cancel_requested_at BIGINT;
+CREATE TABLE item_attempts (
+    item_id           BIGINT NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    epoch             BIGINT NOT NULL,
+    attempt           BIGINT NOT NULL CHECK (attempt >= 0),
+    started_at        BIGINT,
+    ended_at          BIGINT NOT NULL,
+    owner             TEXT   NOT NULL,
+    owner_node        TEXT,
+    owner_incarnation BIGINT,
+    outcome           TEXT   NOT NULL
+                      CHECK (outcome IN ('completed', 'failed', 'timed_out', 'released',
+                                         'cancelled', 'recovered_by_owner', 'reaped',
+                                         'taken_back_by_monitor')),
+    error             TEXT,
+    PRIMARY KEY (item_id, epoch)
+);
+CREATE TABLE paused_kinds (
+    kind      TEXT   PRIMARY KEY CHECK (kind <> ''),
+    paused_at BIGINT NOT NULL
+);
 ";
 
 /// The version table, created with the schema (before the first migration).

@@ -73,8 +73,10 @@ async fn reopening_an_up_to_date_schema_changes_nothing_and_concurrent_opens_mig
         vec![
             "checkpoints",
             "durable_checkpoints",
+            "item_attempts",
             "items",
             "llm_cache",
+            "paused_kinds",
             "schema_migrations",
             "tool_ledger",
             "workers"
@@ -399,14 +401,17 @@ async fn a_version_1_schema_migrates_to_the_durable_tables_keeping_its_items() {
     let s = schema.schema();
     psql(
         &schema,
-        &format!("DROP TABLE {s}.tool_ledger, {s}.llm_cache, {s}.durable_checkpoints"),
+        &format!(
+            "DROP TABLE {s}.tool_ledger, {s}.llm_cache, {s}.durable_checkpoints, \
+             {s}.item_attempts, {s}.paused_kinds"
+        ),
     )
     .await;
     psql(
         &schema,
         &format!(
             "ALTER TABLE {s}.items DROP COLUMN timeout_ms, DROP COLUMN releases, \
-             DROP COLUMN unique_key"
+             DROP COLUMN unique_key, DROP COLUMN started_at, DROP COLUMN cancel_requested_at"
         ),
     )
     .await;

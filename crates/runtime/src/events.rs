@@ -60,6 +60,18 @@ pub enum NodeEvent {
         /// The timeout that applied (the item's, its kind's or the node's), in milliseconds.
         timeout_ms: u64,
     },
+    /// An operator cancelled an item this node was running: the heartbeat's renewal was
+    /// refused with `CancelRequested`, the worker ended the attempt `cancelled` (a fenced
+    /// write; `confirmed` says whether it landed, else whoever takes the item back finishes
+    /// the cancel), then cancelled the handler.
+    Cancelled {
+        /// The item.
+        item: ItemId,
+        /// The attempt's epoch.
+        epoch: i64,
+        /// Whether the worker's `item_cancel_confirm` was written.
+        confirmed: bool,
+    },
     /// An item went back to pending on graceful shutdown.
     Released {
         /// The item.

@@ -32,10 +32,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use leasehold_core::{
-    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
-    FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
-    ReleaseOutcome, StatusCounts, Store, StoreError, StoreResult, Timestamp,
+    AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest,
+    FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId, ItemSelector,
+    ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem, NodeClaim,
+    NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
+    RetryRequest, StatusCounts, Store, StoreError, StoreResult, Timestamp,
 };
 
 use crate::node::NodeCtx;
@@ -520,9 +521,46 @@ impl Store for FaultyStore {
         self.gate().await?;
         self.inner.item_release(lease, max_releases, now).await
     }
-    async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
+    async fn items_cancel(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+        now: Timestamp,
+    ) -> StoreResult<ActionReport> {
         self.gate().await?;
-        self.inner.item_cancel(id, now).await
+        self.inner.items_cancel(target, dry_run, now).await
+    }
+    async fn item_cancel_confirm(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()> {
+        self.gate().await?;
+        self.inner.item_cancel_confirm(lease, now).await
+    }
+    async fn items_retry(&self, req: &RetryRequest, now: Timestamp) -> StoreResult<ActionReport> {
+        self.gate().await?;
+        self.inner.items_retry(req, now).await
+    }
+    async fn items_delete(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+    ) -> StoreResult<ActionReport> {
+        self.gate().await?;
+        self.inner.items_delete(target, dry_run).await
+    }
+    async fn kind_pause(&self, kind: &str, now: Timestamp) -> StoreResult<bool> {
+        self.gate().await?;
+        self.inner.kind_pause(kind, now).await
+    }
+    async fn kind_resume(&self, kind: &str) -> StoreResult<bool> {
+        self.gate().await?;
+        self.inner.kind_resume(kind).await
+    }
+    async fn kinds_paused(&self) -> StoreResult<Vec<PausedKind>> {
+        self.gate().await?;
+        self.inner.kinds_paused().await
+    }
+    async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
+        self.gate().await?;
+        self.inner.item_attempts(id).await
     }
     async fn item_progress(
         &self,

@@ -11,7 +11,10 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use leasehold_core::metrics::NodeMetrics;
-use leasehold_core::{Clock, ItemId, NewItem, RecoveryStats, StatusCounts, Store};
+use leasehold_core::{
+    ActionReport, Attempt, Clock, ItemId, ItemSelector, NewItem, PausedKind, RecoveryStats,
+    RetryRequest, StatusCounts, Store,
+};
 
 use crate::builder::RuntimeConfig;
 use crate::clock_sync::{self, ClockSource};
@@ -113,6 +116,9 @@ pub struct RuntimeStats {
     /// Attempts that ran past their execution timeout (each also counted as retried or
     /// dead-lettered).
     pub timed_out: u64,
+    /// Attempts an operator cancelled while this node ran them (the heartbeat learned it at a
+    /// renewal; the worker ended them `cancelled`).
+    pub cancelled: u64,
     /// The reaper's totals.
     pub reaper: ReaperStats,
     /// The monitor's totals.
@@ -269,6 +275,74 @@ impl NodeHandle {
         Ok(ids)
     }
 
+    /// An operator's retry ([`Store::items_retry`]): failed or cancelled items back to
+    /// pending with a fresh budget; wakes as many idle workers.
+    pub async fn retry(&self, req: &RetryRequest) -> Result<ActionReport, RuntimeError> {
+        let report = self
+            .ctx
+            .store
+            .items_retry(req, self.ctx.clock.now())
+            .await?;
+        if !report.dry_run {
+            self.ctx.wake(report.items.len());
+        }
+        Ok(report)
+    }
+
+    /// An operator's cancel ([`Store::items_cancel`]): pending items are cancelled; running
+    /// ones are marked, and their holders (on this node or any other) cancel their handlers at
+    /// their next renewal, ending them `cancelled`.
+    pub async fn cancel(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+    ) -> Result<ActionReport, RuntimeError> {
+        Ok(self
+            .ctx
+            .store
+            .items_cancel(target, dry_run, self.ctx.clock.now())
+            .await?)
+    }
+
+    /// An operator's delete of finished items ([`Store::items_delete`]).
+    pub async fn delete(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+    ) -> Result<ActionReport, RuntimeError> {
+        Ok(self.ctx.store.items_delete(target, dry_run).await?)
+    }
+
+    /// Pauses `kind` on every node of the store ([`Store::kind_pause`]); in-flight work
+    /// finishes. Whether it was not paused already.
+    pub async fn pause(&self, kind: &str) -> Result<bool, RuntimeError> {
+        Ok(self
+            .ctx
+            .store
+            .kind_pause(kind, self.ctx.clock.now())
+            .await?)
+    }
+
+    /// Resumes `kind` ([`Store::kind_resume`]) and wakes this node's idle workers. Whether it
+    /// was paused.
+    pub async fn resume(&self, kind: &str) -> Result<bool, RuntimeError> {
+        let resumed = self.ctx.store.kind_resume(kind).await?;
+        if resumed {
+            self.ctx.wake(self.ctx.cfg.workers);
+        }
+        Ok(resumed)
+    }
+
+    /// The paused kinds ([`Store::kinds_paused`]).
+    pub async fn paused_kinds(&self) -> Result<Vec<PausedKind>, RuntimeError> {
+        Ok(self.ctx.store.kinds_paused().await?)
+    }
+
+    /// An item's ended attempts, oldest first ([`Store::item_attempts`]).
+    pub async fn attempts(&self, id: ItemId) -> Result<Vec<Attempt>, RuntimeError> {
+        Ok(self.ctx.store.item_attempts(id).await?)
+    }
+
     /// Counts of items by status.
     pub async fn status(&self) -> Result<StatusCounts, RuntimeError> {
         Ok(self.ctx.store.items_count().await?)
@@ -294,6 +368,7 @@ impl NodeHandle {
             restarts: get(&m.restarts),
             heartbeat_deaths: get(&m.heartbeat_deaths),
             timed_out: get(&m.timed_out),
+            cancelled: get(&m.cancelled),
             reaper: ReaperStats {
                 total_scans: get(&m.reaper_scans),
                 total_recovered: get(&m.reaper_recovered),

@@ -197,6 +197,15 @@ impl HeartbeatState {
                 Metrics::bump(&ctx.metrics.renewals_failed);
                 self.give_up(&lease, "the lease was taken over".into());
             }
+            Err(e) if e.is_cancel_requested() => {
+                // The renewal was refused, so the lease runs out on its own if the worker's
+                // confirm cannot land; whoever takes the item back then cancels it.
+                self.stop_keeping();
+                let _ = self.worker.cast(WorkerMsg::CancelRequested {
+                    item: lease.item,
+                    epoch: lease.epoch,
+                });
+            }
             Err(e) => {
                 Metrics::bump(&ctx.metrics.renewals_failed);
                 self.failures += 1;

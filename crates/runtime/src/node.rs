@@ -136,6 +136,7 @@ pub(crate) struct Metrics {
     pub(crate) restarts: AtomicU64,
     pub(crate) heartbeat_deaths: AtomicU64,
     pub(crate) timed_out: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
     pub(crate) reaper_scans: AtomicU64,
     pub(crate) reaper_recovered: AtomicU64,
     pub(crate) reaper_failed: AtomicU64,

@@ -64,6 +64,9 @@ pub(crate) enum WorkerMsg {
         epoch: i64,
         reason: String,
     },
+    /// An operator cancelled the item at (item, epoch): the heartbeat's renewal was refused
+    /// with `CancelRequested`.
+    CancelRequested { item: ItemId, epoch: i64 },
     /// The lease deadline of an item whose heartbeat died.
     LeaseLapsed { item: ItemId, epoch: i64 },
     /// The attempt at (item, epoch) ran past its execution timeout (sent by the worker's own
@@ -316,6 +319,12 @@ impl Actor for Worker {
                     state.ctx.recorder.kind(&cur.kind, |k| k.lease_lost += 1);
                     state.ctx.emit(NodeEvent::LeaseLost { item, epoch });
                     drop(cur);
+                    state.after_item(&myself);
+                }
+            }
+            WorkerMsg::CancelRequested { item, epoch } => {
+                if let Some(cur) = state.current.take_if(|c| c.is(item, epoch)) {
+                    state.cancel(cur).await;
                     state.after_item(&myself);
                 }
             }
@@ -932,6 +941,38 @@ impl WorkerState {
         drop(cur);
     }
 
+    /// Ends an attempt an operator cancelled. As for a timeout: the attempt is ended first
+    /// (`item_cancel_confirm`, fenced: the item becomes `cancelled`, neither failed nor
+    /// retried), and only then is the handler cancelled, so whatever it writes once it sees the
+    /// cancellation is refused. The confirm is retried only until the lease runs out (the
+    /// heartbeat no longer renews it); past that, whoever takes the item back cancels it.
+    async fn cancel(&mut self, mut cur: Current) {
+        let ctx = self.ctx.clone();
+        let lease = cur.lease.clone();
+        cur.kept = false;
+        let left = cur.expires_at.since(ctx.clock.now());
+        let deadline = tokio::time::Instant::now() + left;
+        let confirmed = match retry_store(deadline, || {
+            ctx.store.item_cancel_confirm(&lease, ctx.clock.now())
+        })
+        .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(item = %lease.item, error = %e, "cancel not confirmed; whoever takes the item back cancels it");
+                false
+            }
+        };
+        Metrics::bump(&ctx.metrics.cancelled);
+        tracing::info!(item = %lease.item, epoch = lease.epoch, owner = %self.request.owner, confirmed, "cancelled by an operator: handler cancelled");
+        ctx.emit(NodeEvent::Cancelled {
+            item: lease.item,
+            epoch: lease.epoch,
+            confirmed,
+        });
+        drop(cur);
+    }
+
     /// Graceful-stop release: back to pending (invariant 7), its attempt given back unless the
     /// item has been released more than `max_releases` times (invariant 4's bound: an item
     /// that always outlasts the drain timeout still spends its budget, and is dead-lettered
@@ -1028,7 +1069,8 @@ where
 /// The error a timed-out attempt is failed with, e.g. "timed out after 2.5 s".
 pub(crate) fn timed_out_error(timeout: Duration) -> String {
     format!(
-        "timed out after {} s: the handler was cancelled",
+        "{}{} s: the handler was cancelled",
+        leasehold_core::TIMED_OUT_PREFIX,
         timeout.as_secs_f64()
     )
 }

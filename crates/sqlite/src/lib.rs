@@ -19,12 +19,14 @@
 //!   order in which a file is checked, configured and migrated.
 //! - `ops`: one module per operation, each holding its own SQL (`acquire`, `renew`,
 //!   `complete`, `follow_up` (a completion with the items it enqueues), `fail`, `release`, `cancel`, `progress`, `checkpoint`, `read`, `reap`,
-//!   `recover`, `registry`, `cleanup`, `activity` (the operators' reads), and `take_back`,
-//!   the requeue/dead-letter write the reaper and `recover_mine` share).
+//!   `recover`, `registry`, `cleanup`, `activity` (the operators' reads), `take_back`, the
+//!   requeue/dead-letter write the reaper and `recover_mine` share; the operators' actions
+//!   `retry`, `delete`, `pause` (with `cancel`) and their shared `select`; and `history`, the
+//!   record of each ended attempt).
 //! - `durable`: the [`DurableStore`](leasehold_core::durable::DurableStore) impl (checkpoints
 //!   with evidence, the tool ledger, the LLM output cache), SQL in one module per concern.
 //! - `row`: the column lists every query selects and their decoders to core types.
-//! - `error`: how SQLite's errors become [`StoreError`](leasehold_core::StoreError)s.
+//! - `error`: how SQLite's errors become [`StoreError`]s.
 
 mod db;
 mod durable;
@@ -42,17 +44,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use leasehold_core::{
-    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
-    FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
-    ReleaseOutcome, StatusCounts, Store, StoreResult, Timestamp,
+    AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest,
+    FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId, ItemSelector,
+    ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem, NodeClaim,
+    NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
+    RetryRequest, StatusCounts, Store, StoreError, StoreResult, Timestamp,
 };
 use serde_json::Value;
 
 use crate::db::Db;
 use crate::ops::{
-    acquire, activity, cancel, checkpoint, cleanup, complete, enqueue, fail, follow_up, progress,
-    read, reap, recover, registry, release, renew,
+    acquire, activity, cancel, checkpoint, cleanup, complete, delete, enqueue, fail, follow_up,
+    history, pause, progress, read, reap, recover, registry, release, renew, retry,
 };
 
 /// What [`SqliteStore::set_group_commit_hook`] calls before each group commit: the names of the
@@ -64,6 +67,8 @@ pub type GroupCommitHook = Arc<dyn Fn(&[&'static str]) + Send + Sync>;
 pub struct SqliteStore {
     db: Db,
     path: Arc<PathBuf>,
+    /// Ended attempts kept per item ([`SqliteOptions::history_keep`]).
+    keep: u32,
 }
 
 impl SqliteStore {
@@ -84,6 +89,11 @@ impl SqliteStore {
         options: SqliteOptions,
     ) -> StoreResult<SqliteStore> {
         let path = path.as_ref().to_path_buf();
+        if options.history_keep == 0 {
+            return Err(StoreError::InvalidInput(
+                "history_keep must be at least 1 (ended attempts kept per item)".into(),
+            ));
+        }
         let conn = schema::open(&path, options).await?;
         tracing::debug!(path = %path.display(), version = schema::SCHEMA_VERSION, synchronous = ?options.synchronous, "opened SQLite store");
         // A connection whose thread died (a panic inside an operation) is replaced by one opened
@@ -96,6 +106,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             db: Db::new(conn, Some(opener)),
             path: Arc::new(path),
+            keep: options.history_keep,
         })
     }
 
@@ -189,9 +200,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let lease = lease.clone();
         let output = row::json_text(&output)?;
+        let keep = self.keep;
         self.db
             .grouped("complete", move |tx| {
-                complete::run(tx, &lease, &output, now)
+                complete::run(tx, &lease, &output, keep, now)
             })
             .await
     }
@@ -206,9 +218,10 @@ impl Store for SqliteStore {
         let lease = lease.clone();
         let output = row::json_text(&output)?;
         let follow_ups = enqueue::Checked::new(follow_ups, "follow-up")?;
+        let keep = self.keep;
         self.db
             .grouped("complete_with_follow_ups", move |tx| {
-                follow_up::run(tx, &lease, &output, &follow_ups, now)
+                follow_up::run(tx, &lease, &output, &follow_ups, keep, now)
             })
             .await
     }
@@ -222,9 +235,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<FailOutcome> {
         let lease = lease.clone();
         let error = error.to_owned();
+        let keep = self.keep;
         self.db
             .grouped("fail", move |tx| {
-                fail::run(tx, &lease, &error, disposition, now)
+                fail::run(tx, &lease, &error, disposition, keep, now)
             })
             .await
     }
@@ -236,13 +250,64 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<ReleaseOutcome> {
         let lease = lease.clone();
+        let keep = self.keep;
         self.db
-            .call(move |c| release::run(c, &lease, max_releases, now))
+            .call(move |c| release::run(c, &lease, max_releases, keep, now))
             .await
     }
 
-    async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
-        self.db.call(move |c| cancel::run(c, id, now)).await
+    async fn items_cancel(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+        now: Timestamp,
+    ) -> StoreResult<ActionReport> {
+        let target = target.clone();
+        self.db
+            .call(move |c| cancel::run(c, &target, dry_run, now))
+            .await
+    }
+
+    async fn item_cancel_confirm(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()> {
+        let lease = lease.clone();
+        let keep = self.keep;
+        self.db
+            .call(move |c| cancel::confirm(c, &lease, keep, now))
+            .await
+    }
+
+    async fn items_retry(&self, req: &RetryRequest, now: Timestamp) -> StoreResult<ActionReport> {
+        let req = req.clone();
+        self.db.call(move |c| retry::run(c, &req, now)).await
+    }
+
+    async fn items_delete(
+        &self,
+        target: &ItemSelector,
+        dry_run: bool,
+    ) -> StoreResult<ActionReport> {
+        let target = target.clone();
+        self.db
+            .call(move |c| delete::run(c, &target, dry_run))
+            .await
+    }
+
+    async fn kind_pause(&self, kind: &str, now: Timestamp) -> StoreResult<bool> {
+        let kind = kind.to_owned();
+        self.db.call(move |c| pause::pause(c, &kind, now)).await
+    }
+
+    async fn kind_resume(&self, kind: &str) -> StoreResult<bool> {
+        let kind = kind.to_owned();
+        self.db.call(move |c| pause::resume(c, &kind)).await
+    }
+
+    async fn kinds_paused(&self) -> StoreResult<Vec<PausedKind>> {
+        self.db.call(pause::list).await
+    }
+
+    async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
+        self.db.call(move |c| history::list(c, id)).await
     }
 
     async fn item_progress(
@@ -303,7 +368,7 @@ impl Store for SqliteStore {
         liveness: &dyn LivenessCheck,
         now: Timestamp,
     ) -> StoreResult<RecoveryStats> {
-        reap::run(&self.db, req, liveness, now).await
+        reap::run(&self.db, req, liveness, self.keep, now).await
     }
 
     async fn items_recover_owner(
@@ -312,7 +377,10 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<Vec<RecoveredItem>> {
         let holder = recover::Holder::Owner(owner.to_owned());
-        self.db.call(move |c| recover::run(c, &holder, now)).await
+        let keep = self.keep;
+        self.db
+            .call(move |c| recover::run(c, &holder, keep, now))
+            .await
     }
 
     async fn items_recover_node(
@@ -327,7 +395,10 @@ impl Store for SqliteStore {
             incarnation,
             heartbeat_before,
         };
-        self.db.call(move |c| recover::run(c, &holder, now)).await
+        let keep = self.keep;
+        self.db
+            .call(move |c| recover::run(c, &holder, keep, now))
+            .await
     }
 
     async fn node_register(

@@ -14,9 +14,12 @@ pub(crate) mod cancel;
 pub(crate) mod checkpoint;
 pub(crate) mod cleanup;
 pub(crate) mod complete;
+pub(crate) mod delete;
 pub(crate) mod enqueue;
 pub(crate) mod fail;
 pub(crate) mod follow_up;
+pub(crate) mod history;
+pub(crate) mod pause;
 pub(crate) mod progress;
 pub(crate) mod read;
 pub(crate) mod reap;
@@ -24,13 +27,16 @@ pub(crate) mod recover;
 pub(crate) mod registry;
 pub(crate) mod release;
 pub(crate) mod renew;
+pub(crate) mod retry;
+pub(crate) mod select;
 pub(crate) mod take_back;
 
 /// Every statement an item passes through on the hot path (enqueue, single-item acquisition,
 /// renewal, completion, failure, release): none may open an ephemeral table (schema tests).
 #[cfg(test)]
-pub(crate) const HOT_PATH: [&str; 10] = [
+pub(crate) const HOT_PATH: [&str; 12] = [
     enqueue::INSERT,
+    acquire::PAUSED,
     acquire::HEAD,
     acquire::HEAD_OF_KIND,
     acquire::LEASE_ONE,
@@ -40,6 +46,7 @@ pub(crate) const HOT_PATH: [&str; 10] = [
     fail::RETRY,
     fail::DEAD_LETTER,
     release::RELEASE,
+    history::RECORD,
 ];
 
 /// The hot path's statements alone, without the store's connection thread, group queue and
@@ -91,7 +98,7 @@ mod ceiling {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .expect("begin");
             for lease in held.drain(..) {
-                complete::run(&tx, &lease, "null", Timestamp(now)).expect("complete");
+                complete::run(&tx, &lease, "null", 25, Timestamp(now)).expect("complete");
             }
             for req in &requests {
                 let got = acquire::run(&tx, req, Timestamp(now)).expect("acquire");

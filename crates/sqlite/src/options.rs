@@ -53,11 +53,24 @@ impl Synchronous {
 }
 
 /// Options of [`SqliteStore::open_with`](crate::SqliteStore::open_with).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SqliteOptions {
     /// The durability of a commit (default [`Synchronous::Normal`]).
     pub synchronous: Synchronous,
+    /// How many ended attempts the history keeps per item (at least 1; default
+    /// [`DEFAULT_HISTORY_KEEP`](leasehold_core::DEFAULT_HISTORY_KEEP), 25). Older ones are
+    /// trimmed when a newer one is recorded.
+    pub history_keep: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            synchronous: Synchronous::default(),
+            history_keep: leasehold_core::DEFAULT_HISTORY_KEEP,
+        }
+    }
 }
 
 impl SqliteOptions {
@@ -74,6 +87,12 @@ impl SqliteOptions {
             options.synchronous = Synchronous::parse(SYNC_VAR, &raw)?;
         }
         Ok(options)
+    }
+
+    /// These options with `history_keep` set (0 is refused when the store is opened).
+    pub fn history_keep(mut self, keep: u32) -> Self {
+        self.history_keep = keep;
+        self
     }
 
     /// These options with `synchronous` set.

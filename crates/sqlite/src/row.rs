@@ -6,7 +6,8 @@
 //! rusqlite conversion error, which [`crate::error::from_sqlite`] reports as `Corrupt`.
 
 use leasehold_core::{
-    Checkpoint, Item, ItemId, ItemStatus, NodeRecord, NodeStatus, ReapCandidate, Timestamp,
+    Attempt, AttemptOutcome, Checkpoint, Item, ItemId, ItemStatus, NodeRecord, NodeStatus,
+    ReapCandidate, Timestamp,
 };
 use rusqlite::Row;
 use serde_json::Value;
@@ -18,7 +19,8 @@ macro_rules! item_columns {
     () => {
         "id, kind, input, status, attempts, max_attempts, priority, run_at, group_id, owner, \
          owner_node, owner_incarnation, epoch, lease_expires_at, last_heartbeat_at, output, \
-         error, progress, created_at, updated_at, finished_at, timeout_ms, releases, unique_key"
+         error, progress, created_at, updated_at, finished_at, timeout_ms, releases, unique_key, \
+         started_at, cancel_requested_at"
     };
 }
 pub(crate) use item_columns;
@@ -32,6 +34,15 @@ macro_rules! candidate_columns {
     };
 }
 pub(crate) use candidate_columns;
+
+/// Every column of `item_attempts`; decoded by [`attempt`].
+macro_rules! attempt_columns {
+    () => {
+        "item_id, attempt, epoch, started_at, ended_at, owner, owner_node, owner_incarnation, \
+         outcome, error"
+    };
+}
+pub(crate) use attempt_columns;
 
 /// Every column of `checkpoints`; decoded by [`checkpoint`].
 macro_rules! checkpoint_columns {
@@ -77,6 +88,8 @@ pub(crate) fn item(row: &Row<'_>) -> rusqlite::Result<Item> {
         timeout: timeout_opt(row, 21)?,
         releases: row.get(22)?,
         unique_key: row.get(23)?,
+        started_at: timestamp_opt(row, 24)?,
+        cancel_requested_at: timestamp_opt(row, 25)?,
     })
 }
 
@@ -96,6 +109,25 @@ pub(crate) fn candidate(row: &Row<'_>) -> rusqlite::Result<ReapCandidate> {
         attempts: row.get(8)?,
         max_attempts: row.get(9)?,
         past_stale_limit: row.get(10)?,
+    })
+}
+
+/// Decodes a row selected with [`attempt_columns!`].
+pub(crate) fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
+    let outcome: String = row.get(8)?;
+    Ok(Attempt {
+        item: ItemId(row.get(0)?),
+        attempt: row.get(1)?,
+        epoch: row.get(2)?,
+        started_at: timestamp_opt(row, 3)?,
+        ended_at: Timestamp(row.get(4)?),
+        owner: row.get(5)?,
+        owner_node: row.get(6)?,
+        owner_incarnation: row.get(7)?,
+        outcome: outcome
+            .parse::<AttemptOutcome>()
+            .map_err(|e| bad_column(8, e))?,
+        error: row.get(9)?,
     })
 }
 

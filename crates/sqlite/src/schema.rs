@@ -33,8 +33,10 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The tables leasehold owns: a version-0 database that already has one of these was written
 /// by someone else and is refused rather than migrated over.
-const OWN_TABLES: [&str; 6] = [
+const OWN_TABLES: [&str; 8] = [
     "items",
+    "item_attempts",
+    "paused_kinds",
     "checkpoints",
     "workers",
     "durable_checkpoints",
@@ -46,7 +48,7 @@ const OWN_TABLES: [&str; 6] = [
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Schema migrations, oldest first; `MIGRATIONS[n]` takes version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// Version 1: items, their checkpoints, and the worker registry.
 ///
@@ -283,6 +285,43 @@ CREATE UNIQUE INDEX items_unique_open ON items (unique_key)
     WHERE unique_key IS NOT NULL AND (status = 'pending' OR status = 'in_progress');
 ";
 
+/// Version 8: operators' actions and attempt history.
+///
+/// - `items.started_at`: when the current (or last) attempt was acquired, written by the
+///   acquisition's own update, so that recording an attempt when it ends needs no write when it
+///   starts.
+/// - `items.cancel_requested_at`: an operator's cancel of an in-progress item, for its holder
+///   (or whoever takes it back) to act on.
+/// - `item_attempts`: one row per ended attempt, keyed by the acquisition's epoch (unique per
+///   attempt of an item), written in the transaction that ended it and trimmed to the store's
+///   `history_keep` newest per item. Deleting an item deletes its history.
+/// - `paused_kinds`: kinds no node acquires until resumed.
+const V8: &str = "
+ALTER TABLE items ADD COLUMN started_at INTEGER;
+ALTER TABLE items ADD COLUMN cancel_requested_at INTEGER;
+CREATE TABLE item_attempts (
+    item_id           INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    epoch             INTEGER NOT NULL,
+    attempt           INTEGER NOT NULL CHECK (attempt >= 0),
+    started_at        INTEGER,
+    ended_at          INTEGER NOT NULL,
+    owner             TEXT    NOT NULL,
+    owner_node        TEXT,
+    owner_incarnation INTEGER,
+    outcome           TEXT    NOT NULL
+                      CHECK (outcome = 'completed' OR outcome = 'failed' OR outcome = 'timed_out'
+                             OR outcome = 'released' OR outcome = 'cancelled'
+                             OR outcome = 'recovered_by_owner' OR outcome = 'reaped'
+                             OR outcome = 'taken_back_by_monitor'),
+    error             TEXT,
+    PRIMARY KEY (item_id, epoch)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE paused_kinds (
+    kind      TEXT    PRIMARY KEY CHECK (kind <> ''),
+    paused_at INTEGER NOT NULL
+) STRICT;
+";
+
 /// Opens (creating if needed) the database at `path`, checks it, configures the connection and
 /// migrates it to [`SCHEMA_VERSION`].
 pub(crate) async fn open(
@@ -422,7 +461,7 @@ fn check_version(c: &Connection, path: &Path) -> OpResult<()> {
     if version == 0 {
         let mut stmt = c.prepare(
             "SELECT name FROM sqlite_schema WHERE type = 'table' \
-             AND name IN (?1, ?2, ?3, ?4, ?5, ?6)",
+             AND name IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         let taken: Vec<String> = stmt
             .query_map(OWN_TABLES, |r| r.get(0))?
@@ -674,16 +713,17 @@ mod tests {
     #[test]
     fn acquire_reads_the_partial_pending_index_in_order() {
         let c = migrated();
-        for (kinds, group) in [
-            (None, None),
-            (Some(r#"["email","sms"]"#), None),
-            (None, Some("g1")),
-            (Some(r#"["email"]"#), Some("g1")),
+        for (kinds, group, paused) in [
+            (None, None, None),
+            (Some(r#"["email","sms"]"#), None, None),
+            (None, Some("g1"), None),
+            (Some(r#"["email"]"#), Some("g1"), None),
+            (None, None, Some(r#"["sms"]"#)),
         ] {
             let p = plan(
                 &c,
                 ACQUIRE,
-                params!["w", "n", 1, 2_000, 1_000, 10, kinds, group],
+                params!["w", "n", 1, 2_000, 1_000, 10, kinds, group, paused],
             );
             assert!(
                 p.iter()

@@ -147,8 +147,8 @@ async fn a_newer_schema_still_in_the_write_ahead_log_is_refused() {
     drop(SqliteStore::open(&path).await.expect("create"));
     // Another (newer) process holds the file open and has bumped the version in its log, not
     // yet in the file: the header alone would say version 1.
-    let future = SqliteStore::schema_version() + 1;
     let newer = rusqlite::Connection::open(&path).expect("raw open");
+    let future = SqliteStore::schema_version() + 1;
     newer
         .execute_batch(&format!(
             "PRAGMA wal_autocheckpoint = 0; PRAGMA user_version = {future};"
@@ -435,7 +435,7 @@ async fn fail_retries_until_the_budget_is_spent_then_dead_letters() {
 }
 
 #[tokio::test]
-async fn release_gives_the_attempt_back_and_cancel_only_takes_pending_items() {
+async fn release_gives_the_attempt_back_and_cancel_marks_a_running_item() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = store_in(&dir).await;
     let id = enqueue_one(&store, "k").await;
@@ -471,10 +471,13 @@ async fn release_gives_the_attempt_back_and_cancel_only_takes_pending_items() {
         .expect("acq")
         .expect("item");
     assert_eq!((l.item.attempts, l.item.epoch), (1, 2));
-    match store.item_cancel(id, at(4)).await {
-        Err(StoreError::InvalidState { status, .. }) => assert_eq!(status, ItemStatus::InProgress),
-        other => panic!("expected InvalidState, got {other:?}"),
-    }
+    // An in-progress item is marked for its holder, not cancelled at once.
+    store.item_cancel(id, at(4)).await.expect("mark");
+    let marked = store.item_get(id).await.expect("get").expect("item");
+    assert_eq!(
+        (marked.status, marked.cancel_requested_at),
+        (ItemStatus::InProgress, Some(at(4)))
+    );
     assert!(matches!(
         store.item_cancel(ItemId(9_999), at(4)).await,
         Err(StoreError::NotFound(ItemId(9_999)))

@@ -12,7 +12,9 @@ use crate::row::{self, item_columns};
 /// acquirers on any number of hosts pass over each other's rows instead of queueing on them;
 /// the row lock sits under the `LIMIT`, so a row another acquirer took between our snapshot
 /// and our lock is re-checked, dropped, and replaced by the next one. The window function sits
-/// outside the locking subquery because PostgreSQL allows no `FOR UPDATE` beside one.
+/// outside the locking subquery because PostgreSQL allows no `FOR UPDATE` beside one. Paused
+/// kinds are read once per statement into an array (an init plan), so the scan of the index
+/// keeps its order and its `LIMIT` whatever is paused.
 pub(crate) const ACQUIRE_MANY: &str = concat!(
     "WITH slots AS ( \
          SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) \
@@ -24,12 +26,14 @@ pub(crate) const ACQUIRE_MANY: &str = concat!(
                WHERE status = 'pending' AND run_at <= $6 \
                  AND ($7::text[] IS NULL OR kind = ANY($7::text[])) \
                  AND ($8::text IS NULL OR group_id = $8::text) \
+                 AND kind <> ALL (ARRAY(SELECT kind FROM paused_kinds)) \
                ORDER BY priority DESC, run_at, id \
                LIMIT $9 \
                FOR UPDATE SKIP LOCKED) AS locked) \
      UPDATE items SET status = 'in_progress', owner = s_owner, owner_node = s_node, \
          owner_incarnation = s_incarnation, epoch = epoch + 1, attempts = attempts + 1, \
-         lease_expires_at = s_expires, last_heartbeat_at = s_now, updated_at = s_now \
+         lease_expires_at = s_expires, last_heartbeat_at = s_now, updated_at = s_now, \
+         started_at = s_now \
      FROM picked JOIN slots ON s_n = p_n \
      WHERE items.id = picked_id \
      RETURNING ",

@@ -6,21 +6,36 @@ use leasehold_core::{LeaseRef, Timestamp};
 use serde_json::Value;
 use tokio_postgres::{Client, Statement};
 
+use crate::ops::history::{attempt_insert, trim_done};
+
 /// Fenced per row, so output is committed once, by the current holder only: owner and epoch
 /// are part of the join, and a row whose lease was taken over is simply not in the result.
-/// The owner columns stay as a record of who finished the item; the lease expiry goes.
-pub(crate) const COMPLETE_MANY: &str =
-    "UPDATE items SET status = 'completed', output = b.output, finished_at = b.now, \
-         updated_at = b.now, lease_expires_at = NULL \
-     FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::json[], $5::bigint[]) \
-         AS b(id, owner, epoch, output, now) \
-     WHERE items.id = b.id AND items.status = 'in_progress' AND items.owner = b.owner \
-       AND items.epoch = b.epoch \
-     RETURNING items.id";
+/// The owner columns stay as a record of who finished the item; the lease expiry goes. The
+/// same statement records each completed attempt in `item_attempts` (nothing it reads was
+/// changed by the update, so `RETURNING` gives it) and trims the history past `$6`.
+pub(crate) const COMPLETE_MANY: &str = concat!(
+    "WITH done AS ( \
+         UPDATE items SET status = 'completed', output = b.output, finished_at = b.now, \
+             updated_at = b.now, lease_expires_at = NULL \
+         FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::json[], $5::bigint[]) \
+             AS b(id, owner, epoch, output, now) \
+         WHERE items.id = b.id AND items.status = 'in_progress' AND items.owner = b.owner \
+           AND items.epoch = b.epoch \
+         RETURNING items.id, items.epoch, items.attempts, items.started_at, b.now AS ended_at, \
+             items.owner, items.owner_node, items.owner_incarnation), \
+     rec AS (",
+    attempt_insert!(),
+    "SELECT id, epoch, attempts, started_at, ended_at, owner, owner_node, owner_incarnation, \
+             'completed', NULL FROM done), ",
+    trim_done!("$6"),
+    "SELECT id FROM done"
+);
 
 /// One batch's completions, as the columns [`COMPLETE_MANY`] takes.
 #[derive(Default)]
 pub(crate) struct Completions {
+    /// Ended attempts kept per item.
+    keep: i64,
     ids: Vec<i64>,
     owners: Vec<String>,
     epochs: Vec<i64>,
@@ -29,6 +44,14 @@ pub(crate) struct Completions {
 }
 
 impl Completions {
+    /// No completions yet; the history keeps `keep` attempts per item.
+    pub(crate) fn new(keep: u32) -> Completions {
+        Completions {
+            keep: i64::from(keep),
+            ..Completions::default()
+        }
+    }
+
     pub(crate) fn push(&mut self, lease: &LeaseRef, output: Value, now: Timestamp) {
         self.ids.push(lease.item.0);
         self.owners.push(lease.owner.clone());
@@ -56,6 +79,7 @@ impl Completions {
                     &self.epochs,
                     &self.outputs,
                     &self.nows,
+                    &self.keep,
                 ],
             )
             .await?;

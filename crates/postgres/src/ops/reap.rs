@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use futures::future::join_all;
 use leasehold_core::{
-    Liveness, LivenessCheck, ReapCandidate, ReapCursor, ReapRequest, RecoveryStats, StoreError,
-    StoreResult, Timestamp,
+    AttemptOutcome, Liveness, LivenessCheck, ReapCandidate, ReapCursor, ReapRequest, RecoveryStats,
+    StoreError, StoreResult, Timestamp,
 };
 
 use crate::db::Db;
@@ -36,6 +36,7 @@ pub(crate) async fn run(
     channel: &str,
     req: &ReapRequest,
     liveness: &dyn LivenessCheck,
+    keep: u32,
     now: Timestamp,
 ) -> StoreResult<RecoveryStats> {
     req.validate().map_err(StoreError::InvalidInput)?;
@@ -95,7 +96,7 @@ pub(crate) async fn run(
     let applied = if req.dry_run || verdicts.is_empty() {
         verdicts.into_iter().map(|v| (v, true)).collect()
     } else {
-        apply(db, channel, verdicts, now).await?
+        apply(db, channel, verdicts, keep, now).await?
     };
     for (verdict, applied) in applied {
         if !applied {
@@ -144,6 +145,7 @@ fn judge(candidate: ReapCandidate, req: &ReapRequest) -> Verdict {
         reason: format!("{why} {spent}"),
         candidate,
         dead_letter,
+        outcome: AttemptOutcome::Reaped,
     }
 }
 
@@ -153,6 +155,7 @@ async fn apply(
     db: &Db,
     channel: &str,
     verdicts: Vec<Verdict>,
+    keep: u32,
     now: Timestamp,
 ) -> StoreResult<Vec<(Verdict, bool)>> {
     let mut order: Vec<usize> = (0..verdicts.len()).collect();
@@ -161,7 +164,7 @@ async fn apply(
     let mut c = db.conn().await?;
     let tx = c.transaction().await.map_err(from_pg)?;
     for i in order {
-        applied[i] = take_back::apply(&tx, &verdicts[i], now).await?;
+        applied[i] = take_back::apply(&tx, &verdicts[i], keep, now).await?;
     }
     let requeued = verdicts
         .iter()

@@ -1,7 +1,7 @@
 //! `items_recover_owner` (`recover_mine`, run by a worker on every (re)start) and
 //! `items_recover_node` (everything a dead node incarnation held).
 
-use leasehold_core::{RecoveredItem, StoreResult, Timestamp};
+use leasehold_core::{AttemptOutcome, RecoveredItem, StoreResult, Timestamp};
 
 use crate::db::{prepared, Db};
 use crate::error::from_pg;
@@ -45,6 +45,7 @@ pub(crate) async fn run(
     db: &Db,
     channel: &str,
     holder: &Holder,
+    keep: u32,
     now: Timestamp,
 ) -> StoreResult<Vec<RecoveredItem>> {
     let mut c = db.conn().await?;
@@ -65,23 +66,34 @@ pub(crate) async fn run(
         }
     }
     .map_err(from_pg)?;
-    let why = match holder {
-        Holder::Owner(_) => "restarted while holding the item (recover_mine)",
-        Holder::Node { .. } => "belongs to a node incarnation declared dead",
+    let (why, outcome) = match holder {
+        Holder::Owner(_) => (
+            "restarted while holding the item (recover_mine)",
+            AttemptOutcome::RecoveredByOwner,
+        ),
+        Holder::Node { .. } => (
+            "belongs to a node incarnation declared dead",
+            AttemptOutcome::TakenBackByMonitor,
+        ),
     };
     let mut done = Vec::with_capacity(rows.len());
     for r in &rows {
         let candidate = row::candidate(r)?;
         let dead_letter = candidate.attempts >= candidate.max_attempts;
         let verdict = Verdict {
-            reason: format!(
-                "owner {} {why}; dead-lettered after {} of {} attempts",
-                candidate.owner, candidate.attempts, candidate.max_attempts
-            ),
+            reason: if dead_letter {
+                format!(
+                    "owner {} {why}; dead-lettered after {} of {} attempts",
+                    candidate.owner, candidate.attempts, candidate.max_attempts
+                )
+            } else {
+                format!("owner {} {why}", candidate.owner)
+            },
             candidate,
             dead_letter,
+            outcome,
         };
-        if take_back::apply(&tx, &verdict, now).await? {
+        if take_back::apply(&tx, &verdict, keep, now).await? {
             done.push(verdict.report());
         }
     }

@@ -2,10 +2,11 @@
 //! ([`super::reap`]) and the recoveries ([`super::recover`]).
 
 use deadpool_postgres::Transaction;
-use leasehold_core::{ReapCandidate, RecoveredItem, StoreResult, Timestamp};
+use leasehold_core::{AttemptOutcome, ReapCandidate, RecoveredItem, StoreResult, Timestamp};
 
 use crate::db::prepared;
 use crate::error::from_pg;
+use crate::ops::history;
 
 /// Requeue: no owner, and a new epoch so that the old holder's writes are refused even if the
 /// item is acquired again by the same owner id. The lost attempt stays counted; `run_at`
@@ -13,7 +14,13 @@ use crate::error::from_pg;
 ///
 /// Both statements apply only if the row is exactly as the scan saw it — same holder, epoch,
 /// lease expiry and heartbeat — so a renewal between the scan and this write wins.
-const REQUEUE: &str = "UPDATE items SET status = 'pending', epoch = epoch + 1, \
+///
+/// An item an operator marked for cancellation is cancelled instead of requeued (and instead of
+/// dead-lettered, below): its holder is gone, so whoever takes it back finishes the cancel.
+const REQUEUE: &str = "UPDATE items SET \
+         status = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END, \
+         finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE $6::bigint END, \
+         epoch = epoch + 1, \
          updated_at = $6, owner = NULL, owner_node = NULL, owner_incarnation = NULL, \
          lease_expires_at = NULL, last_heartbeat_at = NULL \
      WHERE id = $1 AND status = 'in_progress' AND owner = $2 AND epoch = $3 \
@@ -22,7 +29,8 @@ const REQUEUE: &str = "UPDATE items SET status = 'pending', epoch = epoch + 1, \
 
 /// Dead-letter: the reason goes first, the holder's own last error (if any) after it. The
 /// owner columns stay as a record of the last holder.
-const DEAD_LETTER: &str = "UPDATE items SET status = 'failed', \
+const DEAD_LETTER: &str = "UPDATE items SET \
+         status = CASE WHEN cancel_requested_at IS NULL THEN 'failed' ELSE 'cancelled' END, \
          error = $7 || coalesce('; last error: ' || error, ''), \
          finished_at = $6, updated_at = $6, lease_expires_at = NULL \
      WHERE id = $1 AND status = 'in_progress' AND owner = $2 AND epoch = $3 \
@@ -36,8 +44,10 @@ pub(crate) struct Verdict {
     pub(crate) candidate: ReapCandidate,
     /// Dead-letter (`true`) or requeue.
     pub(crate) dead_letter: bool,
-    /// The error text stored when dead-lettered.
+    /// The error text stored when dead-lettered (and on the attempt's record).
     pub(crate) reason: String,
+    /// Who takes the item back, as the attempt's record says.
+    pub(crate) outcome: AttemptOutcome,
 }
 
 impl Verdict {
@@ -58,10 +68,12 @@ impl Verdict {
 
 /// Applies `verdict`; `false` when the item changed since the scan (nothing written). An
 /// applied verdict also writes the item's `error_boundary` checkpoint in the same transaction,
-/// so the record of an interrupted run exists exactly when the interruption was acted on.
+/// so the record of an interrupted run exists exactly when the interruption was acted on, and
+/// the attempt's history record (the "lease lost" record: the holder itself writes none).
 pub(crate) async fn apply(
     tx: &Transaction<'_>,
     verdict: &Verdict,
+    keep: u32,
     now: Timestamp,
 ) -> StoreResult<bool> {
     let c = &verdict.candidate;
@@ -93,6 +105,7 @@ pub(crate) async fn apply(
     .map_err(from_pg)?;
     if changed == 1 {
         crate::durable::boundary::record(tx, c, verdict.dead_letter, &verdict.reason, now).await?;
+        history::record_taken(tx, c, verdict.outcome, &verdict.reason, keep, now).await?;
     }
     Ok(changed == 1)
 }

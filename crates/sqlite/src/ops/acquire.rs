@@ -12,7 +12,7 @@ macro_rules! lease_set {
     () => {
         "UPDATE items SET status = 'in_progress', owner = ?1, owner_node = ?2, \
              owner_incarnation = ?3, epoch = epoch + 1, attempts = attempts + 1, \
-             lease_expires_at = ?4, last_heartbeat_at = ?5, updated_at = ?5 "
+             lease_expires_at = ?4, last_heartbeat_at = ?5, updated_at = ?5, started_at = ?5 "
     };
 }
 
@@ -28,8 +28,9 @@ macro_rules! ready {
     };
 }
 
-/// Leases the first `?6` ready items, of the kinds in the JSON array `?7` (NULL: any kind) and
-/// of group `?8` (NULL: any group): one cached statement serves every request. The limit is
+/// Leases the first `?6` ready items, of the kinds in the JSON array `?7` (NULL: any kind), of
+/// group `?8` (NULL: any group) and of none of the paused kinds in the JSON array `?9` (NULL:
+/// none paused): one cached statement serves every request. The limit is
 /// `CAST(?6 AS INTEGER)`, not a bare `?6`: SQLite plans a bare parameter in `LIMIT` with its
 /// bound value and marks the statement to be recompiled whenever that parameter is bound again,
 /// which made every acquisition re-parse and re-plan this statement.
@@ -39,6 +40,7 @@ pub(crate) const ACQUIRE: &str = concat!(
     ready!(),
     "AND (?7 IS NULL OR kind IN (SELECT value FROM json_each(?7))) \
        AND (?8 IS NULL OR group_id = ?8) \
+       AND (?9 IS NULL OR kind NOT IN (SELECT value FROM json_each(?9))) \
      ORDER BY priority DESC, run_at, id \
      LIMIT CAST(?6 AS INTEGER)) \
      RETURNING ",
@@ -67,6 +69,11 @@ pub(crate) const HEAD_OF_KIND: &str = concat!(
      ORDER BY priority DESC, run_at, id LIMIT 1"
 );
 
+/// The paused kinds. Read by every acquisition, in its transaction, so a pause is obeyed from the
+/// next acquisition on, by every process; the table is tiny (usually empty), and while it is
+/// empty the acquisition takes the single-item shapes below unchanged.
+pub(crate) const PAUSED: &str = "SELECT kind FROM paused_kinds";
+
 /// Leases the item `?6` read by [`HEAD`] or [`HEAD_OF_KIND`] (parameters as in `lease_set!`).
 pub(crate) const LEASE_ONE: &str = concat!(lease_set!(), "WHERE id = ?6 AND status = 'pending'");
 
@@ -86,20 +93,47 @@ pub(crate) fn run(
     validate(req)?;
     let expires_at = now.plus(req.lease);
     let lease = params![req.owner, req.node_id, req.incarnation, expires_at.0, now.0];
-    let mut items = match (req.limit, req.kinds.as_slice()) {
-        (1, []) => lease_head(tx, req, now, HEAD, params![now.0, req.group_id])?,
-        (1, [kind]) => lease_head(
+    let paused: Vec<String> = {
+        let mut stmt = tx.prepare_cached(PAUSED)?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    // The asked kinds less the paused ones; with no kind asked, the paused ones are excluded
+    // by the statement.
+    let unpaused: Vec<String>;
+    let (kinds, exclude) = if paused.is_empty() {
+        (req.kinds.as_slice(), None)
+    } else if req.kinds.is_empty() {
+        (
+            req.kinds.as_slice(),
+            Some(serde_json::Value::from(paused).to_string()),
+        )
+    } else {
+        unpaused = req
+            .kinds
+            .iter()
+            .filter(|k| !paused.contains(k))
+            .cloned()
+            .collect();
+        if unpaused.is_empty() {
+            return Ok(Vec::new());
+        }
+        (unpaused.as_slice(), None)
+    };
+    let mut items = match (req.limit, kinds, &exclude) {
+        (1, [], None) => lease_head(tx, req, now, HEAD, params![now.0, req.group_id])?,
+        (1, [kind], None) => lease_head(
             tx,
             req,
             now,
             HEAD_OF_KIND,
             params![now.0, req.group_id, kind],
         )?,
-        (limit, kinds) => {
+        (limit, kinds, exclude) => {
             let kinds =
                 (!kinds.is_empty()).then(|| serde_json::Value::from(kinds.to_vec()).to_string());
             let mut stmt = tx.prepare_cached(ACQUIRE)?;
-            let params = [lease, params![limit, kinds, req.group_id]].concat();
+            let params = [lease, params![limit, kinds, req.group_id, exclude]].concat();
             let rows = stmt.query_map(params.as_slice(), row::item)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()?
         }
@@ -163,6 +197,7 @@ fn lease_head(
     item.lease_expires_at = Some(expires_at);
     item.last_heartbeat_at = Some(now);
     item.updated_at = now;
+    item.started_at = Some(now);
     Ok(vec![item])
 }
 

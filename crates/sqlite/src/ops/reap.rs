@@ -9,8 +9,8 @@ use std::time::Instant;
 use futures::future::join_all;
 
 use leasehold_core::{
-    Liveness, LivenessCheck, ReapCandidate, ReapCursor, ReapRequest, RecoveryStats, StoreError,
-    StoreResult, Timestamp,
+    AttemptOutcome, Liveness, LivenessCheck, ReapCandidate, ReapCursor, ReapRequest, RecoveryStats,
+    StoreError, StoreResult, Timestamp,
 };
 use rusqlite::{params, Connection};
 
@@ -37,6 +37,7 @@ pub(crate) async fn run(
     db: &Db,
     req: &ReapRequest,
     liveness: &dyn LivenessCheck,
+    keep: u32,
     now: Timestamp,
 ) -> StoreResult<RecoveryStats> {
     req.validate().map_err(StoreError::InvalidInput)?;
@@ -83,7 +84,7 @@ pub(crate) async fn run(
     let applied = if req.dry_run || verdicts.is_empty() {
         verdicts.into_iter().map(|v| (v, true)).collect()
     } else {
-        db.call(move |c| apply(c, verdicts, now)).await?
+        db.call(move |c| apply(c, verdicts, keep, now)).await?
     };
     for (verdict, applied) in applied {
         if !applied {
@@ -149,6 +150,7 @@ fn judge(candidate: ReapCandidate, req: &ReapRequest) -> Verdict {
         reason: format!("{why} {spent}"),
         candidate,
         dead_letter,
+        outcome: AttemptOutcome::Reaped,
     }
 }
 
@@ -156,12 +158,13 @@ fn judge(candidate: ReapCandidate, req: &ReapRequest) -> Verdict {
 fn apply(
     c: &mut Connection,
     verdicts: Vec<Verdict>,
+    keep: u32,
     now: Timestamp,
 ) -> OpResult<Vec<(Verdict, bool)>> {
     write(c, |tx| {
         let mut out = Vec::with_capacity(verdicts.len());
         for verdict in verdicts {
-            let applied = take_back::apply(tx, &verdict, now)?;
+            let applied = take_back::apply(tx, &verdict, keep, now)?;
             out.push((verdict, applied));
         }
         Ok(out)

@@ -1,7 +1,7 @@
 //! `items_recover_owner` (`recover_mine`, run by a worker on every (re)start) and
 //! `items_recover_node` (everything a dead node incarnation held).
 
-use leasehold_core::{RecoveredItem, Timestamp};
+use leasehold_core::{AttemptOutcome, RecoveredItem, Timestamp};
 use rusqlite::{params, Connection};
 
 use crate::db::write;
@@ -47,6 +47,7 @@ pub(crate) enum Holder {
 pub(crate) fn run(
     c: &mut Connection,
     holder: &Holder,
+    keep: u32,
     now: Timestamp,
 ) -> OpResult<Vec<RecoveredItem>> {
     write(c, |tx| {
@@ -69,23 +70,34 @@ pub(crate) fn run(
                 rows.collect::<rusqlite::Result<Vec<_>>>()?
             }
         };
-        let why = match holder {
-            Holder::Owner(_) => "restarted while holding the item (recover_mine)",
-            Holder::Node { .. } => "belongs to a node incarnation declared dead",
+        let (why, outcome) = match holder {
+            Holder::Owner(_) => (
+                "restarted while holding the item (recover_mine)",
+                AttemptOutcome::RecoveredByOwner,
+            ),
+            Holder::Node { .. } => (
+                "belongs to a node incarnation declared dead",
+                AttemptOutcome::TakenBackByMonitor,
+            ),
         };
         let mut done = Vec::with_capacity(held.len());
         for candidate in held {
             let dead_letter = candidate.attempts >= candidate.max_attempts;
             let verdict = Verdict {
-                reason: format!(
-                    "owner {} {why}; dead-lettered after {} of {} attempts",
-                    candidate.owner, candidate.attempts, candidate.max_attempts
-                ),
+                reason: if dead_letter {
+                    format!(
+                        "owner {} {why}; dead-lettered after {} of {} attempts",
+                        candidate.owner, candidate.attempts, candidate.max_attempts
+                    )
+                } else {
+                    format!("owner {} {why}", candidate.owner)
+                },
                 candidate,
                 dead_letter,
+                outcome,
             };
             // In this transaction nothing can have changed since the read.
-            if take_back::apply(tx, &verdict, now)? {
+            if take_back::apply(tx, &verdict, keep, now)? {
                 done.push(verdict.report());
             }
         }

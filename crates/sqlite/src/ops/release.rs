@@ -1,10 +1,11 @@
 //! `item_release`: a graceful give-back, bounded.
 
-use leasehold_core::{LeaseRef, ReleaseOutcome, Timestamp};
+use leasehold_core::{AttemptOutcome, LeaseRef, ReleaseOutcome, Timestamp};
 use rusqlite::{params, Connection};
 
 use crate::db::write;
 use crate::error::{lease_lost, OpResult};
+use crate::ops::history;
 
 /// One fenced statement with three outcomes. `?5` is the release limit (NULL: not counted).
 /// Within the limit: back to pending, ready now, the attempt given back (a graceful stop is not
@@ -51,9 +52,11 @@ pub(crate) fn run(
     c: &mut Connection,
     lease: &LeaseRef,
     max_releases: Option<u32>,
+    keep: u32,
     now: Timestamp,
 ) -> OpResult<ReleaseOutcome> {
     write(c, |tx| {
+        history::record(tx, lease, AttemptOutcome::Released, None, keep, now)?;
         let changed = tx.prepare_cached(RELEASE)?.execute(params![
             lease.item.0,
             lease.owner,
