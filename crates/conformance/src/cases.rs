@@ -14,10 +14,12 @@
 //! - [`reap`]: the reaper's store side (invariant 5).
 //! - [`read`]: lease status, an owner's leases, counts, listing, checkpoints, progress.
 //! - [`registry`]: the worker registry and [`RegistryLiveness`](leasehold_core::RegistryLiveness).
+//! - [`decision`]: the decision step (park, decide).
 //! - [`input`]: invalid arguments are refused before anything is written.
 
 pub mod acquire;
 pub mod attempts;
+pub mod decision;
 pub mod fencing;
 pub mod input;
 pub mod lease;
@@ -28,6 +30,7 @@ pub mod registry;
 
 pub use acquire::*;
 pub use attempts::*;
+pub use decision::*;
 pub use fencing::*;
 pub use input::*;
 pub use lease::*;

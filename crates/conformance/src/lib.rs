@@ -148,6 +148,10 @@ macro_rules! conformance_tests {
             depth_by_kind_counts_open_items_per_kind,
             finished_since_counts_per_bucket,
             recently_finished_lists_newest_first_and_refuses_bad_input,
+            // the decision step
+            park_then_decide_resumes_the_item_with_the_answer,
+            park_is_fenced_and_refuses_an_invalid_question,
+            decide_refuses_an_item_not_parked_and_an_answer_not_allowed,
             // invalid input
             enqueue_refuses_invalid_items_and_writes_nothing,
             acquire_refuses_invalid_requests_and_writes_nothing,

@@ -8,6 +8,8 @@
 //! - [`Impostor`] lets a node start under an id a live incarnation holds.
 //! - [`Unbounded`] ignores the release limit, so an item that always outlasts the drain
 //!   timeout is released forever without spending its budget (invariant 4).
+//! - [`Unfenced`] parks an item for a holder whose lease was taken over.
+//! - [`Pushover`] answers a decision with an answer the question does not accept.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -17,10 +19,11 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use leasehold_conformance::{cases, model};
 use leasehold_core::{
-    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
-    FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NoLiveness, NodeClaim, NodeRecord, ReapRequest, RecoveredItem,
-    RecoveryStats, ReleaseOutcome, StatusCounts, Store, StoreResult, Timestamp,
+    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, DecisionRequest, FailDisposition,
+    FailOutcome, FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef,
+    LeaseStatus, Leased, LivenessCheck, NewItem, NoLiveness, NodeClaim, NodeRecord, ReapRequest,
+    RecoveredItem, RecoveryStats, ReleaseOutcome, StatusCounts, Store, StoreError, StoreResult,
+    Timestamp,
 };
 use leasehold_sqlite::SqliteStore;
 use proptest::test_runner::{TestCaseError, TestRunner};
@@ -39,6 +42,10 @@ enum Flaw {
     Impostor,
     /// `item_release` ignores its release limit: every release gives its attempt back.
     Unbounded,
+    /// `item_park` with a lost lease parks the item under its current lease.
+    Unfenced,
+    /// `item_decide` with an answer not allowed resumes the item with the first allowed one.
+    Pushover,
 }
 
 #[derive(Debug)]
@@ -127,6 +134,44 @@ impl Store for Mutant {
     }
     async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
         self.inner.item_cancel(id, now).await
+    }
+    async fn item_park(
+        &self,
+        lease: &LeaseRef,
+        request: &DecisionRequest,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        match self.inner.item_park(lease, request, now).await {
+            Err(e) if e.is_lease_lost() && matches!(self.flaw, Flaw::Unfenced) => {
+                match self
+                    .inner
+                    .item_get(lease.item)
+                    .await?
+                    .and_then(|i| i.lease())
+                {
+                    Some(current) => self.inner.item_park(&current, request, now).await,
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+    async fn item_decide(&self, id: ItemId, answer: &str, now: Timestamp) -> StoreResult<Item> {
+        match self.inner.item_decide(id, answer, now).await {
+            Err(StoreError::InvalidInput(why)) if matches!(self.flaw, Flaw::Pushover) => {
+                let first = self
+                    .inner
+                    .item_get(id)
+                    .await?
+                    .and_then(|i| i.decision)
+                    .and_then(|d| d.answers.into_iter().next());
+                match first {
+                    Some(a) => self.inner.item_decide(id, &a, now).await,
+                    None => Err(StoreError::InvalidInput(why)),
+                }
+            }
+            other => other,
+        }
     }
     async fn item_progress(&self, l: &LeaseRef, p: Value, now: Timestamp) -> StoreResult<()> {
         self.inner.item_progress(l, p, now).await
@@ -371,6 +416,40 @@ async fn release_cases_catch_a_store_that_ignores_the_release_limit() {
     assert!(
         !fails(Flaw::Unbounded, cases::release_does_not_count_an_attempt).await,
         "an unlimited release passes the case that sets no limit"
+    );
+}
+
+#[tokio::test]
+async fn decision_cases_catch_an_unfenced_park_and_a_pushover_decision() {
+    assert!(
+        fails(
+            Flaw::Unfenced,
+            cases::park_is_fenced_and_refuses_an_invalid_question
+        )
+        .await
+    );
+    assert!(
+        !fails(
+            Flaw::Unfenced,
+            cases::park_then_decide_resumes_the_item_with_the_answer
+        )
+        .await,
+        "a case with one holder passes on this mutant"
+    );
+    assert!(
+        fails(
+            Flaw::Pushover,
+            cases::decide_refuses_an_item_not_parked_and_an_answer_not_allowed
+        )
+        .await
+    );
+    assert!(
+        !fails(
+            Flaw::Pushover,
+            cases::park_then_decide_resumes_the_item_with_the_answer
+        )
+        .await,
+        "a case that gives only allowed answers passes on this mutant"
     );
 }
 

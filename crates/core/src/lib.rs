@@ -10,6 +10,7 @@
 //!   question about an owner).
 //! - [`registry`]: a node's row in the worker registry, [`WorkerState`] (the one judgement
 //!   of alive, dead or stopped) and the clean-up of old rows.
+//! - [`decision`]: the decision step: a parked item's question and its answer.
 //! - [`activity`]: the operators' reads: open work by kind, finished items over time.
 //! - [`retry`]: the backoff schedule of retryable failures.
 //! - [`durable`]: checkpoints with evidence, the tool ledger, the LLM output cache and their
@@ -28,6 +29,7 @@
 pub mod activity;
 pub mod clock;
 pub mod config;
+pub mod decision;
 pub mod durable;
 pub mod error;
 pub mod item;
@@ -38,6 +40,7 @@ pub mod store;
 pub use activity::{FinishedBucket, KindDepth};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, TokioClock};
 pub use config::{Config, ConfigError};
+pub use decision::{Decision, DecisionRequest};
 pub use error::{StoreError, StoreResult};
 pub use item::{
     AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, ItemStatus,

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::activity::{FinishedBucket, KindDepth};
 use crate::clock::{SharedClock, Timestamp};
+use crate::decision::DecisionRequest;
 use crate::error::StoreResult;
 use crate::item::{
     AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, LeaseRef,
@@ -110,6 +111,26 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Cancels a pending item; any other status is `InvalidState`.
     async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()>;
+
+    /// Parks the item until someone decides (fenced): `in_progress` under this lease →
+    /// `awaiting`, holding no lease (owner and lease cleared, so it is neither acquired nor
+    /// reaped), its attempt given back (waiting for a person is not a failure), with
+    /// `request` stored as its open [`Decision`](crate::Decision). A request that does not
+    /// validate is `InvalidInput` and changes nothing.
+    async fn item_park(
+        &self,
+        lease: &LeaseRef,
+        request: &DecisionRequest,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// Answers an `awaiting` item's question: the item goes back to `pending`, ready at
+    /// `now`, its [`Decision`](crate::Decision) answered and, when its input is a JSON object,
+    /// the question and answer in its input under `"decision"`
+    /// ([`Decision::merge_into`](crate::Decision::merge_into)). Returns the item as resumed.
+    /// An item in any other status is `InvalidState` (naming it), an answer the question does
+    /// not accept is `InvalidInput` (naming it); either changes nothing.
+    async fn item_decide(&self, id: ItemId, answer: &str, now: Timestamp) -> StoreResult<Item>;
 
     /// Records the holder's progress report (fenced).
     async fn item_progress(

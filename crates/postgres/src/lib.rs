@@ -57,11 +57,11 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use leasehold_core::store::Wakeups;
 use leasehold_core::{
-    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, Clock, FailDisposition, FailOutcome,
-    FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
-    ReleaseOutcome, SharedClock, StatusCounts, Store, StoreError, StoreResult, SystemClock,
-    Timestamp,
+    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, Clock, DecisionRequest,
+    FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth,
+    LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest,
+    RecoveredItem, RecoveryStats, ReleaseOutcome, SharedClock, StatusCounts, Store, StoreError,
+    StoreResult, SystemClock, Timestamp,
 };
 use serde_json::Value;
 use tokio::sync::{broadcast, OnceCell};
@@ -76,8 +76,8 @@ use crate::batch::Batcher;
 use crate::db::Db;
 use crate::notify::{Listener, Subscription};
 use crate::ops::{
-    activity, cancel, checkpoint, cleanup, enqueue, progress, read, reap, recover, registry,
-    release, renew,
+    activity, cancel, checkpoint, cleanup, decide, enqueue, park, progress, read, reap, recover,
+    registry, release, renew,
 };
 
 /// How long a connection attempt may take before the open (or an operation) fails.
@@ -311,6 +311,19 @@ impl Store for PgStore {
 
     async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
         cancel::run(&self.db, id, now).await
+    }
+
+    async fn item_park(
+        &self,
+        lease: &LeaseRef,
+        request: &DecisionRequest,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        park::run(&self.db, lease, request, now).await
+    }
+
+    async fn item_decide(&self, id: ItemId, answer: &str, now: Timestamp) -> StoreResult<Item> {
+        decide::run(&self.db, id, answer, now).await
     }
 
     async fn item_progress(

@@ -18,7 +18,7 @@ macro_rules! item_columns {
     () => {
         "id, kind, input, status, attempts, max_attempts, priority, run_at, group_id, owner, \
          owner_node, owner_incarnation, epoch, lease_expires_at, last_heartbeat_at, output, \
-         error, progress, created_at, updated_at, finished_at, timeout_ms, releases"
+         error, progress, created_at, updated_at, finished_at, timeout_ms, releases, decision"
     };
 }
 pub(crate) use item_columns;
@@ -113,7 +113,19 @@ pub(crate) fn item(row: &Row) -> StoreResult<Item> {
         finished_at: ts_opt(row, 20)?,
         timeout: timeout_opt(row, 21)?,
         releases: count(row, 22)?,
+        decision: decision_opt(row, 23)?,
     })
+}
+
+/// A parked item's decision, stored as JSON.
+fn decision_opt(row: &Row, i: usize) -> StoreResult<Option<leasehold_core::Decision>> {
+    let stored: Option<serde_json::Value> = col(row, i)?;
+    stored
+        .map(|v| {
+            serde_json::from_value(v)
+                .map_err(|e| corrupt(format!("column {i}: stored decision: {e}")))
+        })
+        .transpose()
 }
 
 /// Decodes rows selected with [`item_columns!`].

@@ -34,7 +34,7 @@ const OWN_TABLES: [&str; 7] = [
 ];
 
 /// Schema migrations, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// Version 1: items, their checkpoints, and the worker registry, as in the SQLite backend.
 ///
@@ -184,6 +184,20 @@ ALTER TABLE items ADD COLUMN timeout_ms BIGINT CHECK (timeout_ms IS NULL OR time
 /// as an attempt (`item_release`). Existing items start at 0.
 const V4: &str = "
 ALTER TABLE items ADD COLUMN releases BIGINT NOT NULL DEFAULT 0 CHECK (releases >= 0);
+";
+
+/// Version 5: the decision step. An item may be `awaiting` (parked by its holder until someone
+/// decides, holding no lease), with its question, allowed answers and, once decided, the answer
+/// in `decision`; `items_awaiting` holds only parked items, for their listing. The status CHECK
+/// is replaced under its own name, so a later migration can replace it again.
+const V5: &str = "
+ALTER TABLE items ADD COLUMN decision JSON;
+ALTER TABLE items DROP CONSTRAINT items_status_check;
+ALTER TABLE items ADD CONSTRAINT items_status_check
+    CHECK (status IN ('pending', 'in_progress', 'completed', 'failed', 'cancelled', 'awaiting'));
+ALTER TABLE items ADD CONSTRAINT items_awaiting_check
+    CHECK (status <> 'awaiting' OR (decision IS NOT NULL AND lease_expires_at IS NULL));
+CREATE INDEX items_awaiting ON items (id) WHERE status = 'awaiting';
 ";
 
 /// The version table, created with the schema (before the first migration).

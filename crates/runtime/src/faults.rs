@@ -32,10 +32,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use leasehold_core::{
-    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
-    FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
-    ReleaseOutcome, StatusCounts, Store, StoreError, StoreResult, Timestamp,
+    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, DecisionRequest, FailDisposition,
+    FailOutcome, FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef,
+    LeaseStatus, Leased, LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem,
+    RecoveryStats, ReleaseOutcome, StatusCounts, Store, StoreError, StoreResult, Timestamp,
 };
 
 use crate::node::NodeCtx;
@@ -511,6 +511,19 @@ impl Store for FaultyStore {
     async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
         self.gate().await?;
         self.inner.item_cancel(id, now).await
+    }
+    async fn item_park(
+        &self,
+        lease: &LeaseRef,
+        request: &DecisionRequest,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.gate().await?;
+        self.inner.item_park(lease, request, now).await
+    }
+    async fn item_decide(&self, id: ItemId, answer: &str, now: Timestamp) -> StoreResult<Item> {
+        self.gate().await?;
+        self.inner.item_decide(id, answer, now).await
     }
     async fn item_progress(
         &self,

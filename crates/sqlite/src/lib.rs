@@ -42,17 +42,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use leasehold_core::{
-    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, FailDisposition, FailOutcome,
-    FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased,
-    LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem, RecoveryStats,
-    ReleaseOutcome, StatusCounts, Store, StoreResult, Timestamp,
+    AcquireRequest, Checkpoint, CleanupReport, CleanupRequest, DecisionRequest, FailDisposition,
+    FailOutcome, FinishedBucket, Item, ItemFilter, ItemId, ItemStatus, KindDepth, LeaseRef,
+    LeaseStatus, Leased, LivenessCheck, NewItem, NodeClaim, NodeRecord, ReapRequest, RecoveredItem,
+    RecoveryStats, ReleaseOutcome, StatusCounts, Store, StoreResult, Timestamp,
 };
 use serde_json::Value;
 
 use crate::db::Db;
 use crate::ops::{
-    acquire, activity, cancel, checkpoint, cleanup, complete, enqueue, fail, progress, read, reap,
-    recover, registry, release, renew,
+    acquire, activity, cancel, checkpoint, cleanup, complete, decide, enqueue, fail, park,
+    progress, read, reap, recover, registry, release, renew,
 };
 
 /// What [`SqliteStore::set_group_commit_hook`] calls before each group commit: the names of the
@@ -226,6 +226,25 @@ impl Store for SqliteStore {
 
     async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
         self.db.call(move |c| cancel::run(c, id, now)).await
+    }
+
+    async fn item_park(
+        &self,
+        lease: &LeaseRef,
+        request: &DecisionRequest,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let (lease, request) = (lease.clone(), request.clone());
+        self.db
+            .call(move |c| park::run(c, &lease, &request, now))
+            .await
+    }
+
+    async fn item_decide(&self, id: ItemId, answer: &str, now: Timestamp) -> StoreResult<Item> {
+        let answer = answer.to_owned();
+        self.db
+            .call(move |c| decide::run(c, id, &answer, now))
+            .await
     }
 
     async fn item_progress(
