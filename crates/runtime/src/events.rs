@@ -60,6 +60,15 @@ pub enum NodeEvent {
         /// The timeout that applied (the item's, its kind's or the node's), in milliseconds.
         timeout_ms: u64,
     },
+    /// A handler parked its item awaiting a decision
+    /// ([`JobError::awaiting_decision`](crate::JobError::awaiting_decision)); the park
+    /// committed.
+    Parked {
+        /// The item.
+        item: ItemId,
+        /// The question it waits on.
+        question: String,
+    },
     /// An item went back to pending on graceful shutdown.
     Released {
         /// The item.

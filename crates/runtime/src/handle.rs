@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use leasehold_core::{Clock, ItemId, NewItem, RecoveryStats, StatusCounts, Store};
+use leasehold_core::{Clock, Item, ItemId, NewItem, RecoveryStats, StatusCounts, Store};
 
 use crate::builder::RuntimeConfig;
 use crate::clock_sync::{self, ClockSource};
@@ -257,6 +257,20 @@ impl NodeHandle {
             .await?;
         self.ctx.wake(ids.len());
         Ok(ids)
+    }
+
+    /// Answers a parked item's question ([`Store::item_decide`]): it goes back to pending
+    /// with the answer, and an idle worker is woken for it. An item that is not awaiting a
+    /// decision, or an answer its question does not accept, is refused (the error names the
+    /// status or the answer) and changes nothing.
+    pub async fn decide(&self, id: ItemId, answer: &str) -> Result<Item, RuntimeError> {
+        let item = self
+            .ctx
+            .store
+            .item_decide(id, answer, self.ctx.clock.now())
+            .await?;
+        self.ctx.wake(1);
+        Ok(item)
     }
 
     /// Counts of items by status.
