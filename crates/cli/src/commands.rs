@@ -4,6 +4,7 @@
 
 mod cleanup;
 mod dashboard;
+mod decide;
 mod enqueue;
 mod items;
 mod reap;
@@ -47,6 +48,8 @@ pub(crate) enum Command {
     Cleanup(cleanup::Args),
     /// Serve the web dashboard, its JSON API and Prometheus metrics.
     Dashboard(dashboard::Args),
+    /// Answer an item parked awaiting a decision: it goes back to pending with the answer.
+    Decide(decide::Args),
 }
 
 impl Command {
@@ -61,6 +64,7 @@ impl Command {
             Command::Workers(args) => workers::run(args, ctx).await,
             Command::Cleanup(args) => cleanup::run(args, ctx).await,
             Command::Dashboard(args) => dashboard::run(args, ctx).await,
+            Command::Decide(args) => decide::run(args, ctx).await,
         }
     }
 }

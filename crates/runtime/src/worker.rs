@@ -18,8 +18,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use leasehold_core::{
-    AcquireRequest, Backoff, DecisionRequest, FailDisposition, FailOutcome, ItemId, LeaseRef, Leased,
-    ReleaseOutcome, StoreError, Timestamp,
+    AcquireRequest, Backoff, DecisionRequest, FailDisposition, FailOutcome, ItemId, LeaseRef,
+    Leased, ReleaseOutcome, StoreError, Timestamp,
 };
 
 use crate::events::NodeEvent;
