@@ -69,6 +69,10 @@ async fn mutant(flaw: Flaw) -> Arc<dyn Store> {
 
 #[async_trait]
 impl Store for Mutant {
+    fn as_dyn(&self) -> &dyn Store {
+        self
+    }
+
     async fn items_enqueue(&self, items: Vec<NewItem>, now: Timestamp) -> StoreResult<Vec<ItemId>> {
         self.inner.items_enqueue(items, now).await
     }

@@ -11,6 +11,8 @@
 //! - [`registry`]: a node's row in the worker registry, [`WorkerState`] (the one judgement
 //!   of alive, dead or stopped) and the clean-up of old rows.
 //! - [`decision`]: the decision step: a parked item's question and its answer.
+//! - [`emergency`]: the operator's emergency operations judged by the registry alone (reap,
+//!   release dead nodes' items), in Rust; PostgreSQL runs them as SQL functions.
 //! - [`activity`]: the operators' reads: open work by kind, finished items over time.
 //! - [`retry`]: the backoff schedule of retryable failures.
 //! - [`durable`]: checkpoints with evidence, the tool ledger, the LLM output cache and their
@@ -31,6 +33,7 @@ pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod durable;
+pub mod emergency;
 pub mod error;
 pub mod item;
 pub mod registry;
@@ -41,6 +44,7 @@ pub use activity::{FinishedBucket, KindDepth};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, TokioClock};
 pub use config::{Config, ConfigError};
 pub use decision::{Decision, DecisionRequest};
+pub use emergency::{DeadNodesRequest, ReleasedNode};
 pub use error::{StoreError, StoreResult};
 pub use item::{
     AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, ItemStatus,

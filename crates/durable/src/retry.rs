@@ -355,6 +355,7 @@ mod tests {
             finished_at: None,
             timeout: None,
             releases: 0,
+            decision: None,
         }
     }
 

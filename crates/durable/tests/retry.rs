@@ -168,6 +168,7 @@ fn item(kind: &str, input: serde_json::Value) -> Item {
         finished_at: None,
         timeout: None,
         releases: 0,
+        decision: None,
     }
 }
 

@@ -249,6 +249,10 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
+    fn as_dyn(&self) -> &dyn Store {
+        self
+    }
+
     async fn items_enqueue(&self, items: Vec<NewItem>, now: Timestamp) -> StoreResult<Vec<ItemId>> {
         let ids = enqueue::run(&self.db, &self.channel, items, now).await?;
         self.analyze_once_grown(ids.len() as u64).await;

@@ -444,6 +444,27 @@ impl FaultyStore {
 
 #[async_trait]
 impl Store for FaultyStore {
+    fn as_dyn(&self) -> &dyn Store {
+        self
+    }
+    async fn items_reap_by_registry(
+        &self,
+        req: &ReapRequest,
+        missed_intervals: u32,
+        now: Timestamp,
+    ) -> StoreResult<RecoveryStats> {
+        self.gate().await?;
+        self.inner.items_reap_by_registry(req, missed_intervals, now).await
+    }
+    async fn items_release_dead_nodes(
+        &self,
+        req: &leasehold_core::DeadNodesRequest,
+        now: Timestamp,
+    ) -> StoreResult<Vec<leasehold_core::ReleasedNode>> {
+        self.gate().await?;
+        self.inner.items_release_dead_nodes(req, now).await
+    }
+
     async fn items_enqueue(&self, items: Vec<NewItem>, now: Timestamp) -> StoreResult<Vec<ItemId>> {
         self.gate().await?;
         self.inner.items_enqueue(items, now).await
