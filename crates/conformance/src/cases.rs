@@ -15,11 +15,13 @@
 //! - [`read`]: lease status, an owner's leases, counts, listing, checkpoints, progress.
 //! - [`registry`]: the worker registry and [`RegistryLiveness`](leasehold_core::RegistryLiveness).
 //! - [`decision`]: the decision step (park, decide).
+//! - [`emergency`]: the operator's registry-judged reap and dead-node release.
 //! - [`input`]: invalid arguments are refused before anything is written.
 
 pub mod acquire;
 pub mod attempts;
 pub mod decision;
+pub mod emergency;
 pub mod fencing;
 pub mod input;
 pub mod lease;
@@ -31,6 +33,7 @@ pub mod registry;
 pub use acquire::*;
 pub use attempts::*;
 pub use decision::*;
+pub use emergency::*;
 pub use fencing::*;
 pub use input::*;
 pub use lease::*;

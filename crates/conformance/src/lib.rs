@@ -148,6 +148,10 @@ macro_rules! conformance_tests {
             depth_by_kind_counts_open_items_per_kind,
             finished_since_counts_per_bucket,
             recently_finished_lists_newest_first_and_refuses_bad_input,
+            // the emergency operations
+            reap_by_registry_spares_live_nodes_and_dry_run_changes_nothing,
+            reap_by_registry_dead_letters_at_the_reaper_limit_with_its_reason,
+            release_dead_nodes_takes_only_dead_incarnations_items_and_dry_run_changes_nothing,
             // the decision step
             park_then_decide_resumes_the_item_with_the_answer,
             park_is_fenced_and_refuses_an_invalid_question,

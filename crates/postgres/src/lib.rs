@@ -76,8 +76,8 @@ use crate::batch::Batcher;
 use crate::db::Db;
 use crate::notify::{Listener, Subscription};
 use crate::ops::{
-    activity, cancel, checkpoint, cleanup, decide, enqueue, park, progress, read, reap, recover,
-    registry, release, renew,
+    activity, cancel, checkpoint, cleanup, decide, emergency, enqueue, park, progress, read, reap,
+    recover, registry, release, renew,
 };
 
 /// How long a connection attempt may take before the open (or an operation) fails.
@@ -380,6 +380,23 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> StoreResult<RecoveryStats> {
         reap::run(&self.db, &self.channel, req, liveness, now).await
+    }
+
+    async fn items_reap_by_registry(
+        &self,
+        req: &ReapRequest,
+        missed_intervals: u32,
+        now: Timestamp,
+    ) -> StoreResult<RecoveryStats> {
+        emergency::reap(&self.db, req, missed_intervals, now).await
+    }
+
+    async fn items_release_dead_nodes(
+        &self,
+        req: &leasehold_core::DeadNodesRequest,
+        now: Timestamp,
+    ) -> StoreResult<Vec<leasehold_core::ReleasedNode>> {
+        emergency::release_dead_nodes(&self.db, req, now).await
     }
 
     async fn items_recover_owner(

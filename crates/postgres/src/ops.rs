@@ -16,6 +16,7 @@ pub(crate) mod checkpoint;
 pub(crate) mod cleanup;
 pub(crate) mod complete;
 pub(crate) mod decide;
+pub(crate) mod emergency;
 pub(crate) mod enqueue;
 pub(crate) mod fail;
 pub(crate) mod park;

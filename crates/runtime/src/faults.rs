@@ -454,7 +454,9 @@ impl Store for FaultyStore {
         now: Timestamp,
     ) -> StoreResult<RecoveryStats> {
         self.gate().await?;
-        self.inner.items_reap_by_registry(req, missed_intervals, now).await
+        self.inner
+            .items_reap_by_registry(req, missed_intervals, now)
+            .await
     }
     async fn items_release_dead_nodes(
         &self,
