@@ -7,6 +7,7 @@ mod dashboard;
 mod decide;
 mod enqueue;
 mod items;
+mod monitor;
 mod reap;
 mod status;
 mod work;
@@ -48,6 +49,9 @@ pub(crate) enum Command {
     Cleanup(cleanup::Args),
     /// Serve the web dashboard, its JSON API and Prometheus metrics.
     Dashboard(dashboard::Args),
+    /// Run the dead-node monitor as a process of its own: every interval, take back what dead
+    /// nodes hold, print a line of statistics, alert once per newly dead node.
+    Monitor(monitor::Args),
     /// Answer an item parked awaiting a decision: it goes back to pending with the answer.
     Decide(decide::Args),
 }
@@ -64,6 +68,7 @@ impl Command {
             Command::Workers(args) => workers::run(args, ctx).await,
             Command::Cleanup(args) => cleanup::run(args, ctx).await,
             Command::Dashboard(args) => dashboard::run(args, ctx).await,
+            Command::Monitor(args) => monitor::run(args, ctx).await,
             Command::Decide(args) => decide::run(args, ctx).await,
         }
     }
