@@ -184,6 +184,8 @@ pub struct JobContext {
     pub(crate) faults: Arc<FaultPoints>,
     /// The execution timeout of this attempt, if any.
     pub(crate) timeout: Option<Duration>,
+    /// This worker's task as the registry row reports it.
+    pub(crate) task: Arc<std::sync::Mutex<crate::node::WorkerTask>>,
 }
 
 impl fmt::Debug for JobContext {
@@ -289,6 +291,17 @@ impl JobContext {
         self.store
             .checkpoint_save(&self.lease, name, payload, self.clock.now())
             .await
+    }
+
+    /// Says what this worker is doing now ("Researching example.com"), for people: the
+    /// worker registry shows it beside the worker's item from the next registry heartbeat
+    /// (`leasehold workers`, the dashboard). Cleared when the item is settled. A call after
+    /// this attempt ended (its lease lost, say) changes nothing.
+    pub fn set_task(&self, text: impl Into<String>) {
+        let mut task = self.task.lock().unwrap_or_else(|p| p.into_inner());
+        if task.item == Some(self.item.id) {
+            task.text = Some(text.into());
+        }
     }
 
     /// The store, for anything else the handler needs to read.

@@ -561,6 +561,7 @@ impl WorkerState {
             clock: ctx.clock.clone(),
             faults: ctx.faults.clone(),
             timeout,
+            task: ctx.tasks.get(self.index).cloned().unwrap_or_default(),
         };
         let me = myself.clone();
         let join = tokio::spawn(async move {
