@@ -148,6 +148,8 @@ fn counts(pending: u64, in_progress: u64, completed: u64, failed: u64, cancelled
         "completed": completed,
         "failed": failed,
         "cancelled": cancelled,
+        // Nothing in these tests parks an item (tests/decide.rs does).
+        "awaiting": 0,
         "total": pending + in_progress + completed + failed + cancelled,
     })
 }
