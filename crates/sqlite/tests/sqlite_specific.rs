@@ -149,12 +149,12 @@ async fn a_newer_schema_still_in_the_write_ahead_log_is_refused() {
     // yet in the file: the header alone would say version 1.
     let newer = rusqlite::Connection::open(&path).expect("raw open");
     newer
-        .execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA user_version = 7;")
+        .execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA user_version = 99;")
         .expect("bump");
     let main_file = std::fs::read(&path).expect("read");
 
     match SqliteStore::open(&path).await {
-        Err(StoreError::SchemaTooNew { found: 7, .. }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, .. }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     assert_eq!(std::fs::read(&path).expect("read"), main_file);
