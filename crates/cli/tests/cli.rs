@@ -202,7 +202,7 @@ fn enqueue_then_status_json_counts_exactly() {
         "{text}"
     );
     assert!(
-        lines[6].starts_with("total") && lines[5].ends_with(" 4"),
+        lines[6].starts_with("total") && lines[6].ends_with(" 4"),
         "{text}"
     );
 
