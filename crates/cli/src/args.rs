@@ -33,6 +33,11 @@ pub(crate) fn status(raw: &str) -> Result<ItemStatus, String> {
     ItemStatus::from_str(raw.trim())
 }
 
+/// An item id (a positive integer).
+pub(crate) fn item_id(raw: &str) -> Result<leasehold_core::ItemId, String> {
+    leasehold_core::ItemId::from_str(raw)
+}
+
 /// A name that is not empty or blank (`--kind`, `--group`, `--owner`).
 pub(crate) fn non_empty(raw: &str) -> Result<String, String> {
     if raw.trim().is_empty() {

@@ -4,8 +4,10 @@
 
 mod cleanup;
 mod dashboard;
+mod decide;
 mod enqueue;
 mod items;
+mod monitor;
 mod reap;
 mod status;
 mod work;
@@ -47,6 +49,11 @@ pub(crate) enum Command {
     Cleanup(cleanup::Args),
     /// Serve the web dashboard, its JSON API and Prometheus metrics.
     Dashboard(dashboard::Args),
+    /// Run the dead-node monitor as a process of its own: every interval, take back what dead
+    /// nodes hold, print a line of statistics, alert once per newly dead node.
+    Monitor(monitor::Args),
+    /// Answer an item parked awaiting a decision: it goes back to pending with the answer.
+    Decide(decide::Args),
 }
 
 impl Command {
@@ -61,6 +68,8 @@ impl Command {
             Command::Workers(args) => workers::run(args, ctx).await,
             Command::Cleanup(args) => cleanup::run(args, ctx).await,
             Command::Dashboard(args) => dashboard::run(args, ctx).await,
+            Command::Monitor(args) => monitor::run(args, ctx).await,
+            Command::Decide(args) => decide::run(args, ctx).await,
         }
     }
 }

@@ -148,6 +148,8 @@ fn counts(pending: u64, in_progress: u64, completed: u64, failed: u64, cancelled
         "completed": completed,
         "failed": failed,
         "cancelled": cancelled,
+        // Nothing in these tests parks an item (tests/decide.rs does).
+        "awaiting": 0,
         "total": pending + in_progress + completed + failed + cancelled,
     })
 }
@@ -194,13 +196,13 @@ fn enqueue_then_status_json_counts_exactly() {
     // Text status: one line per status, then the total.
     let text = db.ok(&["status"]);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 6, "{text}");
+    assert_eq!(lines.len(), 7, "{text}");
     assert!(
         lines[0].starts_with("pending") && lines[0].ends_with(" 4"),
         "{text}"
     );
     assert!(
-        lines[5].starts_with("total") && lines[5].ends_with(" 4"),
+        lines[6].starts_with("total") && lines[6].ends_with(" 4"),
         "{text}"
     );
 

@@ -15,16 +15,20 @@
 //! - [`read`]: lease status, an owner's leases, counts, listing, checkpoints, progress.
 //! - [`registry`]: the worker registry and [`RegistryLiveness`](leasehold_core::RegistryLiveness).
 //! - [`pipeline`]: follow-ups enqueued in the completion's commit, unique keys.
+//! - [`decision`]: the decision step (park, decide).
+//! - [`emergency`]: the operator's registry-judged reap and dead-node release.
 //! - [`input`]: invalid arguments are refused before anything is written.
 //! - [`operator`]: attempt history, and operators' actions (retry, cancel, delete, pause).
 
 pub mod acquire;
 pub mod attempts;
+pub mod decision;
+pub mod emergency;
 pub mod fencing;
 pub mod input;
 pub mod lease;
-pub mod pipeline;
 pub mod operator;
+pub mod pipeline;
 pub mod read;
 pub mod reap;
 pub mod recover;
@@ -32,11 +36,13 @@ pub mod registry;
 
 pub use acquire::*;
 pub use attempts::*;
+pub use decision::*;
+pub use emergency::*;
 pub use fencing::*;
 pub use input::*;
 pub use lease::*;
-pub use pipeline::*;
 pub use operator::*;
+pub use pipeline::*;
 pub use read::*;
 pub use reap::*;
 pub use recover::*;

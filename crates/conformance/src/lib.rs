@@ -165,6 +165,14 @@ macro_rules! conformance_tests {
             pause_skips_a_kind_on_every_acquisition_until_resumed,
             delete_removes_finished_items_with_their_history,
             actions_by_filter_report_how_many_and_dry_runs_change_nothing,
+            // the emergency operations
+            reap_by_registry_spares_live_nodes_and_dry_run_changes_nothing,
+            reap_by_registry_dead_letters_at_the_reaper_limit_with_its_reason,
+            release_dead_nodes_takes_only_dead_incarnations_items_and_dry_run_changes_nothing,
+            // the decision step
+            park_then_decide_resumes_the_item_with_the_answer,
+            park_is_fenced_and_refuses_an_invalid_question,
+            decide_refuses_an_item_not_parked_and_an_answer_not_allowed,
             // invalid input
             enqueue_refuses_invalid_items_and_writes_nothing,
             acquire_refuses_invalid_requests_and_writes_nothing,

@@ -1017,7 +1017,8 @@ impl Runner {
                         "invariant 4: failed item {id} must keep an error"
                     );
                 }
-                ItemStatus::Completed | ItemStatus::Cancelled => {}
+                // The model never parks an item: the decision cases cover that status.
+                ItemStatus::Completed | ItemStatus::Cancelled | ItemStatus::Awaiting => {}
             }
         }
         for owner in OWNERS {

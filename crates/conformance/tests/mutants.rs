@@ -12,6 +12,8 @@
 //! - [`Piecemeal`] applies an operator's action to each listed item on its own, so a call
 //!   refused for one item still changes the others.
 //! - [`Heedless`] remembers a pause without storing it: acquisition goes on taking the kind.
+//! - [`Unfenced`] parks an item for a holder whose lease was taken over.
+//! - [`Pushover`] answers a decision with an answer the question does not accept.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -22,10 +24,10 @@ use futures::FutureExt;
 use leasehold_conformance::{cases, model};
 use leasehold_core::{
     AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest,
-    FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId, ItemSelector,
-    ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem, NoLiveness,
-    NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
-    RetryRequest, StatusCounts, Store, StoreResult, Timestamp,
+    DecisionRequest, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId,
+    ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem,
+    NoLiveness, NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats,
+    ReleaseOutcome, RetryRequest, StatusCounts, Store, StoreError, StoreResult, Timestamp,
 };
 use leasehold_sqlite::SqliteStore;
 use proptest::test_runner::{TestCaseError, TestRunner};
@@ -51,6 +53,10 @@ enum Flaw {
     Piecemeal,
     /// `kind_pause` is answered from memory and never reaches the store.
     Heedless,
+    /// `item_park` with a lost lease parks the item under its current lease.
+    Unfenced,
+    /// `item_decide` with an answer not allowed resumes the item with the first allowed one.
+    Pushover,
 }
 
 #[derive(Debug)]
@@ -77,6 +83,10 @@ async fn mutant(flaw: Flaw) -> Arc<dyn Store> {
 
 #[async_trait]
 impl Store for Mutant {
+    fn as_dyn(&self) -> &dyn Store {
+        self
+    }
+
     async fn items_enqueue(
         &self,
         mut items: Vec<NewItem>,
@@ -248,6 +258,44 @@ impl Store for Mutant {
     }
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
         self.inner.item_attempts(id).await
+    }
+    async fn item_park(
+        &self,
+        lease: &LeaseRef,
+        request: &DecisionRequest,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        match self.inner.item_park(lease, request, now).await {
+            Err(e) if e.is_lease_lost() && matches!(self.flaw, Flaw::Unfenced) => {
+                match self
+                    .inner
+                    .item_get(lease.item)
+                    .await?
+                    .and_then(|i| i.lease())
+                {
+                    Some(current) => self.inner.item_park(&current, request, now).await,
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+    async fn item_decide(&self, id: ItemId, answer: &str, now: Timestamp) -> StoreResult<Item> {
+        match self.inner.item_decide(id, answer, now).await {
+            Err(StoreError::InvalidInput(why)) if matches!(self.flaw, Flaw::Pushover) => {
+                let first = self
+                    .inner
+                    .item_get(id)
+                    .await?
+                    .and_then(|i| i.decision)
+                    .and_then(|d| d.answers.into_iter().next());
+                match first {
+                    Some(a) => self.inner.item_decide(id, &a, now).await,
+                    None => Err(StoreError::InvalidInput(why)),
+                }
+            }
+            other => other,
+        }
     }
     async fn item_progress(&self, l: &LeaseRef, p: Value, now: Timestamp) -> StoreResult<()> {
         self.inner.item_progress(l, p, now).await
@@ -566,6 +614,40 @@ async fn pause_case_catches_a_store_that_does_not_store_a_pause() {
             cases::retry_returns_failed_and_cancelled_items_to_pending_with_a_fresh_budget
         )
         .await
+    );
+}
+
+#[tokio::test]
+async fn decision_cases_catch_an_unfenced_park_and_a_pushover_decision() {
+    assert!(
+        fails(
+            Flaw::Unfenced,
+            cases::park_is_fenced_and_refuses_an_invalid_question
+        )
+        .await
+    );
+    assert!(
+        !fails(
+            Flaw::Unfenced,
+            cases::park_then_decide_resumes_the_item_with_the_answer
+        )
+        .await,
+        "a case with one holder passes on this mutant"
+    );
+    assert!(
+        fails(
+            Flaw::Pushover,
+            cases::decide_refuses_an_item_not_parked_and_an_answer_not_allowed
+        )
+        .await
+    );
+    assert!(
+        !fails(
+            Flaw::Pushover,
+            cases::park_then_decide_resumes_the_item_with_the_answer
+        )
+        .await,
+        "a case that gives only allowed answers passes on this mutant"
     );
 }
 

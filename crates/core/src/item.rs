@@ -39,8 +39,11 @@ impl FromStr for ItemId {
 ///    ▲  │                 │  │  │
 ///    │  └──cancel──▶ cancelled  └──fail (permanent, or attempts spent)──▶ failed
 ///    └──fail (retryable) / release / reap / recover_mine──┘
+///
+/// in_progress ──park (the holder asks a question)──▶ awaiting ──decide (an answer)──▶ pending
 /// ```
-/// `failed` is the dead-letter state.
+/// `failed` is the dead-letter state. `awaiting` holds no lease: nothing acquires or reaps it
+/// until someone decides ([`Store::item_decide`](crate::Store::item_decide)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemStatus {
@@ -54,16 +57,20 @@ pub enum ItemStatus {
     Failed,
     /// Cancelled before it ran.
     Cancelled,
+    /// Parked by its holder until someone answers its question
+    /// ([`Decision`](crate::Decision)); holds no lease, is neither acquired nor reaped.
+    Awaiting,
 }
 
 impl ItemStatus {
     /// Every status, in life order.
-    pub const ALL: [ItemStatus; 5] = [
+    pub const ALL: [ItemStatus; 6] = [
         ItemStatus::Pending,
         ItemStatus::InProgress,
         ItemStatus::Completed,
         ItemStatus::Failed,
         ItemStatus::Cancelled,
+        ItemStatus::Awaiting,
     ];
 
     /// The status's name as stored and printed (`in_progress`).
@@ -74,6 +81,7 @@ impl ItemStatus {
             ItemStatus::Completed => "completed",
             ItemStatus::Failed => "failed",
             ItemStatus::Cancelled => "cancelled",
+            ItemStatus::Awaiting => "awaiting",
         }
     }
 
@@ -100,7 +108,7 @@ impl FromStr for ItemStatus {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown status {s:?}; expected one of pending, in_progress, completed, failed, cancelled"
+                    "unknown status {s:?}; expected one of pending, in_progress, completed, failed, cancelled, awaiting"
                 )
             })
     }
@@ -172,6 +180,10 @@ pub struct Item {
     /// [`Store::items_cancel`](crate::Store::items_cancel)); cleared by a retry.
     #[serde(default)]
     pub cancel_requested_at: Option<Timestamp>,
+    /// The question its holder parked it with, and once decided the answer
+    /// ([`Store::item_park`](crate::Store::item_park), [`Store::item_decide`](crate::Store::item_decide)).
+    #[serde(default)]
+    pub decision: Option<crate::decision::Decision>,
 }
 
 impl Item {
@@ -497,6 +509,9 @@ pub struct StatusCounts {
     pub failed: u64,
     /// Cancelled items.
     pub cancelled: u64,
+    /// Items parked awaiting a decision.
+    #[serde(default)]
+    pub awaiting: u64,
 }
 
 impl StatusCounts {
@@ -508,6 +523,7 @@ impl StatusCounts {
             ItemStatus::Completed => self.completed,
             ItemStatus::Failed => self.failed,
             ItemStatus::Cancelled => self.cancelled,
+            ItemStatus::Awaiting => self.awaiting,
         }
     }
 
@@ -519,6 +535,7 @@ impl StatusCounts {
             ItemStatus::Completed => self.completed = n,
             ItemStatus::Failed => self.failed = n,
             ItemStatus::Cancelled => self.cancelled = n,
+            ItemStatus::Awaiting => self.awaiting = n,
         }
     }
 

@@ -12,6 +12,9 @@
 //!   of alive, dead or stopped) and the clean-up of old rows.
 //! - [`history`]: [`Attempt`], one record per ended attempt of an item, and how it ended.
 //! - [`action`]: operators' actions — retry, cancel, delete items by id or filter; paused kinds.
+//! - [`decision`]: the decision step: a parked item's question and its answer.
+//! - [`emergency`]: the operator's emergency operations judged by the registry alone (reap,
+//!   release dead nodes' items), in Rust; PostgreSQL runs them as SQL functions.
 //! - [`activity`]: the operators' reads: open work by kind, finished items over time.
 //! - [`metrics`]: [`NodeMetrics`](metrics::NodeMetrics), what a node counts about its work
 //!   and publishes in its registry row (fixed histogram buckets, per kind).
@@ -33,7 +36,9 @@ pub mod action;
 pub mod activity;
 pub mod clock;
 pub mod config;
+pub mod decision;
 pub mod durable;
+pub mod emergency;
 pub mod error;
 pub mod history;
 pub mod item;
@@ -48,6 +53,8 @@ pub use action::{
 pub use activity::{FinishedBucket, KindDepth};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, TokioClock};
 pub use config::{Config, ConfigError};
+pub use decision::{Decision, DecisionRequest};
+pub use emergency::{DeadNodesRequest, ReleasedNode};
 pub use error::{StoreError, StoreResult};
 pub use history::{Attempt, AttemptOutcome, DEFAULT_HISTORY_KEEP, TIMED_OUT_PREFIX};
 pub use item::{

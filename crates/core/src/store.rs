@@ -12,6 +12,8 @@ use serde_json::Value;
 use crate::action::{ActionReport, ItemSelector, PausedKind, RetryRequest};
 use crate::activity::{FinishedBucket, KindDepth};
 use crate::clock::{SharedClock, Timestamp};
+use crate::decision::DecisionRequest;
+use crate::emergency::{DeadNodesRequest, ReleasedNode};
 use crate::error::StoreResult;
 use crate::history::Attempt;
 use crate::item::{
@@ -186,6 +188,26 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// record is written in the transaction that ended the attempt. An unknown id has none.
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>>;
 
+    /// Parks the item until someone decides (fenced): `in_progress` under this lease →
+    /// `awaiting`, holding no lease (owner and lease cleared, so it is neither acquired nor
+    /// reaped), its attempt given back (waiting for a person is not a failure), with
+    /// `request` stored as its open [`Decision`](crate::Decision). A request that does not
+    /// validate is `InvalidInput` and changes nothing.
+    async fn item_park(
+        &self,
+        lease: &LeaseRef,
+        request: &DecisionRequest,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// Answers an `awaiting` item's question: the item goes back to `pending`, ready at
+    /// `now`, its [`Decision`](crate::Decision) answered and, when its input is a JSON object,
+    /// the question and answer in its input under `"decision"`
+    /// ([`Decision::merge_into`](crate::Decision::merge_into)). Returns the item as resumed.
+    /// An item in any other status is `InvalidState` (naming it), an answer the question does
+    /// not accept is `InvalidInput` (naming it); either changes nothing.
+    async fn item_decide(&self, id: ItemId, answer: &str, now: Timestamp) -> StoreResult<Item>;
+
     /// Records the holder's progress report (fenced).
     async fn item_progress(
         &self,
@@ -258,6 +280,42 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         heartbeat_before: Timestamp,
         now: Timestamp,
     ) -> StoreResult<Vec<RecoveredItem>>;
+
+    /// One sweep of [`items_reap_expired`](Store::items_reap_expired) judging owners by the
+    /// worker registry alone (as [`RegistryLiveness`] does, dead after `missed_intervals`
+    /// missed heartbeats): the one-shot `leasehold reap`. The default runs that in Rust
+    /// ([`emergency::reap_by_registry`](crate::emergency::reap_by_registry)); a backend with
+    /// stored functions may run the same judgement there (PostgreSQL's
+    /// `leasehold_reap_expired`), so that an operator with only SQL gets the same result.
+    async fn items_reap_by_registry(
+        &self,
+        req: &ReapRequest,
+        missed_intervals: u32,
+        now: Timestamp,
+    ) -> StoreResult<RecoveryStats> {
+        crate::emergency::reap_by_registry(self.as_dyn(), req, missed_intervals, now).await
+    }
+
+    /// Takes back at once, without waiting for leases to expire, the items of every node
+    /// incarnation the registry does not vouch for at `now` (dead, or stopped while still
+    /// holding items; `req.exclude` is never judged) whose own last heartbeat is older than
+    /// that row's window, through [`items_recover_node`](Store::items_recover_node): seed
+    /// 002's `release_dead_worker_leases()`, `leasehold reap --dead-nodes` and the monitor's
+    /// check. Reports every dead incarnation (even holding nothing) and every stopped one
+    /// that held items. With `req.dry_run` nothing changes and the same report comes back.
+    /// The default runs in Rust
+    /// ([`emergency::release_dead_nodes`](crate::emergency::release_dead_nodes)); PostgreSQL
+    /// calls its SQL function `leasehold_release_dead_nodes`.
+    async fn items_release_dead_nodes(
+        &self,
+        req: &DeadNodesRequest,
+        now: Timestamp,
+    ) -> StoreResult<Vec<ReleasedNode>> {
+        crate::emergency::release_dead_nodes(self.as_dyn(), req, now).await
+    }
+
+    /// This store as a trait object (for the default methods that hand it on).
+    fn as_dyn(&self) -> &dyn Store;
 
     /// Claims node `node.node_id`'s registry row for a new incarnation, check and write in one
     /// transaction, so two nodes starting at once under one id never both succeed. When the
@@ -485,20 +543,13 @@ impl RegistryLiveness {
 #[async_trait]
 impl LivenessCheck for RegistryLiveness {
     async fn check(&self, candidate: &ReapCandidate) -> Liveness {
-        let Some(node_id) = candidate.owner_node.as_deref() else {
-            return Liveness::Dead;
-        };
-        match self.store.node_get(node_id).await {
-            Ok(Some(node))
-                if Some(node.incarnation) == candidate.owner_incarnation
-                    && node.is_alive(self.now, self.missed_intervals) =>
-            {
-                Liveness::Alive
-            }
-            Ok(_) => Liveness::Dead,
-            // Cannot read the registry: do not judge an owner dead on a failing store.
-            Err(_) => Liveness::Alive,
-        }
+        crate::emergency::registry_verdict(
+            self.store.as_ref(),
+            candidate,
+            self.missed_intervals,
+            self.now,
+        )
+        .await
     }
 }
 

@@ -358,6 +358,7 @@ mod tests {
             unique_key: None,
             started_at: None,
             cancel_requested_at: None,
+            decision: None,
         }
     }
 

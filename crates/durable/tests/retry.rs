@@ -171,6 +171,7 @@ fn item(kind: &str, input: serde_json::Value) -> Item {
         unique_key: None,
         started_at: None,
         cancel_requested_at: None,
+        decision: None,
     }
 }
 

@@ -59,9 +59,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use leasehold_core::store::Wakeups;
 use leasehold_core::{
     AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest, Clock,
-    FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId, ItemSelector,
-    ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem, NodeClaim,
-    NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
+    DecisionRequest, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId,
+    ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem,
+    NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
     RetryRequest, SharedClock, StatusCounts, Store, StoreError, StoreResult, SystemClock,
     Timestamp,
 };
@@ -79,8 +79,8 @@ use crate::db::Db;
 use crate::error::no_nul;
 use crate::notify::{Listener, Subscription};
 use crate::ops::{
-    activity, cancel, checkpoint, cleanup, delete, enqueue, follow_up, history, pause, progress,
-    read, reap, recover, registry, release, renew, retry,
+    activity, cancel, checkpoint, cleanup, decide, delete, emergency, enqueue, follow_up, history,
+    park, pause, progress, read, reap, recover, registry, release, renew, retry,
 };
 
 /// How long a connection attempt may take before the open (or an operation) fails.
@@ -252,6 +252,10 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
+    fn as_dyn(&self) -> &dyn Store {
+        self
+    }
+
     async fn items_enqueue(&self, items: Vec<NewItem>, now: Timestamp) -> StoreResult<Vec<ItemId>> {
         let ids = enqueue::run(&self.db, &self.channel, items, now).await?;
         self.analyze_once_grown(ids.len() as u64).await;
@@ -377,6 +381,19 @@ impl Store for PgStore {
         history::list(&self.db, id).await
     }
 
+    async fn item_park(
+        &self,
+        lease: &LeaseRef,
+        request: &DecisionRequest,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        park::run(&self.db, lease, request, now).await
+    }
+
+    async fn item_decide(&self, id: ItemId, answer: &str, now: Timestamp) -> StoreResult<Item> {
+        decide::run(&self.db, id, answer, now).await
+    }
+
     async fn item_progress(
         &self,
         lease: &LeaseRef,
@@ -435,6 +452,23 @@ impl Store for PgStore {
             now,
         )
         .await
+    }
+
+    async fn items_reap_by_registry(
+        &self,
+        req: &ReapRequest,
+        missed_intervals: u32,
+        now: Timestamp,
+    ) -> StoreResult<RecoveryStats> {
+        emergency::reap(&self.db, req, missed_intervals, self.opts.history_keep, now).await
+    }
+
+    async fn items_release_dead_nodes(
+        &self,
+        req: &leasehold_core::DeadNodesRequest,
+        now: Timestamp,
+    ) -> StoreResult<Vec<leasehold_core::ReleasedNode>> {
+        emergency::release_dead_nodes(&self.db, req, self.opts.history_keep, now).await
     }
 
     async fn items_recover_owner(

@@ -19,7 +19,7 @@ macro_rules! item_columns {
         "id, kind, input, status, attempts, max_attempts, priority, run_at, group_id, owner, \
          owner_node, owner_incarnation, epoch, lease_expires_at, last_heartbeat_at, output, \
          error, progress, created_at, updated_at, finished_at, timeout_ms, releases, unique_key, \
-         started_at, cancel_requested_at"
+         started_at, cancel_requested_at, decision"
     };
 }
 pub(crate) use item_columns;
@@ -126,7 +126,19 @@ pub(crate) fn item(row: &Row) -> StoreResult<Item> {
         unique_key: col(row, 23)?,
         started_at: ts_opt(row, 24)?,
         cancel_requested_at: ts_opt(row, 25)?,
+        decision: decision_opt(row, 26)?,
     })
+}
+
+/// A parked item's decision, stored as JSON.
+fn decision_opt(row: &Row, i: usize) -> StoreResult<Option<leasehold_core::Decision>> {
+    let stored: Option<serde_json::Value> = col(row, i)?;
+    stored
+        .map(|v| {
+            serde_json::from_value(v)
+                .map_err(|e| corrupt(format!("column {i}: stored decision: {e}")))
+        })
+        .transpose()
 }
 
 /// Decodes rows selected with [`item_columns!`].

@@ -36,7 +36,7 @@ const OWN_TABLES: [&str; 9] = [
 ];
 
 /// Schema migrations, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// Version 1: items, their checkpoints, and the worker registry, as in the SQLite backend.
 ///
@@ -232,6 +232,253 @@ CREATE TABLE paused_kinds (
     kind      TEXT   PRIMARY KEY CHECK (kind <> ''),
     paused_at BIGINT NOT NULL
 );
+";
+
+/// Version 7: the decision step. An item may be `awaiting` (parked by its holder until someone
+/// decides, holding no lease), with its question, allowed answers and, once decided, the answer
+/// in `decision`; `items_awaiting` holds only parked items, for their listing. A parked item
+/// keeps its unique key: `items_unique_open` now counts `awaiting` as open. The status CHECK
+/// is replaced under its own name, so a later migration can replace it again.
+const V7: &str = "
+ALTER TABLE items ADD COLUMN decision JSON;
+ALTER TABLE items DROP CONSTRAINT items_status_check;
+ALTER TABLE items ADD CONSTRAINT items_status_check
+    CHECK (status IN ('pending', 'in_progress', 'completed', 'failed', 'cancelled', 'awaiting'));
+ALTER TABLE items ADD CONSTRAINT items_awaiting_check
+    CHECK (status <> 'awaiting' OR (decision IS NOT NULL AND lease_expires_at IS NULL));
+CREATE INDEX items_awaiting ON items (id) WHERE status = 'awaiting';
+DROP INDEX items_unique_open;
+CREATE UNIQUE INDEX items_unique_open ON items (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('pending', 'in_progress', 'awaiting');
+";
+
+/// Version 8: the two emergency operations as SQL functions in the schema, so that an operator
+/// with only `psql` runs exactly what `leasehold reap` and `leasehold reap --dead-nodes` run
+/// (the store calls these functions; docs/operations.md shows the calls):
+///
+/// - `leasehold_reap_expired(now, stale_after_ms, batch, missed_intervals, max_attempts,
+///   dry_run, after_expiry, after_id, keep)`: one reaper sweep judging owners by the registry.
+/// - `leasehold_release_dead_nodes(now, missed_intervals, dry_run, exclude_node,
+///   exclude_incarnation, keep)`: takes back at once what dead (or stopped) incarnations hold.
+/// - `leasehold_take_back(...)`: the write both share (requeue with epoch + 1, or dead-letter;
+///   an item marked for cancellation is cancelled instead), with the `error_boundary`
+///   checkpoint and the attempt's history record (`reaped` or `taken_back_by_monitor`, the
+///   history trimmed to the newest `keep`), fenced by owner and epoch on a locked row.
+///
+/// Every argument has a default (`now`: the database's clock in milliseconds). `SET
+/// search_path FROM CURRENT` binds each function to this schema whatever the caller's
+/// search path; the notification channel is `leasehold_` and the schema's name, as the store's.
+/// The liveness judgement is `NodeRecord::is_alive`'s: not stopped, and
+/// `now - last_heartbeat_at <= max(interval, 1) * max(missed, 1)`.
+const V8: &str = "
+CREATE FUNCTION leasehold_take_back(p_id BIGINT, p_owner TEXT, p_epoch BIGINT,
+    p_attempts BIGINT, p_max_attempts BIGINT, p_dead_letter BOOLEAN, p_reason TEXT,
+    p_now BIGINT, p_outcome TEXT, p_keep BIGINT) RETURNS BOOLEAN
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+DECLARE
+    v_changed INTEGER;
+    v_node TEXT;
+    v_incarnation BIGINT;
+    v_started BIGINT;
+BEGIN
+    IF p_keep IS NULL OR p_keep < 1 THEN
+        RAISE EXCEPTION 'history keep must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    SELECT owner_node, owner_incarnation, started_at INTO v_node, v_incarnation, v_started
+        FROM items WHERE id = p_id;
+    -- An item an operator marked for cancellation ends cancelled, not requeued or failed:
+    -- its holder is gone, so whoever takes it back finishes the cancel.
+    IF p_dead_letter THEN
+        UPDATE items SET
+            status = CASE WHEN cancel_requested_at IS NULL THEN 'failed' ELSE 'cancelled' END,
+            error = p_reason || coalesce('; last error: ' || error, ''),
+            finished_at = p_now, updated_at = p_now, lease_expires_at = NULL
+        WHERE id = p_id AND status = 'in_progress' AND owner = p_owner AND epoch = p_epoch;
+    ELSE
+        UPDATE items SET
+            status = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
+            finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE p_now END,
+            epoch = epoch + 1, updated_at = p_now,
+            owner = NULL, owner_node = NULL, owner_incarnation = NULL,
+            lease_expires_at = NULL, last_heartbeat_at = NULL
+        WHERE id = p_id AND status = 'in_progress' AND owner = p_owner AND epoch = p_epoch;
+    END IF;
+    GET DIAGNOSTICS v_changed = ROW_COUNT;
+    IF v_changed = 1 THEN
+        INSERT INTO durable_checkpoints (item_id, epoch, step, name, checkpoint_type, state,
+            snapshot, evidence, created_at, committed_at)
+        VALUES (p_id, p_epoch, NULL, 'recovered', 'error_boundary', 'committed',
+            json_build_object('attempts', p_attempts, 'dead_lettered', p_dead_letter,
+                'max_attempts', p_max_attempts, 'previous_epoch', p_epoch,
+                'previous_owner', p_owner, 'reason', p_reason),
+            '{\"evidence\":[]}', p_now, p_now);
+        -- The attempt's history record (the taker writes it; the lost holder writes none),
+        -- then the history trimmed to the newest p_keep, as the store's own take-back does.
+        INSERT INTO item_attempts (item_id, epoch, attempt, started_at, ended_at, owner,
+            owner_node, owner_incarnation, outcome, error)
+        VALUES (p_id, p_epoch, p_attempts, v_started, p_now, p_owner, v_node, v_incarnation,
+            p_outcome, p_reason);
+        IF p_epoch > p_keep THEN
+            DELETE FROM item_attempts WHERE item_id = p_id AND epoch <=
+                (SELECT h.epoch FROM item_attempts h WHERE h.item_id = p_id
+                 ORDER BY h.epoch DESC OFFSET p_keep LIMIT 1);
+        END IF;
+    END IF;
+    RETURN v_changed = 1;
+END
+$fn$;
+
+CREATE FUNCTION leasehold_owner_alive(p_node TEXT, p_incarnation BIGINT, p_missed INTEGER,
+    p_now BIGINT) RETURNS BOOLEAN
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $fn$
+    SELECT EXISTS (SELECT 1 FROM workers w WHERE w.node_id = p_node
+        AND w.incarnation = p_incarnation AND w.status <> 'stopped'
+        AND p_now - w.last_heartbeat_at <= greatest(w.heartbeat_interval_ms, 1) * greatest(p_missed, 1))
+$fn$;
+
+CREATE FUNCTION leasehold_reap_expired(
+    p_now BIGINT DEFAULT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT,
+    p_stale_after_ms BIGINT DEFAULT 900000,
+    p_batch INTEGER DEFAULT 200,
+    p_missed_intervals INTEGER DEFAULT 3,
+    p_max_attempts INTEGER DEFAULT NULL,
+    p_dry_run BOOLEAN DEFAULT false,
+    p_after_expiry BIGINT DEFAULT NULL,
+    p_after_id BIGINT DEFAULT NULL,
+    p_keep BIGINT DEFAULT 25)
+RETURNS TABLE (item_id BIGINT, kind TEXT, owner TEXT, epoch BIGINT, attempts BIGINT,
+    max_attempts BIGINT, lease_expires_at BIGINT, outcome TEXT)
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+DECLARE
+    c RECORD;
+    v_stale_cutoff BIGINT;
+    v_limit BIGINT;
+    v_dead BOOLEAN;
+    v_reason TEXT;
+    v_requeued INTEGER := 0;
+BEGIN
+    IF p_batch IS NULL OR p_batch < 1 THEN
+        RAISE EXCEPTION 'reap batch must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    IF p_stale_after_ms IS NULL OR p_stale_after_ms < 1 THEN
+        RAISE EXCEPTION 'stale limit must be positive' USING ERRCODE = '22023';
+    END IF;
+    IF p_max_attempts IS NOT NULL AND p_max_attempts < 1 THEN
+        RAISE EXCEPTION 'max attempts must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    IF p_missed_intervals IS NULL OR p_missed_intervals < 1 THEN
+        RAISE EXCEPTION 'missed heartbeat intervals must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    v_stale_cutoff := p_now - p_stale_after_ms;
+    FOR c IN SELECT i.id, i.kind, i.owner, i.owner_node, i.owner_incarnation, i.epoch,
+            i.attempts, i.max_attempts, i.lease_expires_at,
+            coalesce(i.last_heartbeat_at <= v_stale_cutoff, false) AS past_stale
+        FROM items i
+        WHERE i.status = 'in_progress'
+          AND (i.lease_expires_at <= p_now OR i.last_heartbeat_at <= v_stale_cutoff)
+          AND (i.lease_expires_at, i.id) > (coalesce(p_after_expiry, -9223372036854775808),
+                                            coalesce(p_after_id, -9223372036854775808))
+        ORDER BY i.lease_expires_at, i.id LIMIT p_batch
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        item_id := c.id; kind := c.kind; owner := c.owner; epoch := c.epoch;
+        attempts := c.attempts; max_attempts := c.max_attempts;
+        lease_expires_at := c.lease_expires_at;
+        IF NOT c.past_stale
+           AND leasehold_owner_alive(c.owner_node, c.owner_incarnation, p_missed_intervals, p_now) THEN
+            outcome := 'alive';
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        v_limit := least(coalesce(p_max_attempts, c.max_attempts), c.max_attempts);
+        v_dead := c.attempts >= v_limit;
+        v_reason := CASE WHEN c.past_stale
+                THEN 'no heartbeat from owner ' || c.owner || ' for over '
+                     || trim_scale(p_stale_after_ms::NUMERIC / 1000)::TEXT
+                     || 's (hard stale limit)'
+                ELSE 'lease expired; owner ' || c.owner || ' presumed dead' END
+            || CASE WHEN v_limit < c.max_attempts
+                THEN ' after ' || c.attempts || ' attempts (reaper limit ' || v_limit
+                     || ', budget ' || c.max_attempts || ')'
+                ELSE ' after ' || c.attempts || ' of ' || c.max_attempts || ' attempts' END;
+        IF NOT p_dry_run THEN
+            IF NOT leasehold_take_back(c.id, c.owner, c.epoch, c.attempts, c.max_attempts,
+                                       v_dead, v_reason, p_now, 'reaped', p_keep) THEN
+                outcome := 'changed';
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+        END IF;
+        outcome := CASE WHEN v_dead THEN 'dead_lettered' ELSE 'requeued' END;
+        IF NOT v_dead THEN v_requeued := v_requeued + 1; END IF;
+        RETURN NEXT;
+    END LOOP;
+    IF v_requeued > 0 AND NOT p_dry_run THEN
+        PERFORM pg_notify('leasehold_' || current_schema(), v_requeued::TEXT);
+    END IF;
+END
+$fn$;
+
+CREATE FUNCTION leasehold_release_dead_nodes(
+    p_now BIGINT DEFAULT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT,
+    p_missed_intervals INTEGER DEFAULT 3,
+    p_dry_run BOOLEAN DEFAULT false,
+    p_exclude_node TEXT DEFAULT NULL,
+    p_exclude_incarnation BIGINT DEFAULT NULL,
+    p_keep BIGINT DEFAULT 25)
+RETURNS TABLE (node_id TEXT, incarnation BIGINT, state TEXT, last_heartbeat_at BIGINT,
+    item_id BIGINT, kind TEXT, previous_owner TEXT, previous_epoch BIGINT, attempts BIGINT,
+    max_attempts BIGINT, dead_lettered BOOLEAN)
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+DECLARE
+    w RECORD;
+    c RECORD;
+    v_window BIGINT;
+    v_any BOOLEAN;
+    v_requeued INTEGER := 0;
+BEGIN
+    IF p_missed_intervals IS NULL OR p_missed_intervals < 1 THEN
+        RAISE EXCEPTION 'missed heartbeat intervals must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    FOR w IN SELECT * FROM workers ORDER BY workers.node_id LOOP
+        CONTINUE WHEN w.node_id = p_exclude_node AND w.incarnation = p_exclude_incarnation;
+        v_window := greatest(w.heartbeat_interval_ms, 1) * p_missed_intervals;
+        CONTINUE WHEN w.status <> 'stopped' AND p_now - w.last_heartbeat_at <= v_window;
+        node_id := w.node_id; incarnation := w.incarnation;
+        state := CASE WHEN w.status = 'stopped' THEN 'stopped' ELSE 'dead' END;
+        last_heartbeat_at := w.last_heartbeat_at;
+        v_any := false;
+        FOR c IN SELECT i.id, i.kind, i.owner, i.epoch, i.attempts, i.max_attempts FROM items i
+            WHERE i.status = 'in_progress' AND i.owner_node = w.node_id
+              AND i.owner_incarnation = w.incarnation
+              AND (i.last_heartbeat_at IS NULL OR i.last_heartbeat_at < p_now - v_window)
+            ORDER BY i.id FOR UPDATE
+        LOOP
+            IF NOT p_dry_run AND NOT leasehold_take_back(c.id, c.owner, c.epoch, c.attempts,
+                    c.max_attempts, c.attempts >= c.max_attempts,
+                    'owner ' || c.owner || ' belongs to a node incarnation declared dead; '
+                    || 'dead-lettered after ' || c.attempts || ' of ' || c.max_attempts
+                    || ' attempts', p_now, 'taken_back_by_monitor', p_keep) THEN
+                CONTINUE;
+            END IF;
+            v_any := true;
+            item_id := c.id; kind := c.kind; previous_owner := c.owner;
+            previous_epoch := c.epoch; attempts := c.attempts; max_attempts := c.max_attempts;
+            dead_lettered := c.attempts >= c.max_attempts;
+            IF NOT dead_lettered THEN v_requeued := v_requeued + 1; END IF;
+            RETURN NEXT;
+        END LOOP;
+        IF NOT v_any AND state = 'dead' THEN
+            item_id := NULL; kind := NULL; previous_owner := NULL; previous_epoch := NULL;
+            attempts := NULL; max_attempts := NULL; dead_lettered := NULL;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+    IF v_requeued > 0 AND NOT p_dry_run THEN
+        PERFORM pg_notify('leasehold_' || current_schema(), v_requeued::TEXT);
+    END IF;
+END
+$fn$;
 ";
 
 /// The version table, created with the schema (before the first migration).

@@ -415,6 +415,23 @@ async fn a_version_1_schema_migrates_to_the_durable_tables_keeping_its_items() {
         ),
     )
     .await;
+    // Versions 5 and 6: the decision column and its index, the status CHECK as version 1 had
+    // it, the emergency functions.
+    for sql in [
+        format!("ALTER TABLE {s}.items DROP COLUMN decision"),
+        format!("DROP INDEX {s}.items_awaiting"),
+        format!(
+            "ALTER TABLE {s}.items DROP CONSTRAINT items_status_check, ADD CONSTRAINT \
+             items_status_check CHECK (status IN ('pending', 'in_progress', 'completed', \
+             'failed', 'cancelled'))"
+        ),
+        format!(
+            "DROP FUNCTION {s}.leasehold_reap_expired, {s}.leasehold_release_dead_nodes, \
+             {s}.leasehold_take_back, {s}.leasehold_owner_alive"
+        ),
+    ] {
+        psql(&schema, &sql).await;
+    }
     psql(
         &schema,
         &format!("DELETE FROM {s}.schema_migrations WHERE version > 1 RETURNING version"),

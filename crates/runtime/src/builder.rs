@@ -631,6 +631,7 @@ impl LeaseholdBuilder {
             faults: self.faults.unwrap_or_default(),
             idle: Mutex::new(BTreeSet::new()),
             busy: (0..workers).map(|_| AtomicI64::new(0)).collect(),
+            tasks: (0..workers).map(|_| Arc::default()).collect(),
             store_reachable: AtomicBool::new(true),
             events: self.events,
             on_node_dead: self.on_node_dead,

@@ -72,6 +72,15 @@ pub enum NodeEvent {
         /// Whether the worker's `item_cancel_confirm` was written.
         confirmed: bool,
     },
+    /// A handler parked its item awaiting a decision
+    /// ([`JobError::awaiting_decision`](crate::JobError::awaiting_decision)); the park
+    /// committed.
+    Parked {
+        /// The item.
+        item: ItemId,
+        /// The question it waits on.
+        question: String,
+    },
     /// An item went back to pending on graceful shutdown.
     Released {
         /// The item.

@@ -33,9 +33,9 @@ use serde_json::Value;
 
 use leasehold_core::{
     AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest,
-    FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId, ItemSelector,
-    ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem, NodeClaim,
-    NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
+    DecisionRequest, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId,
+    ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem,
+    NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
     RetryRequest, StatusCounts, Store, StoreError, StoreResult, Timestamp,
 };
 
@@ -445,6 +445,29 @@ impl FaultyStore {
 
 #[async_trait]
 impl Store for FaultyStore {
+    fn as_dyn(&self) -> &dyn Store {
+        self
+    }
+    async fn items_reap_by_registry(
+        &self,
+        req: &ReapRequest,
+        missed_intervals: u32,
+        now: Timestamp,
+    ) -> StoreResult<RecoveryStats> {
+        self.gate().await?;
+        self.inner
+            .items_reap_by_registry(req, missed_intervals, now)
+            .await
+    }
+    async fn items_release_dead_nodes(
+        &self,
+        req: &leasehold_core::DeadNodesRequest,
+        now: Timestamp,
+    ) -> StoreResult<Vec<leasehold_core::ReleasedNode>> {
+        self.gate().await?;
+        self.inner.items_release_dead_nodes(req, now).await
+    }
+
     async fn items_enqueue(&self, items: Vec<NewItem>, now: Timestamp) -> StoreResult<Vec<ItemId>> {
         self.gate().await?;
         self.inner.items_enqueue(items, now).await
@@ -561,6 +584,19 @@ impl Store for FaultyStore {
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
         self.gate().await?;
         self.inner.item_attempts(id).await
+    }
+    async fn item_park(
+        &self,
+        lease: &LeaseRef,
+        request: &DecisionRequest,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.gate().await?;
+        self.inner.item_park(lease, request, now).await
+    }
+    async fn item_decide(&self, id: ItemId, answer: &str, now: Timestamp) -> StoreResult<Item> {
+        self.gate().await?;
+        self.inner.item_decide(id, answer, now).await
     }
     async fn item_progress(
         &self,

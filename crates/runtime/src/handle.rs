@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use leasehold_core::metrics::NodeMetrics;
 use leasehold_core::{
-    ActionReport, Attempt, Clock, ItemId, ItemSelector, NewItem, PausedKind, RecoveryStats,
+    ActionReport, Attempt, Clock, Item, ItemId, ItemSelector, NewItem, PausedKind, RecoveryStats,
     RetryRequest, StatusCounts, Store,
 };
 
@@ -341,6 +341,20 @@ impl NodeHandle {
     /// An item's ended attempts, oldest first ([`Store::item_attempts`]).
     pub async fn attempts(&self, id: ItemId) -> Result<Vec<Attempt>, RuntimeError> {
         Ok(self.ctx.store.item_attempts(id).await?)
+    }
+
+    /// Answers a parked item's question ([`Store::item_decide`]): it goes back to pending
+    /// with the answer, and an idle worker is woken for it. An item that is not awaiting a
+    /// decision, or an answer its question does not accept, is refused (the error names the
+    /// status or the answer) and changes nothing.
+    pub async fn decide(&self, id: ItemId, answer: &str) -> Result<Item, RuntimeError> {
+        let item = self
+            .ctx
+            .store
+            .item_decide(id, answer, self.ctx.clock.now())
+            .await?;
+        self.ctx.wake(1);
+        Ok(item)
     }
 
     /// Counts of items by status.

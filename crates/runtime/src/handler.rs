@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use leasehold_core::{Clock, Item, ItemId, LeaseRef, NewItem, Store, StoreError};
+use leasehold_core::{Clock, DecisionRequest, Item, ItemId, LeaseRef, NewItem, Store, StoreError};
 
 use crate::faults::FaultPoints;
 
@@ -59,6 +59,8 @@ where
 /// ```
 pub struct JobError {
     permanent: bool,
+    /// The question the handler parks its item with, instead of failing it.
+    decision: Option<DecisionRequest>,
     /// The delay the handler asked for; `None` leaves it to the backoff.
     retry_after: Option<Duration>,
     source: Box<dyn std::error::Error + Send + Sync + 'static>,
@@ -69,15 +71,54 @@ impl JobError {
     pub fn retryable(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         JobError {
             permanent: false,
+            decision: None,
             retry_after: None,
             source: e.into(),
         }
+    }
+
+    /// Not a failure: parks the item until someone decides. The worker writes the park,
+    /// fenced by this attempt's lease ([`Store::item_park`]): the item goes to `awaiting`,
+    /// holding no lease, with `request`'s question and allowed answers, and its attempt is
+    /// given back. An answer ([`NodeHandle::decide`](crate::NodeHandle::decide), `leasehold
+    /// decide`) puts it back to pending; the next attempt reads the answer with
+    /// [`JobContext::decision`] (and in its input under `"decision"` when the input is an
+    /// object). A request that does not validate fails the attempt as a permanent error.
+    ///
+    /// ```
+    /// use leasehold_runtime::{JobContext, JobError};
+    /// use leasehold_core::DecisionRequest;
+    /// async fn handler(ctx: JobContext) -> Result<String, JobError> {
+    ///     match ctx.decision() {
+    ///         Some("skip") => Ok("skipped".into()),
+    ///         Some(other) => Ok(format!("decided {other}")),
+    ///         None => Err(JobError::awaiting_decision(DecisionRequest::new(
+    ///             "no contact found: skip or research by hand?",
+    ///             ["skip", "manual"],
+    ///         ))),
+    ///     }
+    /// }
+    /// ```
+    pub fn awaiting_decision(request: DecisionRequest) -> Self {
+        JobError {
+            permanent: false,
+            source: format!("awaiting a decision: {}", request.question).into(),
+            decision: Some(request),
+            retry_after: None,
+        }
+    }
+
+    /// The question this error parks its item with, if it is
+    /// [`awaiting_decision`](JobError::awaiting_decision).
+    pub fn decision_request(&self) -> Option<&DecisionRequest> {
+        self.decision.as_ref()
     }
 
     /// A failure retrying cannot fix: the item is dead-lettered now.
     pub fn permanent(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         JobError {
             permanent: true,
+            decision: None,
             retry_after: None,
             source: e.into(),
         }
@@ -126,6 +167,7 @@ impl fmt::Debug for JobError {
         f.debug_struct("JobError")
             .field("permanent", &self.permanent)
             .field("retry_after", &self.retry_after)
+            .field("decision", &self.decision)
             .field("source", &self.source)
             .finish()
     }
@@ -147,6 +189,8 @@ pub struct JobContext {
     pub(crate) follow_ups: Arc<std::sync::Mutex<Vec<NewItem>>>,
     /// The node's metrics, under this item's kind.
     pub(crate) metrics: crate::metrics::JobMetrics,
+    /// This worker's task as the registry row reports it.
+    pub(crate) task: Arc<std::sync::Mutex<crate::node::WorkerTask>>,
 }
 
 impl fmt::Debug for JobContext {
@@ -211,6 +255,14 @@ impl JobContext {
     /// The whole item as acquired.
     pub fn item(&self) -> &Item {
         &self.item
+    }
+
+    /// The answer to the question this item was last parked with
+    /// ([`JobError::awaiting_decision`]), once someone decided; `None` before it was ever
+    /// parked. The whole record (question, allowed answers, times) is
+    /// [`Item::decision`](leasehold_core::Item::decision).
+    pub fn decision(&self) -> Option<&str> {
+        self.item.decision.as_ref()?.answer.as_deref()
     }
 
     /// The execution timeout of this attempt (the item's own, else its kind's, else the
@@ -278,6 +330,17 @@ impl JobContext {
             .unwrap_or_else(|p| p.into_inner())
             .push(item);
         Ok(())
+    }
+
+    /// Says what this worker is doing now ("Researching example.com"), for people: the
+    /// worker registry shows it beside the worker's item from the next registry heartbeat
+    /// (`leasehold workers`, the dashboard). Cleared when the item is settled. A call after
+    /// this attempt ended (its lease lost, say) changes nothing.
+    pub fn set_task(&self, text: impl Into<String>) {
+        let mut task = self.task.lock().unwrap_or_else(|p| p.into_inner());
+        if task.item == Some(self.item.id) {
+            task.text = Some(text.into());
+        }
     }
 
     /// The store, for anything else the handler needs to read.

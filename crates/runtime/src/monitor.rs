@@ -16,7 +16,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 
-use leasehold_core::{leased_items, RecoveredItem, Timestamp, WorkerState};
+use leasehold_core::{DeadNodesRequest, RecoveredItem, Timestamp, WorkerState};
 
 use crate::events::NodeEvent;
 use crate::node::{Metrics, NodeCtx};
@@ -131,63 +131,38 @@ pub(crate) async fn check_once(
     if let Err(e) = ctx.store.ping().await {
         return stand_down(ctx, format!("the store does not answer: {e}"));
     }
-    let nodes = match ctx.store.nodes_list().await {
-        Ok(n) => n,
-        Err(e) => return stand_down(ctx, format!("cannot read the registry: {e}")),
-    };
-    // One read of the leased items (bounded by the fleet's worker count) tells which
-    // incarnations hold anything, so a check writes only where there is something to take
-    // back, however many old rows the registry keeps.
-    let holders = match holding_incarnations(ctx).await {
-        Ok(h) => h,
-        Err(e) => return stand_down(ctx, format!("cannot read the leased items: {e}")),
-    };
     let now = ctx.clock.now();
+    // The one take-back every caller shares (`leasehold reap --dead-nodes`, the stand-alone
+    // monitor, PostgreSQL's SQL function): this incarnation is alive by definition.
+    let req = DeadNodesRequest {
+        missed_intervals: ctx.cfg.dead_after_missed,
+        dry_run: false,
+        exclude: Some((ctx.node_id.clone(), ctx.incarnation)),
+    };
+    let released = match ctx.store.items_release_dead_nodes(&req, now).await {
+        Ok(r) => r,
+        Err(e) if e.is_backend_failure() => {
+            return stand_down(ctx, format!("taking back items failed: {e}"));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "monitor could not take back dead nodes' items");
+            return stand_down(ctx, format!("taking back items was refused: {e}"));
+        }
+    };
     let mut report = MonitorReport::default();
-    for node in nodes {
-        // This incarnation is alive by definition: it is running this check.
-        if node.node_id == ctx.node_id && node.incarnation == ctx.incarnation {
-            continue;
-        }
-        let state = node.state(now, ctx.cfg.dead_after_missed);
-        if state == WorkerState::Alive {
-            continue;
-        }
-        let holds = holders.contains(&(node.node_id.clone(), node.incarnation));
-        let recovered = if !holds {
-            Vec::new()
-        } else {
-            // The row is stale, but it can lag the leases' own heartbeats (a registry write
-            // failing or late while renewals land): take only items whose own last heartbeat
-            // is as old as the row's judgement requires.
-            let cutoff = node.heartbeat_cutoff(now, ctx.cfg.dead_after_missed);
-            match ctx
-                .store
-                .items_recover_node(&node.node_id, node.incarnation, cutoff, now)
-                .await
-            {
-                Ok(r) => r,
-                Err(e) if e.is_backend_failure() => {
-                    return stand_down(ctx, format!("taking back items failed: {e}"));
-                }
-                Err(e) => {
-                    tracing::error!(node = %node.node_id, error = %e, "monitor could not take back a dead node's items");
-                    Vec::new()
-                }
-            }
-        };
-        let first_seen =
-            state == WorkerState::Dead && alerted.insert((node.node_id.clone(), node.incarnation));
-        if !first_seen && recovered.is_empty() {
+    for node in released {
+        let first_seen = node.state == WorkerState::Dead
+            && alerted.insert((node.node_id.clone(), node.incarnation));
+        if !first_seen && node.items.is_empty() {
             continue;
         }
         let dead = DeadNode {
-            node_id: node.node_id.clone(),
+            silent_for: now.since(node.last_heartbeat_at),
+            node_id: node.node_id,
             incarnation: node.incarnation,
-            state,
+            state: node.state,
             last_heartbeat_at: node.last_heartbeat_at,
-            silent_for: node.silent_for(now),
-            recovered,
+            recovered: node.items,
             first_seen,
         };
         let dead_lettered = dead.recovered.iter().filter(|r| r.dead_lettered).count() as u64;
@@ -208,17 +183,6 @@ pub(crate) async fn check_once(
         ctx.wake(usize::try_from(report.requeued).unwrap_or(usize::MAX));
     }
     MonitorOutcome::Checked(report)
-}
-
-/// The (node, incarnation) pairs that hold an in-progress item now.
-async fn holding_incarnations(
-    ctx: &NodeCtx,
-) -> leasehold_core::StoreResult<HashSet<(String, i64)>> {
-    Ok(leased_items(ctx.store.as_ref())
-        .await?
-        .into_iter()
-        .filter_map(|i| i.owner_node.zip(i.owner_incarnation))
-        .collect())
 }
 
 /// The three alerts, once per dead incarnation.

@@ -35,6 +35,10 @@ pub(crate) struct NodeCtx {
     pub(crate) idle: Mutex<BTreeSet<usize>>,
     /// Each worker's current item id (0 when idle): what the registry row reports.
     pub(crate) busy: Vec<AtomicI64>,
+    /// Each worker's current task: since when it holds its item, and the text its handler set
+    /// ([`JobContext::set_task`](crate::JobContext::set_task)); what the registry row reports
+    /// under `metadata.workers`. A std Mutex: held for a copy or a swap only.
+    pub(crate) tasks: Vec<Arc<Mutex<WorkerTask>>>,
     /// Whether this node's last registry write reached the store: the reaper stands down when
     /// it did not, so a sick database never looks like dead owners.
     pub(crate) store_reachable: AtomicBool,
@@ -105,6 +109,32 @@ impl NodeCtx {
         if let Some(slot) = self.busy.get(i) {
             slot.store(item.map_or(0, |id| id.0), Ordering::Relaxed);
         }
+        if let Some(task) = self.tasks.get(i) {
+            let now = self.clock.now();
+            *task.lock().unwrap_or_else(|p| p.into_inner()) = WorkerTask {
+                item,
+                since: item.map(|_| now),
+                text: None,
+            };
+        }
+    }
+
+    /// Every worker's current task, by index: the registry row's `metadata.workers`.
+    pub(crate) fn worker_tasks(&self) -> Vec<serde_json::Value> {
+        self.tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let t = t.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                serde_json::json!({
+                    "worker": i,
+                    "owner": self.owner_id(i),
+                    "item": t.item,
+                    "since": t.since,
+                    "task": t.text,
+                })
+            })
+            .collect()
     }
 
     pub(crate) fn emit(&self, event: NodeEvent) {
@@ -120,6 +150,17 @@ impl NodeCtx {
             .map(ItemId)
             .collect()
     }
+}
+
+/// What one worker is doing, for the registry row.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct WorkerTask {
+    /// The item it holds.
+    pub(crate) item: Option<ItemId>,
+    /// Since when.
+    pub(crate) since: Option<leasehold_core::Timestamp>,
+    /// The handler's own words for what it is doing.
+    pub(crate) text: Option<String>,
 }
 
 /// Counters shared by the actors; read by [`NodeHandle::stats`](crate::NodeHandle::stats).

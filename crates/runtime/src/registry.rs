@@ -131,6 +131,8 @@ impl RegistryState {
     async fn write(&self, status: NodeStatus) {
         let ctx = &self.ctx;
         let busy = ctx.busy_items();
+        let workers = ctx.worker_tasks();
+        tracing::debug!(node = %ctx.node_id, incarnation = ctx.incarnation, status = %status, busy = busy.len(), workers = %serde_json::Value::Array(workers.clone()), "registry heartbeat");
         let record = NodeRecord {
             node_id: ctx.node_id.clone(),
             incarnation: ctx.incarnation,
@@ -152,6 +154,8 @@ impl RegistryState {
                 leasehold_core::METADATA_PID: std::process::id(),
                 "workers": ctx.cfg.workers,
                 "busy_items": busy.iter().map(|i| i.0).collect::<Vec<_>>(),
+                // Every worker: its item, since when, and the text its handler set.
+                "worker_tasks": workers,
                 // This incarnation's running totals: the dashboard, another process, reads
                 // recovery statistics only from here.
                 "stats": node_totals(&ctx.metrics),

@@ -18,8 +18,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use leasehold_core::{
-    AcquireRequest, Backoff, FailDisposition, FailOutcome, ItemId, LeaseRef, Leased, NewItem,
-    ReleaseOutcome, Store, StoreError, StoreResult, Timestamp,
+    AcquireRequest, Backoff, DecisionRequest, FailDisposition, FailOutcome, ItemId, LeaseRef,
+    Leased, NewItem, ReleaseOutcome, Store, StoreError, StoreResult, Timestamp,
 };
 
 use crate::events::NodeEvent;
@@ -612,6 +612,7 @@ impl WorkerState {
                 recorder: ctx.recorder.clone(),
                 kind: kind.clone(),
             },
+            task: ctx.tasks.get(self.index).cloned().unwrap_or_default(),
         };
         let follow_ups = job.follow_ups.clone();
         let me = myself.clone();
@@ -743,6 +744,16 @@ impl WorkerState {
                 }
                 r.map(|_| ())
             }
+            HandlerOutcome::Failed(e) if e.decision_request().is_some() => {
+                self.park(
+                    &lease,
+                    &cur.kind,
+                    e.decision_request().cloned(),
+                    attempt,
+                    deadline,
+                )
+                .await
+            }
             HandlerOutcome::Failed(e) => {
                 let disposition = if e.is_permanent() {
                     FailDisposition::Permanent
@@ -857,6 +868,45 @@ impl WorkerState {
             dead_lettered: r == FailOutcome::DeadLettered,
         });
         tracing::info!(item = %lease.item, attempt, error, outcome = ?r, "attempt failed");
+        Ok(())
+    }
+
+    /// Parks the item until someone decides (fenced). A question that does not validate fails
+    /// the attempt permanently instead: no one could ever answer it.
+    async fn park(
+        &self,
+        lease: &LeaseRef,
+        kind: &str,
+        request: Option<DecisionRequest>,
+        attempt: u32,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), StoreError> {
+        let ctx = &self.ctx;
+        let Some(request) = request else {
+            return Ok(());
+        };
+        if let Err(why) = request.validate() {
+            let error = format!("could not park for a decision: {why}");
+            return self
+                .fail(
+                    lease,
+                    kind,
+                    attempt,
+                    &error,
+                    FailDisposition::Permanent,
+                    deadline,
+                )
+                .await;
+        }
+        retry_store(deadline, || {
+            ctx.store.item_park(lease, &request, ctx.clock.now())
+        })
+        .await?;
+        ctx.emit(NodeEvent::Parked {
+            item: lease.item,
+            question: request.question.clone(),
+        });
+        tracing::info!(item = %lease.item, question = %request.question, answers = ?request.answers, "item parked awaiting a decision");
         Ok(())
     }
 

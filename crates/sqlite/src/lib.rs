@@ -45,17 +45,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use leasehold_core::{
     AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest,
-    FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId, ItemSelector,
-    ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem, NodeClaim,
-    NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
+    DecisionRequest, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId,
+    ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem,
+    NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
     RetryRequest, StatusCounts, Store, StoreError, StoreResult, Timestamp,
 };
 use serde_json::Value;
 
 use crate::db::Db;
 use crate::ops::{
-    acquire, activity, cancel, checkpoint, cleanup, complete, delete, enqueue, fail, follow_up,
-    history, pause, progress, read, reap, recover, registry, release, renew, retry,
+    acquire, activity, cancel, checkpoint, cleanup, complete, decide, delete, enqueue, fail,
+    follow_up, history, park, pause, progress, read, reap, recover, registry, release, renew,
+    retry,
 };
 
 /// What [`SqliteStore::set_group_commit_hook`] calls before each group commit: the names of the
@@ -150,6 +151,10 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn as_dyn(&self) -> &dyn Store {
+        self
+    }
+
     async fn items_enqueue(&self, items: Vec<NewItem>, now: Timestamp) -> StoreResult<Vec<ItemId>> {
         self.db.call(move |c| enqueue::run(c, items, now)).await
     }
@@ -308,6 +313,25 @@ impl Store for SqliteStore {
 
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
         self.db.call(move |c| history::list(c, id)).await
+    }
+
+    async fn item_park(
+        &self,
+        lease: &LeaseRef,
+        request: &DecisionRequest,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let (lease, request) = (lease.clone(), request.clone());
+        self.db
+            .call(move |c| park::run(c, &lease, &request, now))
+            .await
+    }
+
+    async fn item_decide(&self, id: ItemId, answer: &str, now: Timestamp) -> StoreResult<Item> {
+        let answer = answer.to_owned();
+        self.db
+            .call(move |c| decide::run(c, id, &answer, now))
+            .await
     }
 
     async fn item_progress(

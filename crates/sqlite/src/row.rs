@@ -20,7 +20,7 @@ macro_rules! item_columns {
         "id, kind, input, status, attempts, max_attempts, priority, run_at, group_id, owner, \
          owner_node, owner_incarnation, epoch, lease_expires_at, last_heartbeat_at, output, \
          error, progress, created_at, updated_at, finished_at, timeout_ms, releases, unique_key, \
-         started_at, cancel_requested_at"
+         started_at, cancel_requested_at, decision"
     };
 }
 pub(crate) use item_columns;
@@ -90,6 +90,7 @@ pub(crate) fn item(row: &Row<'_>) -> rusqlite::Result<Item> {
         unique_key: row.get(23)?,
         started_at: timestamp_opt(row, 24)?,
         cancel_requested_at: timestamp_opt(row, 25)?,
+        decision: decision_opt(row, 26)?,
     })
 }
 
@@ -193,6 +194,16 @@ fn json_opt(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Value>> {
         Some(text) => serde_json::from_str(&text)
             .map(Some)
             .map_err(|e| bad_column(index, format!("stored JSON: {e}"))),
+    }
+}
+
+/// A parked item's decision, stored as JSON text.
+fn decision_opt(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<leasehold_core::Decision>> {
+    match row.get::<_, Option<String>>(index)? {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| bad_column(index, format!("stored decision: {e}"))),
     }
 }
 

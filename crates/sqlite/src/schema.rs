@@ -48,7 +48,7 @@ const OWN_TABLES: [&str; 8] = [
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Schema migrations, oldest first; `MIGRATIONS[n]` takes version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// Version 1: items, their checkpoints, and the worker registry.
 ///
@@ -320,6 +320,73 @@ CREATE TABLE paused_kinds (
     kind      TEXT    PRIMARY KEY CHECK (kind <> ''),
     paused_at INTEGER NOT NULL
 ) STRICT;
+";
+
+/// Version 9: the decision step. `items` rebuilt (as in version 3: SQLite cannot alter a CHECK)
+/// so that its status may be `awaiting`, with a `decision` column (the parked item's question,
+/// allowed answers and, once decided, the answer, as JSON), and `items_awaiting`, which holds
+/// only parked items, for their count and listing. A parked item keeps its unique key:
+/// `items_unique_open` now counts `awaiting` as open.
+///
+/// The copy names the new table's columns but selects `*`: a column added to `items` by a
+/// migration before this one makes it fail loudly rather than drop that column's data.
+const V9: &str = "
+CREATE TABLE items_v9 (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind              TEXT    NOT NULL CHECK (kind <> ''),
+    input             TEXT    NOT NULL CHECK (json_valid(input)),
+    status            TEXT    NOT NULL DEFAULT 'pending'
+                      CHECK (status = 'pending' OR status = 'in_progress' OR status = 'completed'
+                             OR status = 'failed' OR status = 'cancelled'
+                             OR status = 'awaiting'),
+    attempts          INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    max_attempts      INTEGER NOT NULL CHECK (max_attempts >= 1),
+    priority          INTEGER NOT NULL DEFAULT 0,
+    run_at            INTEGER NOT NULL,
+    group_id          TEXT,
+    owner             TEXT,
+    owner_node        TEXT,
+    owner_incarnation INTEGER,
+    epoch             INTEGER NOT NULL DEFAULT 0 CHECK (epoch >= 0),
+    lease_expires_at  INTEGER,
+    last_heartbeat_at INTEGER,
+    output            TEXT    CHECK (json_valid(output)),
+    error             TEXT,
+    progress          TEXT    CHECK (json_valid(progress)),
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL,
+    finished_at       INTEGER,
+    timeout_ms        INTEGER CHECK (timeout_ms IS NULL OR timeout_ms > 0),
+    releases          INTEGER NOT NULL DEFAULT 0 CHECK (releases >= 0),
+    unique_key        TEXT    CHECK (unique_key IS NULL OR unique_key <> ''),
+    started_at        INTEGER,
+    cancel_requested_at INTEGER,
+    decision          TEXT    CHECK (decision IS NULL OR json_valid(decision)),
+    CHECK (status <> 'in_progress'
+           OR (owner IS NOT NULL AND lease_expires_at IS NOT NULL AND last_heartbeat_at IS NOT NULL)),
+    CHECK (status <> 'awaiting' OR (decision IS NOT NULL AND lease_expires_at IS NULL))
+) STRICT;
+
+INSERT INTO items_v9 (id, kind, input, status, attempts, max_attempts, priority, run_at,
+    group_id, owner, owner_node, owner_incarnation, epoch, lease_expires_at, last_heartbeat_at,
+    output, error, progress, created_at, updated_at, finished_at, timeout_ms, releases, unique_key,
+    started_at, cancel_requested_at)
+    SELECT * FROM items;
+DELETE FROM sqlite_sequence WHERE name = 'items_v9';
+UPDATE sqlite_sequence SET name = 'items_v9' WHERE name = 'items';
+DROP TABLE items;
+ALTER TABLE items_v9 RENAME TO items;
+
+CREATE INDEX items_pending_ready ON items (priority DESC, run_at, id) WHERE status = 'pending';
+CREATE INDEX items_lease_expiry ON items (lease_expires_at) WHERE status = 'in_progress';
+CREATE INDEX items_kind ON items (kind, id);
+CREATE INDEX items_group ON items (group_id, id) WHERE group_id IS NOT NULL;
+CREATE INDEX items_finished ON items (status, finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX items_dead ON items (status, id) WHERE status = 'failed' OR status = 'cancelled';
+CREATE INDEX items_awaiting ON items (id) WHERE status = 'awaiting';
+CREATE UNIQUE INDEX items_unique_open ON items (unique_key)
+    WHERE unique_key IS NOT NULL
+      AND (status = 'pending' OR status = 'in_progress' OR status = 'awaiting');
 ";
 
 /// Opens (creating if needed) the database at `path`, checks it, configures the connection and

@@ -71,7 +71,8 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
         .map_err(|e| CliError::failure(e.to_string()))
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM: how the long-running commands (`dashboard`, `monitor`) stop.
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -14,7 +14,8 @@ const DEFAULT_LIMIT: u32 = 100;
 /// Arguments of `items`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Only items in this status (pending, in_progress, completed, failed, cancelled).
+    /// Only items in this status (pending, in_progress, completed, failed, cancelled,
+    /// awaiting).
     #[arg(long, value_name = "S", value_parser = args::status)]
     status: Option<ItemStatus>,
 
@@ -92,9 +93,18 @@ fn row(item: &Item, now: Timestamp) -> Vec<String> {
         item.epoch.to_string(),
         format!("{}/{}", item.attempts, item.max_attempts),
         lease,
-        item.error
-            .as_deref()
-            .map(|e| one_line(e, 60))
-            .unwrap_or_else(dash),
+        note(item).unwrap_or_else(dash),
     ]
+}
+
+/// The last column: a parked item's open question and its allowed answers, else the error.
+fn note(item: &Item) -> Option<String> {
+    match (&item.status, &item.decision) {
+        (ItemStatus::Awaiting, Some(d)) => Some(format!(
+            "{} [{}]",
+            one_line(&d.question, 60),
+            d.answers.join("|")
+        )),
+        _ => item.error.as_deref().map(|e| one_line(e, 60)),
+    }
 }

@@ -1,10 +1,10 @@
 //! `leasehold reap`: one reaper sweep, judging owners by the worker registry.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use leasehold_core::{
-    Clock, ReapRequest, RecoveredItem, RecoveryStats, RegistryLiveness, DEFAULT_MISSED_INTERVALS,
+    Clock, DeadNodesRequest, ReapRequest, RecoveredItem, RecoveryStats, ReleasedNode,
+    DEFAULT_MISSED_INTERVALS,
 };
 
 use crate::args;
@@ -40,10 +40,20 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MISSED_INTERVALS,
           value_parser = args::positive_count, allow_negative_numbers = true)]
     dead_after: u32,
+
+    /// Instead of a sweep of expired leases: release at once every item held by node
+    /// incarnations the registry judges dead (or stopped while holding items), whatever their
+    /// leases say, except items whose own heartbeat is recent (seed 002's
+    /// release_dead_worker_leases).
+    #[arg(long, conflicts_with_all = ["stale_after", "max_attempts", "batch"])]
+    dead_nodes: bool,
 }
 
-/// Validates, opens, sweeps once, prints the statistics.
+/// Validates, opens, sweeps once (or releases dead nodes' items), prints what it did.
 pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
+    if args.dead_nodes {
+        return dead_nodes(&args, ctx).await;
+    }
     let cfg = config()?;
     let req = ReapRequest {
         batch: args.batch.unwrap_or(cfg.reap_batch),
@@ -62,9 +72,8 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     };
     let db::Clocked { store, clock, .. } = db::open_clocked(&ctx.db, access).await?;
     let now = clock.now();
-    let liveness = RegistryLiveness::new(Arc::clone(&store), args.dead_after, now);
     let stats = store
-        .items_reap_expired(&req, &liveness, now)
+        .items_reap_by_registry(&req, args.dead_after, now)
         .await
         .map_err(|e| CliError::store(&ctx.db, e))?;
     if ctx.out.is_json() {
@@ -72,6 +81,66 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     } else {
         ctx.out.text(&summary(&stats))
     }
+}
+
+/// `reap --dead-nodes`: one release of dead incarnations' items; JSON is the list of nodes.
+async fn dead_nodes(args: &Args, ctx: &Ctx) -> Result<(), CliError> {
+    let req = DeadNodesRequest {
+        missed_intervals: args.dead_after,
+        dry_run: args.dry_run,
+        exclude: None,
+    };
+    req.validate().map_err(CliError::usage)?;
+    let access = if args.dry_run {
+        Access::Existing
+    } else {
+        Access::Create
+    };
+    let db::Clocked { store, clock, .. } = db::open_clocked(&ctx.db, access).await?;
+    let nodes = store
+        .items_release_dead_nodes(&req, clock.now())
+        .await
+        .map_err(|e| CliError::store(&ctx.db, e))?;
+    if ctx.out.is_json() {
+        return ctx.out.json(&nodes);
+    }
+    ctx.out.text(&dead_nodes_summary(&nodes, args.dry_run))
+}
+
+/// The text report of `--dead-nodes`: one summary line, then a line per node and per item.
+fn dead_nodes_summary(nodes: &[ReleasedNode], dry_run: bool) -> String {
+    let (requeue, dead_letter) = if dry_run {
+        ("would requeue", "would dead-letter")
+    } else {
+        ("requeued", "dead-lettered")
+    };
+    let items: Vec<&RecoveredItem> = nodes.iter().flat_map(|n| &n.items).collect();
+    let dead = items.iter().filter(|i| i.dead_lettered).count();
+    let mut text = format!(
+        "{}{} node incarnation(s) not alive: {requeue} {}, {dead_letter} {}\n",
+        if dry_run {
+            "dry run (nothing changed): "
+        } else {
+            ""
+        },
+        nodes.len(),
+        items.len() - dead,
+        dead,
+    );
+    for n in nodes {
+        text.push_str(&format!(
+            "node {} incarnation {} is {} (last heartbeat at {}): {} item(s)\n",
+            n.node_id,
+            n.incarnation,
+            n.state,
+            n.last_heartbeat_at,
+            n.items.len()
+        ));
+        for item in &n.items {
+            text.push_str(&format!("  {}", item_line(item, requeue, dead_letter)));
+        }
+    }
+    text
 }
 
 /// The text report: one summary line, then one line per item.

@@ -68,6 +68,9 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
         ],
         &rows,
     );
+    for v in &views {
+        text.push_str(&worker_lines(v, now));
+    }
     text.push_str(&format!("by type: {}\n", by_type.join("; ")));
     ctx.out.text(&text)
 }
@@ -83,6 +86,33 @@ fn process(v: &WorkerView) -> String {
         (None, Some(p)) => format!("pid {p}"),
         (None, None) => "-".into(),
     }
+}
+
+/// One line per busy worker of a node that reports its workers (`metadata.worker_tasks`):
+/// `  node-a/w0  item 7 for 12s: Researching example.com`.
+fn worker_lines(v: &WorkerView, now: Timestamp) -> String {
+    let Some(workers) = v.metadata.get("worker_tasks").and_then(|w| w.as_array()) else {
+        return String::new();
+    };
+    let mut text = String::new();
+    for w in workers {
+        let Some(item) = w.get("item").and_then(|i| i.as_i64()) else {
+            continue;
+        };
+        let owner = w.get("owner").and_then(|o| o.as_str()).unwrap_or("?");
+        let since = w
+            .get("since")
+            .and_then(|s| s.as_i64())
+            .map(|s| format!(" since {}", relative(Timestamp(s), now)))
+            .unwrap_or_default();
+        let task = w
+            .get("task")
+            .and_then(|t| t.as_str())
+            .map(|t| format!(": {}", one_line(t, 60)))
+            .unwrap_or_default();
+        text.push_str(&format!("  {owner}  item {item}{since}{task}\n"));
+    }
+    text
 }
 
 fn row(v: &WorkerView, now: Timestamp) -> Vec<String> {

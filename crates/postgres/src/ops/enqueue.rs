@@ -32,13 +32,13 @@ const INSERT_KEYED: &str = "INSERT INTO items \
       created_at, updated_at, timeout_ms, unique_key) \
      VALUES ($1, $2::json, 'pending', 0, $3, $4, $5, $6, 0, $7, $7, $8, $9) \
      ON CONFLICT (unique_key) \
-         WHERE unique_key IS NOT NULL AND status IN ('pending', 'in_progress') \
+         WHERE unique_key IS NOT NULL AND status IN ('pending', 'in_progress', 'awaiting') \
      DO NOTHING \
      RETURNING id";
 
 /// The open item holding a key (at most one, by `items_unique_open`).
 const OPEN_WITH_KEY: &str = "SELECT id FROM items \
-     WHERE unique_key = $1 AND status IN ('pending', 'in_progress')";
+     WHERE unique_key = $1 AND status IN ('pending', 'in_progress', 'awaiting')";
 
 /// Delivered at commit: listeners hear of the items only once they can be acquired.
 const NOTIFY: &str = "SELECT pg_notify($1, $2)";

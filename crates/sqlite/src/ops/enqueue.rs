@@ -20,12 +20,12 @@ pub(crate) const INSERT_KEYED: &str = "INSERT INTO items \
       created_at, updated_at, timeout_ms, unique_key) \
      VALUES (?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6, 0, ?7, ?7, ?8, ?9) \
      ON CONFLICT (unique_key) \
-         WHERE unique_key IS NOT NULL AND (status = 'pending' OR status = 'in_progress') \
+         WHERE unique_key IS NOT NULL AND (status = 'pending' OR status = 'in_progress' OR status = 'awaiting') \
      DO NOTHING";
 
 /// The open item holding a key (at most one, by `items_unique_open`).
 pub(crate) const OPEN_WITH_KEY: &str = "SELECT id FROM items \
-     WHERE unique_key = ?1 AND (status = 'pending' OR status = 'in_progress')";
+     WHERE unique_key = ?1 AND (status = 'pending' OR status = 'in_progress' OR status = 'awaiting')";
 
 /// Items checked and their inputs serialised, ready to insert: made off the connection thread
 /// where possible, and before any write, so one invalid item refuses the batch untouched.

@@ -10,14 +10,15 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use crate::error::OpResult;
 use crate::row::{self, item_columns};
 
-const GET: &str = concat!("SELECT ", item_columns!(), " FROM items WHERE id = ?1");
+pub(crate) const GET: &str = concat!("SELECT ", item_columns!(), " FROM items WHERE id = ?1");
 
 /// Each status from the partial index that holds it, never from the table: pending items from
 /// `items_pending_ready`, leased ones from `items_lease_expiry`, finished ones from
-/// `items_finished` (which leads with `status`). The hot path maintains no index over every
+/// `items_finished` (which leads with `status`), parked ones from `items_awaiting`. The hot path maintains no index over every
 /// item's status.
 pub(crate) const COUNT: &str = "SELECT 'pending', count(*) FROM items WHERE status = 'pending' \
      UNION ALL SELECT 'in_progress', count(*) FROM items WHERE status = 'in_progress' \
+     UNION ALL SELECT 'awaiting', count(*) FROM items WHERE status = 'awaiting' \
      UNION ALL SELECT status, count(*) FROM items WHERE finished_at IS NOT NULL GROUP BY status";
 
 const LEASE: &str = "SELECT status, owner, epoch, lease_expires_at, last_heartbeat_at \
