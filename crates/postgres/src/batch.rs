@@ -48,11 +48,11 @@ use crate::ops::complete::{Completions, COMPLETE_MANY};
 use crate::ops::fail::{Failures, FAIL_MANY};
 use crate::ops::renew::{Renewals, RENEW_MANY};
 
-/// Batches in flight at once, each on a connection of its own. With one, a node's workers
-/// split into two halves (one half's calls are written while the other's queue up), so a batch
-/// carries about half of them; more batches in flight carry fewer calls each. On the
-/// project's 2-core machine, where the server's CPU bounds the hot path, one measured 10–15%
-/// faster than two, and 8 or 16 slower still (docs/performance.md).
+/// Batches in flight at once, each on a connection of its own. More batches in flight carry
+/// fewer calls each, and every batch costs a commit. On the project's 2-core machine one
+/// measured 10–15% faster than two, and 8 or 16 slower still (docs/performance.md). With one,
+/// the workers a batch answers would come back while the next batch is already on its way;
+/// `linger` keeps them together in one batch instead of two halves.
 const IN_FLIGHT: usize = 1;
 
 /// Opens a batch's transaction. Its statements are planned once per connection: left to
@@ -406,18 +406,7 @@ async fn linger(
     if returning == 0 || !*open || settled(waiting) >= returning {
         return;
     }
-    // TEMP A/B
-    static MAX: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    let max = *MAX.get_or_init(|| {
-        std::env::var("LH_LINGER_US")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map_or(LINGER_MAX, Duration::from_micros)
-    });
-    if max.is_zero() {
-        return;
-    }
-    let deadline = tokio::time::Instant::now() + took.min(max);
+    let deadline = tokio::time::Instant::now() + took.min(LINGER_MAX);
     let mut back = settled(waiting);
     while back < returning && waiting.len() < MAX_BATCH {
         tokio::select! {

@@ -205,10 +205,10 @@ ALTER TABLE items ADD COLUMN releases BIGINT NOT NULL DEFAULT 0 CHECK (releases 
 ///   (`items_depth_by_kind`) combine the first two.
 /// - `items_finished` now leads with `status`, for the recently finished of one status.
 const V5: &str = "
-DROP INDEX items_status;
-DROP INDEX items_owner_in_progress;
-DROP INDEX items_node_in_progress;
-DROP INDEX items_finished;
+DROP INDEX IF EXISTS items_status;
+DROP INDEX IF EXISTS items_owner_in_progress;
+DROP INDEX IF EXISTS items_node_in_progress;
+DROP INDEX IF EXISTS items_finished;
 CREATE INDEX items_finished ON items (status, finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX items_dead ON items (status, id) WHERE status IN ('failed', 'cancelled');
 ";
