@@ -28,7 +28,8 @@ pub(crate) const FAIL_MANY: &str = "\
          error = b.error, updated_at = b.now, lease_expires_at = NULL \
      FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::bool[], $6::bigint[], \
                  $7::bigint[]) AS b(id, owner, epoch, error, retry, retry_at, now) \
-     WHERE items.id = b.id AND items.status = 'in_progress' AND items.owner = b.owner \
+     WHERE items.id = b.id AND (items.status = 'in_progress') IS TRUE \
+       AND items.owner = b.owner \
        AND items.epoch = b.epoch \
      RETURNING items.id, items.status, items.run_at";
 
