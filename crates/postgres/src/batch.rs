@@ -29,7 +29,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Object;
 use leasehold_core::{
@@ -48,11 +48,11 @@ use crate::ops::complete::{Completions, COMPLETE_MANY};
 use crate::ops::fail::{Failures, FAIL_MANY};
 use crate::ops::renew::{Renewals, RENEW_MANY};
 
-/// Batches in flight at once, each on a connection of its own. With one, a node's workers
-/// split into two halves (one half's calls are written while the other's queue up), so a batch
-/// carries about half of them; more batches in flight carry fewer calls each. On the
-/// project's 2-core machine, where the server's CPU bounds the hot path, one measured 10–15%
-/// faster than two, and 8 or 16 slower still (docs/performance.md).
+/// Batches in flight at once, each on a connection of its own. More batches in flight carry
+/// fewer calls each, and every batch costs a commit. On the project's 2-core machine one
+/// measured 10–15% faster than two, and 8 or 16 slower still (docs/performance.md). With one,
+/// the workers a batch answers would come back while the next batch is already on its way;
+/// `linger` keeps them together in one batch instead of two halves.
 const IN_FLIGHT: usize = 1;
 
 /// Opens a batch's transaction. Its statements are planned once per connection: left to
@@ -60,6 +60,10 @@ const IN_FLIGHT: usize = 1;
 /// estimates, made without the arrays' lengths, look dearer than the custom plans it tried
 /// first), and planning them cost more than running them.
 const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
+
+/// The longest a batch waits for the holders the previous batch handed items to (see
+/// `linger`).
+const LINGER_MAX: Duration = Duration::from_millis(2);
 
 /// The most calls one batch carries; the rest wait for the next.
 const MAX_BATCH: usize = 1024;
@@ -307,6 +311,8 @@ async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Call>, shared: Arc<Shared>)
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
     let finished = Arc::new(Notify::new());
+    // What the last committed batch leased and how long it took (see `linger`).
+    let last: Arc<Mutex<(usize, Duration)>> = Arc::new(Mutex::new((0, Duration::ZERO)));
     let mut waiting: VecDeque<Call> = VecDeque::new();
     let mut open = true;
     loop {
@@ -326,6 +332,8 @@ async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Call>, shared: Arc<Shared>)
                 Err(mpsc::error::TryRecvError::Disconnected) => open = false,
             }
         }
+        let (returning, took) = *last.lock().unwrap_or_else(|p| p.into_inner());
+        linger(&mut rx, &mut waiting, &mut open, returning, took).await;
         let mut batch = Vec::with_capacity(waiting.len().min(MAX_BATCH));
         let mut items = Vec::new();
         let mut later = VecDeque::new();
@@ -361,9 +369,11 @@ async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Call>, shared: Arc<Shared>)
             continue;
         }
         let (db, shared) = (db.clone(), shared.clone());
-        let (in_flight, finished) = (in_flight.clone(), finished.clone());
+        let (in_flight, finished, last) = (in_flight.clone(), finished.clone(), last.clone());
         tokio::spawn(async move {
-            write(&db, batch, &shared).await;
+            let began = Instant::now();
+            let leased = write(&db, batch, &shared).await;
+            *last.lock().unwrap_or_else(|p| p.into_inner()) = (leased, began.elapsed());
             let mut busy = in_flight.lock().unwrap_or_else(|p| p.into_inner());
             for id in items {
                 busy.remove(&id);
@@ -372,6 +382,53 @@ async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Call>, shared: Arc<Shared>)
             finished.notify_one();
             drop(slot);
         });
+    }
+}
+
+/// Before a batch is sent, waits briefly for the holders the last batch handed items to.
+///
+/// With one batch in flight, the workers that a batch answers come back (a completion and
+/// their next acquisition) while the next batch is already on its way: sent at once, batches
+/// would alternate between two halves of the workers, each paying a whole commit for half of
+/// them. So the next batch waits until as many completions and failed attempts have queued as
+/// the last batch leased items (`returning`), or until [`LINGER_MAX`] (and no longer than
+/// the last batch took, `took`: waiting never costs more than the commit it saves) has passed,
+/// whichever is first. A batch after one that leased nothing (an idle node's acquisitions, a
+/// heartbeat's renewals) does not wait: only a holder's return is waited for, and never past
+/// the deadline, so a slow handler delays its batch by at most that once.
+async fn linger(
+    rx: &mut mpsc::UnboundedReceiver<Call>,
+    waiting: &mut VecDeque<Call>,
+    open: &mut bool,
+    returning: usize,
+    took: Duration,
+) {
+    let settled = |w: &VecDeque<Call>| {
+        w.iter()
+            .filter(|c| matches!(c, Call::Complete { .. } | Call::Fail { .. }))
+            .count()
+    };
+    if returning == 0 || !*open || settled(waiting) >= returning {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + took.min(LINGER_MAX);
+    let mut back = settled(waiting);
+    while back < returning && waiting.len() < MAX_BATCH {
+        tokio::select! {
+            call = rx.recv() => match call {
+                Some(call) => {
+                    if matches!(call, Call::Complete { .. } | Call::Fail { .. }) {
+                        back += 1;
+                    }
+                    waiting.push_back(call);
+                }
+                None => {
+                    *open = false;
+                    return;
+                }
+            },
+            () = tokio::time::sleep_until(deadline) => return,
+        }
     }
 }
 
@@ -440,8 +497,8 @@ struct Done {
     leased: HashMap<usize, Vec<Row>>,
 }
 
-/// Writes one batch and answers its callers.
-async fn write(db: &Db, batch: Vec<Call>, shared: &Shared) {
+/// Writes one batch and answers its callers; returns how many items it leased.
+async fn write(db: &Db, batch: Vec<Call>, shared: &Shared) -> usize {
     let parts = Parts::of(&batch, shared.keep);
     let names: Vec<&'static str> = batch.iter().map(Call::name).collect();
     let mut tries = 0;
@@ -474,13 +531,16 @@ async fn write(db: &Db, batch: Vec<Call>, shared: &Shared) {
             shared
                 .calls
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let leased = done.leased.values().map(Vec::len).sum();
             answer(batch, done);
+            leased
         }
         Err(e) => {
             tracing::warn!(error = %e.0, calls = batch.len(), "a batch of the hot path's writes failed; every call in it is refused");
             for call in batch {
                 call.refuse(&e);
             }
+            0
         }
     }
 }

@@ -36,7 +36,7 @@ const OWN_TABLES: [&str; 9] = [
 ];
 
 /// Schema migrations, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// Version 1: items, their checkpoints, and the worker registry, as in the SQLite backend.
 ///
@@ -479,6 +479,33 @@ BEGIN
     END IF;
 END
 $fn$;
+";
+
+/// Version 9: fewer index entries per hot-path write, as SQLite's version 3 did.
+///
+/// Every acquisition and completion changes `status`, so neither is a HOT update: each writes
+/// a new entry into every index whose predicate the new row meets. An acquisition wrote six
+/// (the primary key, `items_status`, `items_kind`, `items_lease_expiry`,
+/// `items_owner_in_progress`, `items_node_in_progress`), a completion four (the primary key,
+/// `items_status`, `items_kind`, `items_finished`); now three each.
+///
+/// - `items_owner_in_progress` and `items_node_in_progress` are gone: lookups by owner or by
+///   node (`recover_mine`, taking back a dead node's items, renewing an owner's leases,
+///   `leases_of_owner`) scan `items_lease_expiry`, which holds only leased items (bounded by
+///   the number of workers).
+/// - `items_status (status, id)` is gone. Counting by status reads the table as before;
+///   listing by status reads the partial index of that status (pending:
+///   `items_pending_ready`, in progress: `items_lease_expiry`, failed or cancelled, rare among
+///   many completed: `items_dead`; completed: the primary key), and open items by kind
+///   (`items_depth_by_kind`) combine the first two.
+/// - `items_finished` now leads with `status`, for the recently finished of one status.
+const V9: &str = "
+DROP INDEX IF EXISTS items_status;
+DROP INDEX IF EXISTS items_owner_in_progress;
+DROP INDEX IF EXISTS items_node_in_progress;
+DROP INDEX IF EXISTS items_finished;
+CREATE INDEX items_finished ON items (status, finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX items_dead ON items (status, id) WHERE status IN ('failed', 'cancelled');
 ";
 
 /// The version table, created with the schema (before the first migration).

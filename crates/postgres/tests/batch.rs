@@ -153,3 +153,58 @@ async fn a_renewal_and_a_completion_of_one_lease_go_to_separate_batches() {
     completed.expect("completed second");
     assert_eq!(get(&store, ids[0]).await.status, ItemStatus::Completed);
 }
+
+/// Workers that complete an item and ask for the next together, many at once (on a
+/// multi-threaded runtime, so their calls arrive while a batch is in flight and while the next
+/// one waits for them): every call is answered, every item completed exactly once, and the
+/// batches carried several calls each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_coming_back_together_are_each_answered_and_complete_each_item_once() {
+    let Some((store, _schema)) = store_or_skip(
+        "holders_coming_back_together_are_each_answered_and_complete_each_item_once",
+        "lh_batch",
+    )
+    .await
+    else {
+        return;
+    };
+    const ITEMS: usize = 400;
+    const WORKERS: usize = 8;
+    let ids = enqueue_n(&store, "job", ITEMS as i64, T0).await;
+    let before = store.batch_stats();
+    let workers = (0..WORKERS).map(|w| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let r = req(&format!("w{w}"));
+            let mut done = Vec::new();
+            let mut next = store.item_acquire(&r, at_s(1)).await.expect("acquire");
+            while let Some(leased) = next {
+                let (completed, acquired) = tokio::join!(
+                    store.item_complete(&leased.lease, json!(w), at_s(2)),
+                    store.item_acquire(&r, at_s(2)),
+                );
+                completed.expect("a holder's completion applies");
+                done.push(leased.item.id);
+                next = acquired.expect("acquire alongside a completion");
+            }
+            done
+        })
+    });
+    let all = tokio::time::timeout(Duration::from_secs(120), futures::future::join_all(workers))
+        .await
+        .expect("every call answered within two minutes");
+    let mut completed = std::collections::BTreeSet::new();
+    for done in all {
+        for id in done.expect("worker task") {
+            assert!(completed.insert(id), "item {id:?} completed twice");
+        }
+    }
+    assert_eq!(completed.len(), ITEMS, "every item completed");
+    assert_eq!(completed, ids.into_iter().collect());
+    assert_eq!(store.items_count().await.unwrap().completed, ITEMS as u64);
+    let stats = store.batch_stats();
+    let (batches, calls) = (stats.batches - before.batches, stats.calls - before.calls);
+    // Each item is one completion and one acquisition, plus each worker's first and last.
+    assert_eq!(calls, (2 * ITEMS + WORKERS) as u64);
+    assert!(batches < calls, "{batches} batches for {calls} calls");
+}

@@ -432,6 +432,19 @@ async fn a_version_1_schema_migrates_to_the_durable_tables_keeping_its_items() {
     ] {
         psql(&schema, &sql).await;
     }
+    // Version 1's indexes, as version 5 found them.
+    for sql in [
+        format!("DROP INDEX {s}.items_finished, {s}.items_dead"),
+        format!("CREATE INDEX items_owner_in_progress ON {s}.items (owner) WHERE status = 'in_progress'"),
+        format!(
+            "CREATE INDEX items_node_in_progress ON {s}.items (owner_node, owner_incarnation) \
+             WHERE status = 'in_progress'"
+        ),
+        format!("CREATE INDEX items_status ON {s}.items (status, id)"),
+        format!("CREATE INDEX items_finished ON {s}.items (finished_at) WHERE finished_at IS NOT NULL"),
+    ] {
+        psql(&schema, &sql).await;
+    }
     psql(
         &schema,
         &format!("DELETE FROM {s}.schema_migrations WHERE version > 1 RETURNING version"),

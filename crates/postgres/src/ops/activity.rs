@@ -8,14 +8,15 @@ use leasehold_core::{
 use crate::db::Db;
 use crate::row::{self, item_columns};
 
-/// Only open items (the index on `(status, id)`), kinds in byte order as SQLite sorts them.
-const DEPTH_BY_KIND: &str = "SELECT kind, \
-         count(*) FILTER (WHERE status = 'pending'), \
-         count(*) FILTER (WHERE status = 'in_progress') \
-     FROM items WHERE status IN ('pending', 'in_progress') \
+/// Only open items, each status through its own partial index (`items_pending_ready`,
+/// `items_lease_expiry`), kinds in byte order as SQLite sorts them.
+const DEPTH_BY_KIND: &str = "SELECT kind, sum(pending)::bigint, sum(in_progress)::bigint \
+     FROM (SELECT kind, 1 AS pending, 0 AS in_progress FROM items WHERE status = 'pending' \
+           UNION ALL \
+           SELECT kind, 0, 1 FROM items WHERE status = 'in_progress') AS open \
      GROUP BY kind ORDER BY kind COLLATE \"C\"";
 
-/// Served by the partial index on `finished_at`.
+/// Served by the partial index `items_finished (status, finished_at)`.
 const FINISHED_SINCE: &str = "SELECT (finished_at - $1) / $2 AS bucket, \
          count(*) FILTER (WHERE status = 'completed'), \
          count(*) FILTER (WHERE status = 'failed'), \

@@ -13,13 +13,21 @@ use crate::ops::history::{attempt_insert, trim_done};
 /// The owner columns stay as a record of who finished the item; the lease expiry goes. The
 /// same statement records each completed attempt in `item_attempts` (nothing it reads was
 /// changed by the update, so `RETURNING` gives it) and trims the history past `$6`.
+///
+/// The status test is written `(…) IS TRUE`, here and in the other fenced batch statements
+/// (`RENEW_MANY`, `FAIL_MANY`), so that it cannot select the partial index
+/// `items_lease_expiry`: with statistics taken when nothing was in progress, the planner
+/// otherwise reads every entry of that index (one per acquisition, until a vacuum) and joins
+/// it to the arrays, where the primary key, driven from the arrays, touches only the batch's
+/// rows (60 completions: 1.0–1.1 ms against 2.3–3.9 ms in `EXPLAIN ANALYZE`).
 pub(crate) const COMPLETE_MANY: &str = concat!(
     "WITH done AS ( \
          UPDATE items SET status = 'completed', output = b.output, finished_at = b.now, \
              updated_at = b.now, lease_expires_at = NULL \
          FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::json[], $5::bigint[]) \
              AS b(id, owner, epoch, output, now) \
-         WHERE items.id = b.id AND items.status = 'in_progress' AND items.owner = b.owner \
+         WHERE items.id = b.id AND (items.status = 'in_progress') IS TRUE \
+           AND items.owner = b.owner \
            AND items.epoch = b.epoch \
          RETURNING items.id, items.epoch, items.attempts, items.started_at, b.now AS ended_at, \
              items.owner, items.owner_node, items.owner_incarnation), \

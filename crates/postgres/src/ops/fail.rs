@@ -27,7 +27,7 @@ pub(crate) const FAIL_MANY: &str = concat!(
          SELECT items.id AS old_id, items.attempts AS old_attempts, \
              items.started_at AS old_started_at, items.owner_node AS old_node, \
              items.owner_incarnation AS old_incarnation \
-         FROM items JOIN b ON items.id = b.id AND items.status = 'in_progress' \
+         FROM items JOIN b ON items.id = b.id AND (items.status = 'in_progress') IS TRUE \
              AND items.owner = b.owner AND items.epoch = b.epoch), \
      done AS ( \
      UPDATE items SET \
@@ -55,7 +55,8 @@ pub(crate) const FAIL_MANY: &str = concat!(
                        THEN NULL ELSE items.last_heartbeat_at END, \
          error = b.error, updated_at = b.now, lease_expires_at = NULL \
      FROM b \
-     WHERE items.id = b.id AND items.status = 'in_progress' AND items.owner = b.owner \
+     WHERE items.id = b.id AND (items.status = 'in_progress') IS TRUE \
+       AND items.owner = b.owner \
        AND items.epoch = b.epoch \
      RETURNING items.id, items.status, items.run_at, b.epoch, b.owner AS b_owner, \
          b.error AS b_error, b.now AS b_now, b.outcome AS b_outcome), \

@@ -21,7 +21,8 @@ pub(crate) const RENEW_MANY: &str = "UPDATE items SET \
                            ELSE items.updated_at END \
      FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) \
          AS b(id, owner, epoch, expires, now) \
-     WHERE items.id = b.id AND items.status = 'in_progress' AND items.owner = b.owner \
+     WHERE items.id = b.id AND (items.status = 'in_progress') IS TRUE \
+       AND items.owner = b.owner \
        AND items.epoch = b.epoch \
      RETURNING items.id, items.cancel_requested_at IS NOT NULL";
 
