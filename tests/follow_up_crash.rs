@@ -7,8 +7,9 @@
 //! before the group transaction carrying the completion and its follow-up commits, and says so
 //! on stdout; the parent then SIGKILLs it.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+mod support;
+
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,39 +39,13 @@ async fn research(ctx: JobContext) -> Result<serde_json::Value, JobError> {
 async fn kill_before_the_completions_commit_leaves_no_follow_up_and_retries_the_item() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("follow-up.db");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_completes_with_a_follow_up_and_stops_at_commit",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DB, &db)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    loop {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the child reached the commit of its completion");
-        // libtest prints "test <name> ... " without a newline first: match within the line.
-        if line.contains(AT_COMMIT) {
-            break;
-        }
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    support::kill_child_at(
+        "child_completes_with_a_follow_up_and_stops_at_commit",
+        CHILD_DB,
+        &db,
+        AT_COMMIT,
+        "the child reached the commit of its completion",
+    );
 
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await.unwrap());
     let all = store.items_list(&ItemFilter::default()).await.unwrap();

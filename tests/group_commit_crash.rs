@@ -8,8 +8,9 @@
 //! child prints every acknowledged completion), the item must still be in progress under the
 //! dead worker's lease, and a restarted node must take it back and complete it exactly once.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+mod support;
+
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,42 +31,13 @@ const BEAT: Duration = Duration::from_millis(200);
 async fn kill_before_the_group_commit_loses_nothing_and_completes_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_runs_one_item_and_stops_at_commit",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DB, &db)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut before_kill = Vec::new();
-    loop {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the child reached the commit of its completion");
-        // libtest prints "test <name> ... " without a newline first: match within the line.
-        let done = line.contains(AT_COMMIT);
-        before_kill.push(line);
-        if done {
-            break;
-        }
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let before_kill = support::kill_child_at(
+        "child_runs_one_item_and_stops_at_commit",
+        CHILD_DB,
+        &db,
+        AT_COMMIT,
+        "the child reached the commit of its completion",
+    );
 
     assert!(
         !before_kill.iter().any(|l| l.contains("ACK ")),

@@ -9,9 +9,10 @@
 //! take every item back and complete each exactly once. Without `LEASEHOLD_PG_URL` the test
 //! prints why it was skipped.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,42 +39,13 @@ async fn kill_before_a_batch_commits_loses_nothing_and_completes_once() {
     };
     // The schema exists before the child runs, so the parent can read it after the kill.
     let store: Arc<dyn Store> = Arc::new(schema.open().await.unwrap());
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_runs_items_and_stops_at_commit",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_URL, schema.url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut before_kill = Vec::new();
-    loop {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the child reached the commit of a batch of completions");
-        // libtest prints "test <name> ... " without a newline first: match within the line.
-        let done = line.contains(AT_COMMIT);
-        before_kill.push(line);
-        if done {
-            break;
-        }
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let before_kill = support::kill_child_at(
+        "child_runs_items_and_stops_at_commit",
+        CHILD_URL,
+        schema.url(),
+        AT_COMMIT,
+        "the child reached the commit of a batch of completions",
+    );
 
     assert!(
         !before_kill.iter().any(|l| l.contains("ACK ")),
