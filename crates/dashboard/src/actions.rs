@@ -14,7 +14,9 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use leasehold_core::{ItemId, ItemSelector, RetryRequest};
 
@@ -54,11 +56,36 @@ struct KindState {
     changed: bool,
 }
 
-/// The body, or a `400` naming what is wrong with it (missing or wrong content type, bad
-/// JSON, an unknown field).
-fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError::bad_request(format!("bad request body: {}", e.body_text())))
+/// The body — a JSON object — as a `T`, or a `400` naming what is wrong with it (missing or
+/// wrong content type, bad JSON, not an object, an unknown field, a wrong type).
+fn body<T: Body>(body: Result<Json<Value>, JsonRejection>) -> Result<T, ApiError> {
+    let refuse = |why: String| {
+        ApiError::bad_request(format!("bad request body ({why}); expected {}", T::SHAPE))
+    };
+    let Json(value) = body.map_err(|e| refuse(e.body_text()))?;
+    // A derived struct would also take an array of its fields in order: only an object is
+    // what the API documents.
+    if !value.is_object() {
+        return Err(refuse("not a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(|e| refuse(e.to_string()))
+}
+
+/// A write's body, and its shape in words for the error that refuses a bad one.
+trait Body: DeserializeOwned {
+    const SHAPE: &'static str;
+}
+
+impl Body for RetryBody {
+    const SHAPE: &'static str = r#"{} or {"max_attempts": N}"#;
+}
+
+impl Body for EmptyBody {
+    const SHAPE: &'static str = "{}";
+}
+
+impl Body for DecideBody {
+    const SHAPE: &'static str = r#"{"answer": "<one of the question's answers>"}"#;
 }
 
 fn item_id(raw: &str) -> Result<ItemId, ApiError> {
@@ -78,11 +105,11 @@ pub(crate) async fn retry(
     State(app): State<AppState>,
     Path(raw): Path<String>,
     query: Params,
-    req: Result<Json<RetryBody>, JsonRejection>,
+    req: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     params(query, &[])?;
     let id = item_id(&raw)?;
-    let req = body(req)?;
+    let req: RetryBody = body(req)?;
     let report = app
         .store
         .items_retry(
@@ -104,11 +131,11 @@ pub(crate) async fn cancel(
     State(app): State<AppState>,
     Path(raw): Path<String>,
     query: Params,
-    req: Result<Json<EmptyBody>, JsonRejection>,
+    req: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     params(query, &[])?;
     let id = item_id(&raw)?;
-    body(req)?;
+    body::<EmptyBody>(req)?;
     let report = app
         .store
         .items_cancel(&ItemSelector::Ids(vec![id]), false, app.cfg.clock.now())
@@ -123,11 +150,11 @@ pub(crate) async fn decide(
     State(app): State<AppState>,
     Path(raw): Path<String>,
     query: Params,
-    req: Result<Json<DecideBody>, JsonRejection>,
+    req: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     params(query, &[])?;
     let id = item_id(&raw)?;
-    let req = body(req)?;
+    let req: DecideBody = body(req)?;
     let item = app
         .store
         .item_decide(id, &req.answer, app.cfg.clock.now())
@@ -142,11 +169,11 @@ pub(crate) async fn pause(
     State(app): State<AppState>,
     Path(raw): Path<String>,
     query: Params,
-    req: Result<Json<EmptyBody>, JsonRejection>,
+    req: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     params(query, &[])?;
     let kind = kind_name(&raw)?;
-    body(req)?;
+    body::<EmptyBody>(req)?;
     let changed = app.store.kind_pause(&kind, app.cfg.clock.now()).await?;
     tracing::info!(%kind, changed, "dashboard: pause");
     Ok(Json(KindState {
@@ -162,11 +189,11 @@ pub(crate) async fn resume(
     State(app): State<AppState>,
     Path(raw): Path<String>,
     query: Params,
-    req: Result<Json<EmptyBody>, JsonRejection>,
+    req: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     params(query, &[])?;
     let kind = kind_name(&raw)?;
-    body(req)?;
+    body::<EmptyBody>(req)?;
     let changed = app.store.kind_resume(&kind).await?;
     tracing::info!(%kind, changed, "dashboard: resume");
     Ok(Json(KindState {

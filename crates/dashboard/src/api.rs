@@ -13,7 +13,9 @@ use axum::Json;
 use serde::Serialize;
 
 use leasehold_core::durable::{CacheKeyInfo, CheckpointRecord, LedgerEntry};
-use leasehold_core::{Attempt, Checkpoint, Item, ItemFilter, ItemId, ItemStatus, StoreError, WorkerState};
+use leasehold_core::{
+    Attempt, Checkpoint, Item, ItemFilter, ItemId, ItemStatus, StoreError, WorkerState,
+};
 
 use crate::snapshot;
 use crate::AppState;

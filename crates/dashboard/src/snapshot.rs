@@ -10,8 +10,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use leasehold_core::{
-    leased_items, FinishedBucket, ItemFilter, ItemStatus, PausedKind, KindDepth, NodeRecord, StatusCounts, Store,
-    StoreResult, Timestamp, WorkerCounts, WorkerState, WorkerTypeCounts, WorkerView,
+    leased_items, FinishedBucket, ItemFilter, ItemStatus, KindDepth, NodeRecord, PausedKind,
+    StatusCounts, Store, StoreResult, Timestamp, WorkerCounts, WorkerState, WorkerTypeCounts,
+    WorkerView,
 };
 
 /// Minutes of finished items the chart shows.
@@ -113,7 +114,10 @@ impl Health {
             .filter(|n| n.state(now, missed) == WorkerState::Dead)
             .map(|n| format!("{} (incarnation {})", n.node_id, n.incarnation))
             .collect();
-        let recent = throughput.buckets.len().min(HEALTH_FAILURE_MINUTES as usize);
+        let recent = throughput
+            .buckets
+            .len()
+            .min(HEALTH_FAILURE_MINUTES as usize);
         let failed: u64 = throughput.buckets[throughput.buckets.len() - recent..]
             .iter()
             .map(|b| b.failed)
@@ -245,7 +249,11 @@ pub(crate) async fn status(store: &dyn Store, now: Timestamp, missed: u32) -> St
             id: i.id.0,
             kind: i.kind,
             question: i.decision.as_ref().map(|d| d.question.clone()),
-            answers: i.decision.as_ref().map(|d| d.answers.clone()).unwrap_or_default(),
+            answers: i
+                .decision
+                .as_ref()
+                .map(|d| d.answers.clone())
+                .unwrap_or_default(),
             asked_at: i.decision.as_ref().map(|d| d.asked_at),
         })
         .collect();
