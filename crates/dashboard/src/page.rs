@@ -74,7 +74,7 @@ const PAGE: &str = r##"<!doctype html>
   #health-reasons { color: #cde; font-size: 12px; }
   #dead-banner { background: #fdecea; color: #8c1d18; border-bottom: 1px solid #f3b8b3; padding: 8px 20px; font-weight: 600; }
   #notice { padding: 6px 20px; background: #e7f4ea; color: #1b5e20; }
-  #notice[data-failed="1"] { background: #fdecea; color: #8c1d18; }
+  #notice.refused { background: #fdecea; color: #8c1d18; }
   .actions { display: flex; gap: 8px; flex-wrap: wrap; align-items: center; margin-top: 10px; }
   .actions button, td button { cursor: pointer; }
   form.decide { display: flex; gap: 8px; flex-wrap: wrap; align-items: center; margin-top: 8px; padding: 8px; background: #fff8e1; border-radius: 4px; }
@@ -190,8 +190,8 @@ const PAGE: &str = r##"<!doctype html>
 </section>
 <section style="grid-column: 1 / -1" id="item-history">
   <h2>Attempt history</h2>
-  <table><thead><tr><th>attempt</th><th>epoch</th><th>started</th><th>ended</th><th>owner</th><th>node</th><th>outcome</th><th>error</th></tr></thead><tbody id="item-attempts"></tbody></table>
-  <p class="todo" id="item-attempts-none">No attempt has ended yet.</p>
+  <table><thead><tr><th>attempt</th><th>epoch</th><th>started</th><th>ended</th><th>owner</th><th>node</th><th>outcome</th><th>error</th></tr></thead><tbody id="item-history-rows"></tbody></table>
+  <p class="todo" id="item-history-none">No attempt has ended yet.</p>
 </section>
 <section style="grid-column: 1 / -1">
   <h2>Checkpoints with evidence</h2>
@@ -239,7 +239,7 @@ async function post(path, body) {
 
 function notice(text, failed) {
   const n = $("notice");
-  n.textContent = text; n.dataset.failed = failed ? "1" : "0"; n.hidden = false;
+  n.textContent = text; n.className = failed ? "refused" : ""; n.hidden = false;
 }
 
 // A button that sends an action: data-action, and data-item or data-kind.
@@ -365,12 +365,12 @@ async function refreshItem() {
   fill("item-cache", (d ? d.cache : []).map(c => row([
     { text: c.key, cls: "err" }, c.state, c.operation || "", c.model || "", c.hits, when(c.created_at), when(c.expires_at)
   ], { "data-cache": c.key })));
-  fill("item-attempts", p.history.map(a => row([
+  fill("item-history-rows", p.history.map(a => row([
     a.attempt, a.epoch, when(a.started_at), when(a.ended_at), a.owner,
     a.owner_node ? a.owner_node + " (incarnation " + a.owner_incarnation + ")" : "–",
     { text: a.outcome, cls: a.outcome }, { text: a.error || "", cls: "err" }
   ], { "data-attempt": a.epoch, "data-outcome": a.outcome })));
-  $("item-attempts-none").hidden = p.history.length > 0;
+  $("item-history-none").hidden = p.history.length > 0;
   itemActions(i);
 }
 
