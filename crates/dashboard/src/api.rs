@@ -11,10 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use leasehold_core::durable::{CacheKeyInfo, CheckpointRecord, LedgerEntry};
-use leasehold_core::{Checkpoint, Item, ItemFilter, ItemId, ItemStatus, StoreError, WorkerState};
+use leasehold_core::{
+    Attempt, Checkpoint, Item, ItemFilter, ItemId, ItemStatus, StoreError, WorkerState,
+};
 
 use crate::snapshot;
 use crate::AppState;
@@ -41,6 +42,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::InvalidInput(m) => ApiError(StatusCode::BAD_REQUEST, m),
+            // A write refused for the item's state: the store's message names the state.
+            e @ StoreError::InvalidState { .. } => ApiError(StatusCode::CONFLICT, e.to_string()),
+            e @ StoreError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
             other => {
                 tracing::warn!(error = %other, "dashboard store read failed");
                 ApiError(
@@ -58,7 +62,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
+pub(crate) type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 /// The query as a map, refusing a malformed query, unknown names and repeats.
 pub(crate) fn params(query: Params, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
@@ -172,8 +176,8 @@ struct ItemPage {
     /// The durable-execution records of the item, when the dashboard was given the durable
     /// store (`null` otherwise).
     durable: Option<DurableView>,
-    /// Reserved for the attempt history (`null` until the store keeps one).
-    history: Option<Value>,
+    /// The item's ended attempts, oldest first (the last the store keeps).
+    history: Vec<Attempt>,
 }
 
 #[derive(Serialize)]
@@ -202,6 +206,7 @@ pub(crate) async fn item(
         ));
     };
     let checkpoints = app.store.checkpoints_list(id).await?;
+    let history = app.store.item_attempts(id).await?;
     let durable = match &app.cfg.durable {
         None => None,
         Some(d) => Some(DurableView {
@@ -214,7 +219,7 @@ pub(crate) async fn item(
         item,
         checkpoints,
         durable,
-        history: None,
+        history,
     })
     .into_response())
 }

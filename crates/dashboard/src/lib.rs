@@ -26,18 +26,32 @@
 //!   tool-ledger entries and LLM cache keys (`404` for an unknown item).
 //! - `GET /metrics`: Prometheus text.
 //!
-//! A bad query parameter gets `400` with `{"error": "…"}`; with a token configured, every
-//! endpoint but the page needs `Authorization: Bearer <token>` (else `401`).
+//! Operators' actions, each a `POST` with a JSON body (`Content-Type: application/json`; `{}`
+//! when there is nothing to say), each one store call:
+//! - `POST /api/items/{id}/retry` (`{}` or `{"max_attempts": N}`): a failed or cancelled item
+//!   back to pending.
+//! - `POST /api/items/{id}/cancel`: a pending item cancelled, an in-progress one marked for
+//!   cancellation (its holder ends it at its next renewal).
+//! - `POST /api/items/{id}/decide` (`{"answer": A}`): an awaiting item resumed with the answer.
+//! - `POST /api/kinds/{kind}/pause`, `POST /api/kinds/{kind}/resume`.
+//!
+//! A bad query parameter or body gets `400` with `{"error": "…"}`, an unknown item `404`, an
+//! item in a state the action does not apply to `409` with the store's message naming the
+//! state; each of these changes nothing. With a token configured, every endpoint but the page
+//! — reads and writes — needs `Authorization: Bearer <token>` (else `401`, and nothing
+//! changes); off loopback a token is required to start at all.
 //!
 //! # Layout
 //! - `lib.rs` (this file): [`DashboardConfig`], [`Dashboard`] (bind, then run until a shutdown
 //!   future), [`router`] and [`DashboardError`].
 //! - `snapshot`: what every view reads from the store, once per request.
-//! - `api`: the JSON endpoints and their query parsing.
+//! - `api`: the JSON read endpoints and their query parsing.
+//! - `actions`: the write endpoints (retry, cancel, decide, pause, resume).
 //! - `metrics`: the Prometheus text.
 //! - `auth`: the bearer-token check.
 //! - `page`: the HTML page (inline CSS, JS and SVG: nothing from the network).
 
+mod actions;
 mod api;
 mod auth;
 mod metrics;
@@ -49,7 +63,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use leasehold_core::durable::DurableStore;
@@ -57,7 +71,8 @@ use leasehold_core::{Clock, Store, SystemClock, DEFAULT_MISSED_INTERVALS};
 
 pub use api::ITEM_PAGE_ROWS;
 pub use snapshot::{
-    FailureView, RecoveryView, Status, Throughput, RECENT_FAILURES, THROUGHPUT_MINUTES,
+    AwaitingView, FailureView, Health, HealthState, RecoveryView, Status, Throughput,
+    AWAITING_SHOWN, HEALTH_FAILURE_MINUTES, RECENT_FAILURES, THROUGHPUT_MINUTES,
 };
 
 /// Why the dashboard could not start or stopped.
@@ -98,7 +113,8 @@ pub enum DashboardError {
 pub struct DashboardConfig {
     /// Where to listen (loopback unless a token is set).
     pub addr: SocketAddr,
-    /// The bearer token every API request must carry; required off loopback.
+    /// The bearer token every API request — reads and the operators' writes — must carry;
+    /// required off loopback.
     pub token: Option<String>,
     /// A node is dead after this many missed heartbeat intervals (default 3).
     pub dead_after_missed: u32,
@@ -181,6 +197,11 @@ pub fn router(store: Arc<dyn Store>, cfg: DashboardConfig) -> Result<Router, Das
         .route("/api/workers", get(api::workers))
         .route("/api/items", get(api::items))
         .route("/api/items/{id}", get(api::item))
+        .route("/api/items/{id}/retry", post(actions::retry))
+        .route("/api/items/{id}/cancel", post(actions::cancel))
+        .route("/api/items/{id}/decide", post(actions::decide))
+        .route("/api/kinds/{kind}/pause", post(actions::pause))
+        .route("/api/kinds/{kind}/resume", post(actions::resume))
         .route("/metrics", get(metrics::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

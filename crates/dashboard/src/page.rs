@@ -3,9 +3,13 @@
 //! `kind`, `group`, `id`, `after`) and an item page. It holds no data: its script fetches
 //! the API every refresh interval (`/api/status` and `/api/workers`; `/api/items`;
 //! `/api/items/{id}`) and fills the page with `textContent` (never HTML, so an item's error
-//! text cannot inject markup). Everything is inline — no CDN, no fonts —
-//! so it works on a machine without internet. Stable element ids (`count-pending`,
-//! `workers-dead`, `recovery-recovered`, …) let tests and scrapers read it.
+//! text cannot inject markup). Every view also reads `/api/status` for the health indicator
+//! and the dead-node banner in its header. The action buttons (retry, cancel, decide on the
+//! item page; pause and resume on the overview) each carry `data-action` and the item or kind
+//! they act on, and send the same `POST` the API documents, with the token. Everything is
+//! inline — no CDN, no fonts — so it works on a machine without internet. Stable element ids
+//! (`count-pending`, `workers-dead`, `recovery-recovered`, `health`, …) let tests and scrapers
+//! read it.
 
 use axum::extract::State;
 use axum::http::header;
@@ -64,11 +68,23 @@ const PAGE: &str = r##"<!doctype html>
   dl.facts dt { color: #667; }
   dl.facts dd { margin: 0; }
   .todo { color: #888; font-style: italic; }
+  #health { padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600; background: #667; }
+  #health[data-health="ok"] { background: #1b7f3b; } #health[data-health="degraded"] { background: #b07800; }
+  #health[data-health="down"] { background: #b3261e; }
+  #health-reasons { color: #cde; font-size: 12px; }
+  #dead-banner { background: #fdecea; color: #8c1d18; border-bottom: 1px solid #f3b8b3; padding: 8px 20px; font-weight: 600; }
+  #notice { padding: 6px 20px; background: #e7f4ea; color: #1b5e20; }
+  #notice.refused { background: #fdecea; color: #8c1d18; }
+  .actions { display: flex; gap: 8px; flex-wrap: wrap; align-items: center; margin-top: 10px; }
+  .actions button, td button { cursor: pointer; }
+  form.decide { display: flex; gap: 8px; flex-wrap: wrap; align-items: center; margin-top: 8px; padding: 8px; background: #fff8e1; border-radius: 4px; }
 </style>
 </head>
 <body data-loaded="0">
-<header><h1>leasehold</h1><nav><a id="nav-overview" href="/">overview</a><a id="nav-items" href="/items">items</a></nav><span class="meta">updated <span id="updated">never</span> · refreshes every <span id="refresh">__REFRESH_MS__</span> ms</span></header>
+<header><h1>leasehold</h1><nav><a id="nav-overview" href="/">overview</a><a id="nav-items" href="/items">items</a></nav><span class="meta">updated <span id="updated">never</span> · refreshes every <span id="refresh">__REFRESH_MS__</span> ms</span><span id="health" data-health="" title="ok: some node alive, none dead, nothing dead-lettered in the last 5 minutes; degraded: a node is dead or items were dead-lettered lately; down: no node is alive">–</span><span id="health-reasons"></span></header>
 <div id="error"></div>
+<div id="dead-banner" hidden></div>
+<div id="notice" hidden></div>
 <main id="overview" hidden>
 <section>
   <h2>Queue</h2>
@@ -82,7 +98,20 @@ const PAGE: &str = r##"<!doctype html>
     <div class="tile"><span class="n" id="count-total">–</span><span class="l">total</span></div>
   </div>
   <h2 style="margin-top:12px">Open work by kind</h2>
-  <table><thead><tr><th>kind</th><th>pending</th><th>in progress</th></tr></thead><tbody id="kinds"></tbody></table>
+  <table><thead><tr><th>kind</th><th>pending</th><th>in progress</th><th>paused</th><th></th></tr></thead><tbody id="kinds"></tbody></table>
+</section>
+<section>
+  <h2>Paused kinds</h2>
+  <p class="todo" id="paused-none">No kind is paused.</p>
+  <table><thead><tr><th>kind</th><th>paused since</th><th></th></tr></thead><tbody id="paused"></tbody></table>
+  <form class="filters" id="pause-form" style="margin-top:8px">
+    <label>pause a kind<input id="pause-kind" name="kind" size="14"></label>
+    <button id="pause-submit" type="submit">pause</button>
+  </form>
+</section>
+<section>
+  <h2>Awaiting a decision (<span id="awaiting-count">0</span>)</h2>
+  <table><thead><tr><th>item</th><th>kind</th><th>question</th><th>answers</th><th>asked</th></tr></thead><tbody id="awaiting"></tbody></table>
 </section>
 <section>
   <h2>Finished per minute (last <span id="chart-minutes">15</span> min)</h2>
@@ -109,6 +138,8 @@ const PAGE: &str = r##"<!doctype html>
   </div>
   <table><thead><tr><th>worker type</th><th>alive</th><th>dead</th><th>stopped</th></tr></thead><tbody id="worker-types"></tbody></table>
   <table style="margin-top:8px"><thead><tr><th>node</th><th>state</th><th>status</th><th>current item</th><th>lease left</th><th>since heartbeat</th><th>task</th></tr></thead><tbody id="workers"></tbody></table>
+  <h2 style="margin-top:12px">What each worker is doing</h2>
+  <table><thead><tr><th>worker</th><th>node</th><th>state</th><th>item</th><th>since</th><th>task</th></tr></thead><tbody id="worker-tasks"></tbody></table>
 </section>
 <section style="grid-column: 1 / -1">
   <h2>Recent failures</h2>
@@ -147,9 +178,9 @@ const PAGE: &str = r##"<!doctype html>
     <dt>updated</dt><dd id="item-updated">–</dd>
     <dt>finished</dt><dd id="item-finished">–</dd>
   </dl>
-  <!-- Action buttons (retry, cancel, pause/resume of its kind) go here once the store has
-       those operations. -->
-  <div id="item-actions" data-pending="actions"></div>
+  <!-- Filled by the script for the item's status: Retry (failed, cancelled), Cancel
+       (pending, in progress), a decision form (awaiting). -->
+  <div id="item-actions" class="actions"></div>
 </section>
 <section>
   <h2>Error</h2><pre class="json" id="item-error"></pre>
@@ -157,9 +188,10 @@ const PAGE: &str = r##"<!doctype html>
   <h2 style="margin-top:12px">Output</h2><pre class="json" id="item-output"></pre>
   <h2 style="margin-top:12px">Progress</h2><pre class="json" id="item-progress"></pre>
 </section>
-<section style="grid-column: 1 / -1" id="item-history" data-pending="attempt-history">
+<section style="grid-column: 1 / -1" id="item-history">
   <h2>Attempt history</h2>
-  <p class="todo">Not kept by this store yet: the item shows its last error and its attempt count.</p>
+  <table><thead><tr><th>attempt</th><th>epoch</th><th>started</th><th>ended</th><th>owner</th><th>node</th><th>outcome</th><th>error</th></tr></thead><tbody id="item-history-rows"></tbody></table>
+  <p class="todo" id="item-history-none">No attempt has ended yet.</p>
 </section>
 <section style="grid-column: 1 / -1">
   <h2>Checkpoints with evidence</h2>
@@ -193,6 +225,57 @@ async function get(path) {
   return r.json();
 }
 
+// The operators' writes: a JSON body, the token as for reads.
+async function post(path, body) {
+  const r = await fetch(path, {
+    method: "POST", cache: "no-store", body: JSON.stringify(body || {}),
+    headers: Object.assign({ "Content-Type": "application/json" }, headers),
+  });
+  let data = null;
+  try { data = await r.json(); } catch (e) {}
+  if (!r.ok) throw new Error(r.status + " " + ((data && data.error) || r.statusText));
+  return data;
+}
+
+function notice(text, failed) {
+  const n = $("notice");
+  n.textContent = text; n.className = failed ? "refused" : ""; n.hidden = false;
+}
+
+// A button that sends an action: data-action, and data-item or data-kind.
+function actionButton(label, action, target, id) {
+  const b = document.createElement("button");
+  b.type = "button"; b.textContent = label; b.dataset.action = action;
+  if (action === "pause" || action === "resume") b.dataset.kind = target; else b.dataset.item = target;
+  if (id) b.id = id;
+  return b;
+}
+
+async function act(b) {
+  const a = b.dataset.action;
+  const path = (a === "pause" || a === "resume")
+    ? "/api/kinds/" + encodeURIComponent(b.dataset.kind) + "/" + a
+    : "/api/items/" + encodeURIComponent(b.dataset.item) + "/" + a;
+  const body = a === "decide" ? { answer: $("decide-answer").value } : {};
+  const what = a + " " + (b.dataset.kind ? "kind " + b.dataset.kind : "item " + b.dataset.item);
+  b.disabled = true;
+  try {
+    await post(path, body);
+    notice(what + ": done");
+  } catch (e) {
+    notice(what + " refused: " + e.message, true);
+  } finally {
+    b.disabled = false;
+  }
+  itemActionsKey = null;
+  await refresh();
+}
+
+document.addEventListener("click", (ev) => {
+  const b = ev.target.closest("button[data-action]");
+  if (b) { ev.preventDefault(); act(b); }
+});
+
 function row(cells, attrs) {
   const tr = document.createElement("tr");
   for (const [k, v] of Object.entries(attrs || {})) tr.setAttribute(k, v);
@@ -205,6 +288,13 @@ function row(cells, attrs) {
 }
 
 function fill(id, rows) { $(id).replaceChildren(...rows); }
+
+// A row whose last cell holds `node` (a button).
+function rowWith(cells, node, attrs) {
+  const tr = row([...cells, ""], attrs);
+  tr.lastChild.appendChild(node);
+  return tr;
+}
 
 // Which view the path asks for; links keep the token fragment.
 const itemMatch = location.pathname.match(/^\/items\/([^/]+)$/);
@@ -275,6 +365,50 @@ async function refreshItem() {
   fill("item-cache", (d ? d.cache : []).map(c => row([
     { text: c.key, cls: "err" }, c.state, c.operation || "", c.model || "", c.hits, when(c.created_at), when(c.expires_at)
   ], { "data-cache": c.key })));
+  fill("item-history-rows", p.history.map(a => row([
+    a.attempt, a.epoch, when(a.started_at), when(a.ended_at), a.owner,
+    a.owner_node ? a.owner_node + " (incarnation " + a.owner_incarnation + ")" : "–",
+    { text: a.outcome, cls: a.outcome }, { text: a.error || "", cls: "err" }
+  ], { "data-attempt": a.epoch, "data-outcome": a.outcome })));
+  $("item-history-none").hidden = p.history.length > 0;
+  itemActions(i);
+}
+
+// The item page's buttons, rebuilt only when what they depend on changes (so a refresh does
+// not reset an answer being chosen).
+let itemActionsKey = null;
+function itemActions(i) {
+  const key = JSON.stringify([i.status, i.cancel_requested_at, i.decision]);
+  if (key === itemActionsKey) return;
+  itemActionsKey = key;
+  const nodes = [];
+  if (i.status === "failed" || i.status === "cancelled") nodes.push(actionButton("Retry", "retry", i.id, "action-retry"));
+  if ((i.status === "pending" || i.status === "in_progress") && i.cancel_requested_at == null) nodes.push(actionButton("Cancel", "cancel", i.id, "action-cancel"));
+  if (i.cancel_requested_at != null && i.status === "in_progress") {
+    const s = document.createElement("span");
+    s.id = "item-cancel-requested"; s.textContent = "cancel requested " + when(i.cancel_requested_at) + ": its worker stops at its next renewal";
+    nodes.push(s);
+  }
+  if (i.status === "awaiting" && i.decision) {
+    const f = document.createElement("form");
+    f.className = "decide"; f.id = "decide-form"; f.dataset.item = i.id;
+    const q = document.createElement("span"); q.id = "decide-question"; q.textContent = i.decision.question;
+    const sel = document.createElement("select"); sel.id = "decide-answer";
+    for (const a of i.decision.answers) { const o = document.createElement("option"); o.value = a; o.textContent = a; sel.appendChild(o); }
+    f.append(q, sel, actionButton("Decide", "decide", i.id, "action-decide"));
+    nodes.push(f);
+  }
+  $("item-actions").replaceChildren(...nodes);
+}
+
+// The header's health indicator and the dead-node banner, on every view.
+function health(s) {
+  const h = s.health;
+  set("health", h.state); $("health").dataset.health = h.state;
+  set("health-reasons", h.reasons.join("; "));
+  const banner = $("dead-banner");
+  banner.hidden = h.dead_nodes.length === 0;
+  banner.textContent = h.dead_nodes.length === 0 ? "" : h.dead_nodes.length + " node(s) dead: " + h.dead_nodes.join(", ") + ". Their items are taken back by a monitor or the reaper (leasehold reap --dead-nodes does it at once).";
 }
 
 function ago(ms, now) {
@@ -315,8 +449,8 @@ function chart(buckets) {
 
 async function refresh() {
   try {
-    if (view === "items-view") await refreshItems();
-    else if (view === "item-page") await refreshItem();
+    if (view === "items-view") await Promise.all([refreshItems(), get("/api/status").then(health)]);
+    else if (view === "item-page") await Promise.all([refreshItem(), get("/api/status").then(health)]);
     else await refreshOverview();
     if (view !== "overview") set("updated", new Date().toLocaleTimeString());
     $("error").style.display = "none";
@@ -330,9 +464,18 @@ async function refresh() {
 async function refreshOverview() {
   {
     const [s, workers] = await Promise.all([get("/api/status"), get("/api/workers")]);
+    health(s);
     for (const k of ["pending", "in_progress", "completed", "failed", "cancelled", "awaiting"]) set("count-" + k, s.items[k]);
     set("count-total", s.total);
-    fill("kinds", s.by_kind.map(k => row([k.kind, { text: k.pending, cls: "pending" }, { text: k.in_progress, cls: "in_progress" }], { "data-kind": k.kind })));
+    const paused = new Set(s.paused_kinds.map(p => p.kind));
+    fill("kinds", s.by_kind.map(k => rowWith([k.kind, { text: k.pending, cls: "pending" }, { text: k.in_progress, cls: "in_progress" }, paused.has(k.kind) ? "paused" : "no"],
+      paused.has(k.kind) ? actionButton("Resume", "resume", k.kind) : actionButton("Pause", "pause", k.kind), { "data-kind": k.kind })));
+    fill("paused", s.paused_kinds.map(p => rowWith([p.kind, when(p.paused_at)], actionButton("Resume", "resume", p.kind), { "data-paused": p.kind })));
+    $("paused-none").hidden = s.paused_kinds.length > 0;
+    set("awaiting-count", s.items.awaiting);
+    fill("awaiting", s.awaiting.map(a => linkedRow(a.id, withToken("/items/" + a.id), [
+      a.kind, a.question || "", a.answers.join(" / "), ago(a.asked_at, s.now)
+    ], { "data-awaiting": a.id })));
     for (const k of ["alive", "dead", "stopped"]) set("workers-" + k, s.workers[k]);
     fill("worker-types", s.workers_by_type.map(t => row([t.worker_type, t.alive, t.dead, t.stopped], { "data-type": t.worker_type })));
     fill("workers", workers.map(w => row([
@@ -340,6 +483,14 @@ async function refreshOverview() {
       w.lease_expires_at == null ? "–" : Math.round((w.lease_expires_at - s.now) / 1000) + " s",
       { text: w.seconds_since_heartbeat.toFixed(1) + " s", cls: "silent" }, w.task_text || ""
     ], { "data-node": w.node_id, "data-state": w.state })));
+    // Per worker, from what each node reports in its row (metadata.worker_tasks).
+    fill("worker-tasks", workers.filter(w => w.state !== "stopped").flatMap(w => (w.metadata.worker_tasks || []).map(t => {
+      const cells = [w.node_id, w.state, "", t.item == null ? "–" : ago(t.since, s.now), t.task || ""];
+      const tr = row([t.owner, ...cells], { "data-worker": t.owner, "data-state": w.state });
+      if (t.item == null) tr.children[3].textContent = "idle";
+      else tr.children[3].appendChild(link(t.item, withToken("/items/" + t.item)));
+      return tr;
+    })));
     chart(s.throughput.buckets);
     const r = s.recovery;
     set("recovery-recovered", r.recovered_total); set("recovery-on-start", r.recovered_on_start);
@@ -351,6 +502,14 @@ async function refreshOverview() {
     set("updated", new Date(s.now).toLocaleTimeString());
   }
 }
+
+$("pause-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const kind = $("pause-kind").value.trim();
+  if (!kind) { notice("pause: name a kind", true); return; }
+  const b = actionButton("", "pause", kind);
+  act(b);
+});
 
 $("filters").addEventListener("submit", (ev) => {
   ev.preventDefault();

@@ -1,6 +1,7 @@
 //! What the views read from the store: one [`Status`] per request, built from a handful of
 //! bounded reads (counts, open work by kind, finished items per minute, the registry, the
-//! in-progress items, the latest failures).
+//! in-progress items, the latest failures, the paused kinds, the items awaiting a decision),
+//! and the overall [`Health`] judged from them.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -9,8 +10,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use leasehold_core::{
-    leased_items, FinishedBucket, ItemStatus, KindDepth, NodeRecord, StatusCounts, Store,
-    StoreResult, Timestamp, WorkerCounts, WorkerState, WorkerTypeCounts, WorkerView,
+    leased_items, FinishedBucket, ItemFilter, ItemStatus, KindDepth, NodeRecord, PausedKind,
+    StatusCounts, Store, StoreResult, Timestamp, WorkerCounts, WorkerState, WorkerTypeCounts,
+    WorkerView,
 };
 
 /// Minutes of finished items the chart shows.
@@ -18,6 +20,12 @@ pub const THROUGHPUT_MINUTES: u32 = 15;
 
 /// Failures the page lists.
 pub const RECENT_FAILURES: u32 = 10;
+
+/// Items awaiting a decision the overview lists (oldest first).
+pub const AWAITING_SHOWN: u32 = 50;
+
+/// Minutes back in which a dead-lettered item makes the health `degraded`.
+pub const HEALTH_FAILURE_MINUTES: u32 = 5;
 
 /// Everything `/api/status` serves and the page shows.
 #[derive(Clone, Debug, Serialize)]
@@ -42,6 +50,103 @@ pub struct Status {
     pub recovery: RecoveryView,
     /// Missed heartbeat intervals after which a node counts as dead.
     pub dead_after_missed: u32,
+    /// The kinds no node takes until resumed, by name.
+    pub paused_kinds: Vec<PausedKind>,
+    /// Items parked awaiting a decision, oldest first, at most [`AWAITING_SHOWN`] (the
+    /// `awaiting` count says how many there are).
+    pub awaiting: Vec<AwaitingView>,
+    /// The overall health.
+    pub health: Health,
+}
+
+/// An item parked awaiting a decision, as the overview lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AwaitingView {
+    /// Its id.
+    pub id: i64,
+    /// Its kind.
+    pub kind: String,
+    /// The question it waits on.
+    pub question: Option<String>,
+    /// The answers the question accepts.
+    pub answers: Vec<String>,
+    /// When it was parked.
+    pub asked_at: Option<Timestamp>,
+}
+
+/// The overall health, by one rule: `down` when no node is alive; else `degraded` when any
+/// node is dead or an item was dead-lettered in the last [`HEALTH_FAILURE_MINUTES`]; else
+/// `ok`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Health {
+    /// The verdict.
+    pub state: HealthState,
+    /// Why it is not `ok`, one sentence each (empty when it is).
+    pub reasons: Vec<String>,
+    /// The dead node incarnations, as `node (incarnation N)`: the page's banner.
+    pub dead_nodes: Vec<String>,
+}
+
+/// The verdict of [`Health`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    /// Some node is alive, none is dead, nothing was dead-lettered lately.
+    Ok,
+    /// A node is dead, or items were dead-lettered lately, but some node is alive.
+    Degraded,
+    /// No node is alive: nothing takes work.
+    Down,
+}
+
+impl Health {
+    /// Judges the registry rows `nodes` at `now` (dead after `missed` intervals) and the
+    /// recent minutes of `throughput` (its last [`HEALTH_FAILURE_MINUTES`] buckets).
+    pub fn judge(
+        nodes: &[NodeRecord],
+        now: Timestamp,
+        missed: u32,
+        throughput: &Throughput,
+    ) -> Health {
+        let workers = WorkerCounts::of(nodes, now, missed);
+        let dead_nodes: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.state(now, missed) == WorkerState::Dead)
+            .map(|n| format!("{} (incarnation {})", n.node_id, n.incarnation))
+            .collect();
+        let recent = throughput
+            .buckets
+            .len()
+            .min(HEALTH_FAILURE_MINUTES as usize);
+        let failed: u64 = throughput.buckets[throughput.buckets.len() - recent..]
+            .iter()
+            .map(|b| b.failed)
+            .sum();
+        let mut reasons = Vec::new();
+        if workers.alive == 0 {
+            reasons.push("no node is alive: nothing takes work".to_string());
+        }
+        if workers.dead > 0 {
+            reasons.push(format!("{} node(s) dead", workers.dead));
+        }
+        if failed > 0 {
+            reasons.push(format!(
+                "{failed} item(s) dead-lettered in the last {HEALTH_FAILURE_MINUTES} minutes"
+            ));
+        }
+        let state = if workers.alive == 0 {
+            HealthState::Down
+        } else if reasons.is_empty() {
+            HealthState::Ok
+        } else {
+            HealthState::Degraded
+        };
+        Health {
+            state,
+            reasons,
+            dead_nodes,
+        }
+    }
 }
 
 /// Finished items per minute.
@@ -131,6 +236,28 @@ pub(crate) async fn status(store: &dyn Store, now: Timestamp, missed: u32) -> St
         })
         .collect();
     let recovery = recovery(store, &nodes, now, missed).await?;
+    let paused_kinds = store.kinds_paused().await?;
+    let awaiting = store
+        .items_list(&ItemFilter {
+            status: Some(ItemStatus::Awaiting),
+            limit: AWAITING_SHOWN,
+            ..ItemFilter::default()
+        })
+        .await?
+        .into_iter()
+        .map(|i| AwaitingView {
+            id: i.id.0,
+            kind: i.kind,
+            question: i.decision.as_ref().map(|d| d.question.clone()),
+            answers: i
+                .decision
+                .as_ref()
+                .map(|d| d.answers.clone())
+                .unwrap_or_default(),
+            asked_at: i.decision.as_ref().map(|d| d.asked_at),
+        })
+        .collect();
+    let health = Health::judge(&nodes, now, missed, &throughput);
     Ok(Status {
         now,
         total: items.total(),
@@ -142,6 +269,9 @@ pub(crate) async fn status(store: &dyn Store, now: Timestamp, missed: u32) -> St
         recent_failures,
         recovery,
         dead_after_missed: missed,
+        paused_kinds,
+        awaiting,
+        health,
     })
 }
 

@@ -268,15 +268,22 @@ async fn page_in_headless_chromium_shows_what_the_store_holds() {
         "kinds shown"
     );
     for k in &depth {
+        let c = cells(&dom, "data-kind", &k.kind);
         assert_eq!(
-            cells(&dom, "data-kind", &k.kind),
+            c[..4],
             [
                 k.kind.clone(),
                 k.pending.to_string(),
-                k.in_progress.to_string()
+                k.in_progress.to_string(),
+                "no".to_string()
             ],
             "open work of kind {}",
             k.kind
+        );
+        assert!(
+            c[4].contains(&format!("data-action=\"pause\" data-kind=\"{}\"", k.kind)),
+            "a Pause button: {:?}",
+            c[4]
         );
     }
     assert_eq!(
@@ -623,4 +630,353 @@ async fn items_view_filters_and_links_to_an_item_page_with_its_durable_records()
         "screenshot of {size} bytes is too small to show the page"
     );
     eprintln!("item page screenshot ({size} bytes): {}", shot.display());
+}
+
+/// The opening tag of the element whose tag contains `needle` (e.g. `id="action-retry"`).
+fn tag_with<'a>(dom: &'a str, needle: &str) -> Option<&'a str> {
+    let at = dom.find(needle)?;
+    let start = dom[..at].rfind('<')?;
+    let end = at + dom[at..].find('>')?;
+    Some(&dom[start..=end])
+}
+
+/// The value of `name="…"` in an opening tag.
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let key = format!(" {name}=\"");
+    let at = tag.find(&key)? + key.len();
+    Some(unescape(&tag[at..at + tag[at..].find('"')?]))
+}
+
+/// The cells of every row of the attempt history table, oldest first.
+fn history_rows(dom: &str) -> Vec<Vec<String>> {
+    let at = dom
+        .find("id=\"item-history-rows\"")
+        .expect("the history table");
+    let body = &dom[at..at + dom[at..].find("</tbody>").expect("its end")];
+    body.split("<tr data-attempt=\"")
+        .skip(1)
+        .map(|r| cells(body, "data-attempt", r.split('"').next().unwrap()))
+        .collect()
+}
+
+/// Waits for the first event `pick` accepts.
+async fn wait_for<T>(
+    events: &mut broadcast::Receiver<NodeEvent>,
+    what: &str,
+    mut pick: impl FnMut(&NodeEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match events.recv().await {
+                Ok(e) => {
+                    if let Some(t) = pick(&e) {
+                        return t;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream closed: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {what} within 30 s"))
+}
+
+/// The operators' buttons with a real tree running: the item page of a dead-lettered item
+/// shows its attempt history and a Retry button (and no Cancel); a running item's page a
+/// Cancel button (and no Retry); an awaiting item's page the decision form with its question
+/// and answers. Then the test sends the POSTs those buttons send (headless Chromium's
+/// `--dump-dom` cannot click) with the token: the retried item runs again and completes, the
+/// cancelled running item's handler is stopped and the item ends `cancelled`, the decided
+/// item resumes with its answer and completes — and each page shows it. The overview shows
+/// the paused kind with its Resume button, the awaiting item linked to its page, each
+/// worker's task text, the dead node's banner and the health indicator. A screenshot of the
+/// item page is kept as `item-actions.png` beside the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn action_buttons_retry_a_failed_item_and_cancel_a_running_one() {
+    let test = "action_buttons_retry_a_failed_item_and_cancel_a_running_one";
+    if chromium_for(test).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = healthy.clone();
+    let builder = Leasehold::builder(store.clone())
+        .node_id("ops")
+        .monitor(false)
+        .reaper(false)
+        .workers(3)
+        .lease(Duration::from_secs(10))
+        .heartbeat(Duration::from_millis(200))
+        .poll_interval(Duration::from_millis(100))
+        .handler("flaky", move |_ctx: JobContext| {
+            let h = h.clone();
+            async move {
+                if h.load(std::sync::atomic::Ordering::SeqCst) {
+                    Ok(json!("fixed"))
+                } else {
+                    Err(JobError::permanent("upstream API is down"))
+                }
+            }
+        })
+        .handler("slow", |ctx: JobContext| async move {
+            ctx.set_task("Encoding video 1");
+            // Runs until cancelled: only an operator's cancel ends it.
+            std::future::pending::<()>().await;
+            Ok::<_, JobError>(json!("never"))
+        })
+        .handler("ask", |ctx: JobContext| async move {
+            match ctx.decision() {
+                Some(answer) => Ok(json!({ "decided": answer })),
+                None => Err(JobError::awaiting_decision(
+                    leasehold_core::DecisionRequest::new(
+                        "No contact found for acme.example: what now?",
+                        ["skip", "manual"],
+                    ),
+                )),
+            }
+        });
+    let mut events = builder.subscribe();
+    let node = builder.start().await.unwrap();
+    let flaky = node
+        .enqueue(NewItem::new("flaky", json!({"n": 1})))
+        .await
+        .unwrap();
+    wait_for(&mut events, "dead-lettering", |e| match e {
+        NodeEvent::AttemptFailed {
+            item,
+            dead_lettered: true,
+        } if *item == flaky => Some(()),
+        _ => None,
+    })
+    .await;
+    let slow = node
+        .enqueue(NewItem::new("slow", json!({"n": 2})))
+        .await
+        .unwrap();
+    wait_for(&mut events, "the slow item's acquisition", |e| match e {
+        NodeEvent::Acquired { item, .. } if *item == slow => Some(()),
+        _ => None,
+    })
+    .await;
+    let ask = node
+        .enqueue(NewItem::new("ask", json!({"lead": "acme.example"})))
+        .await
+        .unwrap();
+    wait_for(&mut events, "the park", |e| match e {
+        NodeEvent::Parked { item, .. } if *item == ask => Some(()),
+        _ => None,
+    })
+    .await;
+    // A dead node beside the live tree, for the banner.
+    let old = SystemClock.now().minus(Duration::from_secs(600));
+    store
+        .node_heartbeat(&leasehold_core::NodeRecord {
+            node_id: "ghost".into(),
+            incarnation: 4,
+            worker_type: "*".into(),
+            status: leasehold_core::NodeStatus::Processing,
+            current_item: None,
+            task_text: None,
+            last_heartbeat_at: old,
+            heartbeat_interval_ms: 10_000,
+            started_at: old,
+            metadata: json!({}),
+        })
+        .await
+        .unwrap();
+    // The registry row carries the worker's task text from the tree's next beat (every
+    // 200 ms; there is no event for a beat, so this waits on the store, bounded).
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let rows = store.nodes_list().await.unwrap();
+            if rows
+                .iter()
+                .any(|n| n.node_id == "ops" && n.metadata.to_string().contains("Encoding video 1"))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the tree's registry row shows its worker's task text");
+
+    let mut cfg = DashboardConfig::new(loopback()).token(TOKEN);
+    cfg.refresh = Duration::from_millis(500);
+    let (addr, _stop) = serve(store.clone(), cfg).await;
+    let profile = tempfile::tempdir().unwrap();
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-test");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let page = |path: String, name: &'static str| {
+        let url = format!("http://{addr}{path}#token={TOKEN}");
+        let profile = profile.path().to_path_buf();
+        let out = out_dir.join(name);
+        async move {
+            let dom = run_chromium(&profile, &url, &["--dump-dom"]).await;
+            std::fs::write(out, &dom).unwrap();
+            assert!(
+                !dom.contains("data-loaded=\"0\""),
+                "{url} never loaded; its error banner says {:?}",
+                text_of(&dom, "error")
+            );
+            dom
+        }
+    };
+    let send = |path: String, body: &'static str| async move {
+        let r = common::post(addr, &path, Some(TOKEN), body).await;
+        assert_eq!(r.status, 200, "POST {path}: {}", r.body);
+        r.json()
+    };
+
+    // The overview, with a kind paused through the same POST its Pause button sends.
+    send("/api/kinds/slow/pause".into(), "{}").await;
+    let dom = page("/".into(), "actions-overview.html").await;
+    let banner = tag_with(&dom, "id=\"dead-banner\"").expect("the banner");
+    assert!(
+        attr(banner, "hidden").is_none(),
+        "the banner shows: {banner}"
+    );
+    assert!(
+        text_of(&dom, "dead-banner").contains("ghost (incarnation 4)"),
+        "{}",
+        text_of(&dom, "dead-banner")
+    );
+    assert_eq!(text_of(&dom, "health"), "degraded");
+    let resume = tag_with(&dom, "data-action=\"resume\" data-kind=\"slow\"")
+        .expect("a Resume button for the paused kind");
+    assert!(resume.starts_with("<button"), "{resume}");
+    assert_eq!(cells(&dom, "data-paused", "slow")[0], "slow");
+    assert_eq!(cells(&dom, "data-kind", "slow")[3], "paused");
+    let awaiting = row_link(&dom, "data-awaiting", &ask.to_string());
+    assert_eq!(awaiting, format!("/items/{ask}#token={TOKEN}"));
+    assert!(cells(&dom, "data-awaiting", &ask.to_string())[2].contains("No contact found"));
+    let busy = dom
+        .split("<tr data-worker=\"")
+        .skip(1)
+        .find(|r| r.contains("Encoding video 1"))
+        .expect("a worker row with the handler's task text");
+    assert!(
+        busy.contains(&format!(">{slow}</a>")),
+        "it links its item: {busy}"
+    );
+    send("/api/kinds/slow/resume".into(), "{}").await;
+
+    // The dead-lettered item: history and Retry, no Cancel.
+    let dom = page(format!("/items/{flaky}"), "actions-failed.html").await;
+    assert_eq!(text_of(&dom, "item-status"), "failed");
+    let retry = tag_with(&dom, "id=\"action-retry\"").expect("a Retry button");
+    assert_eq!(attr(retry, "data-action").as_deref(), Some("retry"));
+    assert_eq!(attr(retry, "data-item"), Some(flaky.to_string()));
+    assert!(
+        !dom.contains("id=\"action-cancel\""),
+        "no Cancel on a failed item"
+    );
+    assert_eq!(history_rows(&dom).len(), 1);
+    assert_eq!(history_rows(&dom)[0][6], "failed");
+    assert_eq!(text_of(&dom, "item-attempts"), "1 of 3");
+
+    // The running item: Cancel, no Retry.
+    let dom = page(format!("/items/{slow}"), "actions-running.html").await;
+    assert_eq!(text_of(&dom, "item-status"), "in_progress");
+    let cancel = tag_with(&dom, "id=\"action-cancel\"").expect("a Cancel button");
+    assert_eq!(attr(cancel, "data-action").as_deref(), Some("cancel"));
+    assert_eq!(attr(cancel, "data-item"), Some(slow.to_string()));
+    assert!(
+        !dom.contains("id=\"action-retry\""),
+        "no Retry on a running item"
+    );
+
+    // The awaiting item: the decision form with its question and answers.
+    let dom = page(format!("/items/{ask}"), "actions-awaiting.html").await;
+    assert_eq!(text_of(&dom, "item-status"), "awaiting");
+    assert_eq!(
+        text_of(&dom, "decide-question"),
+        "No contact found for acme.example: what now?"
+    );
+    let options: Vec<&str> = dom
+        .split("<option value=\"")
+        .skip(1)
+        .filter_map(|o| o.split('"').next())
+        .filter(|o| ["skip", "manual"].contains(o))
+        .collect();
+    assert_eq!(options, ["skip", "manual"]);
+    let decide = tag_with(&dom, "id=\"action-decide\"").expect("a Decide button");
+    assert_eq!(attr(decide, "data-item"), Some(ask.to_string()));
+
+    // Retry: the upstream is back; the item runs again and completes.
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    let report = send(format!("/api/items/{flaky}/retry"), "{}").await;
+    assert_eq!(report["items"][0]["to"], "pending");
+    wait_for(&mut events, "the retried item's completion", |e| match e {
+        NodeEvent::Completed { item, .. } if *item == flaky => Some(()),
+        _ => None,
+    })
+    .await;
+    let dom = page(format!("/items/{flaky}"), "actions-retried.html").await;
+    assert_eq!(text_of(&dom, "item-status"), "completed");
+    assert_eq!(
+        dom.matches("<tr data-attempt=\"").count(),
+        2,
+        "both attempts"
+    );
+    assert!(dom.contains("data-outcome=\"completed\""));
+    assert!(
+        !dom.contains("data-action=\"retry\""),
+        "nothing to retry now"
+    );
+
+    // Cancel: the running handler is stopped at its next renewal; the item ends cancelled.
+    send(format!("/api/items/{slow}/cancel"), "{}").await;
+    let confirmed = wait_for(&mut events, "the cancel", |e| match e {
+        NodeEvent::Cancelled {
+            item, confirmed, ..
+        } if *item == slow => Some(*confirmed),
+        _ => None,
+    })
+    .await;
+    assert!(confirmed, "the worker's cancel was written");
+    let dom = page(format!("/items/{slow}"), "actions-cancelled.html").await;
+    assert_eq!(text_of(&dom, "item-status"), "cancelled");
+    assert_eq!(
+        history_rows(&dom).last().map(|r| r[6].clone()).as_deref(),
+        Some("cancelled")
+    );
+    assert!(
+        tag_with(&dom, "id=\"action-retry\"").is_some(),
+        "a cancelled item can be retried"
+    );
+    assert!(!dom.contains("id=\"action-cancel\""));
+
+    // Decide: the parked item resumes with the answer and completes.
+    send(
+        format!("/api/items/{ask}/decide"),
+        "{\"answer\": \"manual\"}",
+    )
+    .await;
+    wait_for(&mut events, "the decided item's completion", |e| match e {
+        NodeEvent::Completed { item, .. } if *item == ask => Some(()),
+        _ => None,
+    })
+    .await;
+    let done = store.item_get(ask).await.unwrap().unwrap();
+    assert_eq!(done.output, Some(json!({ "decided": "manual" })));
+
+    // A screenshot of an item page with its history and a button.
+    let shot = out_dir.join("item-actions.png");
+    let _ = std::fs::remove_file(&shot);
+    run_chromium(
+        profile.path(),
+        &format!("http://{addr}/items/{flaky}#token={TOKEN}"),
+        &[
+            "--window-size=1200,1400",
+            &format!("--screenshot={}", shot.display()),
+        ],
+    )
+    .await;
+    assert!(std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0) > 10_000);
+    eprintln!("item page with actions: {}", shot.display());
+
+    node.shutdown(Duration::from_secs(5)).await.unwrap();
 }

@@ -171,11 +171,38 @@ impl Reply {
 
 /// `GET path`, with `Authorization: Bearer token` when given.
 pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Reply {
+    request(addr, "GET", path, token, None).await
+}
+
+/// `POST path` with the JSON `body`, as the page's buttons send it.
+pub async fn post(addr: SocketAddr, path: &str, token: Option<&str>, body: &str) -> Reply {
+    request(addr, "POST", path, token, Some(("application/json", body))).await
+}
+
+/// `method path`, with `Authorization: Bearer token` when given and a body of the given
+/// content type.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &str)>,
+) -> Reply {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n");
+    let (content, body) = match body {
+        Some((ty, b)) if ty.is_empty() => (format!("Content-Length: {}\r\n", b.len()), b),
+        Some((ty, b)) => (
+            format!("Content-Type: {ty}\r\nContent-Length: {}\r\n", b.len()),
+            b,
+        ),
+        None => (String::new(), ""),
+    };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}{content}\r\n{body}"
+    );
     stream.write_all(req.as_bytes()).await.expect("send");
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
