@@ -17,7 +17,7 @@ use serde_json::Value;
 // same code `cargo run --example pipeline` runs), so the test never depends on a separately
 // built, possibly stale, example binary.
 #[allow(dead_code)]
-#[path = "../examples/pipeline.rs"]
+#[path = "../examples/pipeline/main.rs"]
 mod pipeline;
 
 /// The environment variable that carries a child process's pipeline arguments (JSON).
