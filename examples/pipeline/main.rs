@@ -48,8 +48,10 @@ use clap::Parser;
 use serde_json::{json, Value};
 
 use leasehold::durable::{CheckpointManager, LlmCache, RetryPolicies, RetryPolicy, ToolLedger};
-use leasehold::runtime::{JobContext, Leasehold, NodeHandle};
-use leasehold::{Backoff, Clock, Item, ItemStatus, NodeEvent, Store, SystemClock};
+use leasehold::runtime::{JobContext, Leasehold, NodeHandle, RuntimeError};
+use leasehold::{
+    Backoff, Clock, Item, ItemId, ItemStatus, NewItem, NodeEvent, Store, StoreError, SystemClock,
+};
 
 use report::Progress;
 use sim::Sim;
@@ -373,8 +375,8 @@ async fn parked(
     node: &NodeHandle,
     args: &Args,
     progress: &Progress,
-    told: &mut HashSet<leasehold::ItemId>,
-    item: leasehold::ItemId,
+    told: &mut HashSet<ItemId>,
+    item: ItemId,
     question: String,
 ) -> Result<(), Box<dyn std::error::Error>> {
     if !told.insert(item) {
@@ -383,8 +385,8 @@ async fn parked(
     match &args.auto_decide {
         Some(answer) => match node.decide(item, answer).await {
             Ok(_) => {}
-            // Another process answered it first.
-            Err(e) if e.to_string().contains("not awaiting") => {}
+            // Another process (or a person) answered it first.
+            Err(RuntimeError::Store(StoreError::InvalidState { .. })) => {}
             Err(e) => return Err(e.into()),
         },
         None => progress.note(&format!(
@@ -439,7 +441,7 @@ async fn enqueue_summary(
     // Today the summary is enqueued here once no stage item of the run is open
     // (`report::chains_finished`, checked by the caller); with dependencies it names the run's
     // stage items it waits for, and the store makes it ready when the last of them completes.
-    let item = leasehold::NewItem::new(
+    let item = NewItem::new(
         SUMMARY_KIND,
         json!({ "seed": args.seed, "total_leads": args.leads }),
     )
