@@ -55,7 +55,9 @@ use leasehold::{
 
 use report::Progress;
 use sim::Sim;
-use stages::{Counters, Ctx, Lead, Stage, StageInput, DECISION_ANSWERS, GROUP, STAGES, SUMMARY_KIND};
+use stages::{
+    Counters, Ctx, Lead, Stage, StageInput, DECISION_ANSWERS, GROUP, STAGES, SUMMARY_KIND,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "Run the three-stage lead pipeline on a leasehold tree with durable execution.")]
@@ -186,7 +188,6 @@ async fn main() {
     }
 }
 
-
 /// The whole run; `tests/pipeline.rs` calls it in child processes of its own.
 pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     args.validate()?;
@@ -269,7 +270,11 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let node = builder.start().await?;
     let mut events = node.events();
 
-    if !args.join && report::items_of(&*store, Stage::LeadList.kind()).await?.is_empty() {
+    if !args.join
+        && report::items_of(&*store, Stage::LeadList.kind())
+            .await?
+            .is_empty()
+    {
         enqueue_lead_lists(&*store, &*clock, &args, &criteria).await?;
     }
 
@@ -283,8 +288,15 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         progress.show(args.leads, &views);
         for item in views.iter().flat_map(|v| &v.awaiting) {
             let question = item.decision.as_ref().map(|d| d.question.clone());
-            parked(&node, &args, &progress, &mut told, item.id, question.unwrap_or_default())
-                .await?;
+            parked(
+                &node,
+                &args,
+                &progress,
+                &mut told,
+                item.id,
+                question.unwrap_or_default(),
+            )
+            .await?;
         }
         if report::chains_finished(&views) {
             match report::items_of(&*store, SUMMARY_KIND).await?.first() {
@@ -462,8 +474,7 @@ async fn check_same_run(
     if let Some(it) = first.first() {
         let (seed, leads) = (it.input["seed"].as_u64(), it.input["total_leads"].as_u64());
         let theirs = it.input.get("criteria").cloned().unwrap_or(json!({}));
-        if seed != Some(args.seed) || leads != Some(u64::from(args.leads)) || &theirs != criteria
-        {
+        if seed != Some(args.seed) || leads != Some(u64::from(args.leads)) || &theirs != criteria {
             return Err(format!(
                 "{} holds a pipeline run with --leads {} --seed {} --criteria '{theirs}'; rerun with those flags or use another --db",
                 args.db,

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use leasehold::{Item, ItemFilter, ItemStatus, Store};
 
-use crate::stages::{Lead, LeadResult, Stage, GROUP, STAGES};
+use super::stages::{Lead, LeadResult, Stage, GROUP, STAGES};
 
 /// Every item of one kind in the run's group, by id.
 pub(crate) async fn items_of(
@@ -97,7 +97,10 @@ fn view(items: Vec<Item>) -> StageView {
             ItemStatus::Failed | ItemStatus::Cancelled => {
                 v.terminal += 1;
                 v.done += leads.len();
-                let error = it.error.clone().unwrap_or_else(|| it.status.as_str().to_string());
+                let error = it
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| it.status.as_str().to_string());
                 v.results.extend(leads.into_iter().map(|lead| LeadResult {
                     lead,
                     ok: false,
@@ -280,7 +283,10 @@ impl Progress {
 pub(crate) fn print_table(summary: &Value, totals: &BTreeMap<&str, u64>) {
     println!();
     println!("{:<17} {:>8} {:>8} {:>8}", "stage", "items", "ok", "failed");
-    for (stage, s) in STAGES.iter().zip(summary["stages"].as_array().into_iter().flatten()) {
+    for (stage, s) in STAGES
+        .iter()
+        .zip(summary["stages"].as_array().into_iter().flatten())
+    {
         println!(
             "{:<17} {:>8} {:>8} {:>8}",
             stage.title(),
@@ -311,10 +317,12 @@ pub(crate) fn write_output_dir(
     let path = dir.join("leads.csv");
     let mut csv = String::from("id,company,domain,contact,status,stage,decision,error\n");
     for row in summary["leads"].as_array().into_iter().flatten() {
-        let cells: Vec<String> = ["id", "company", "domain", "contact", "status", "stage", "decision", "error"]
-            .iter()
-            .map(|k| csv_cell(&row[*k]))
-            .collect();
+        let cells: Vec<String> = [
+            "id", "company", "domain", "contact", "status", "stage", "decision", "error",
+        ]
+        .iter()
+        .map(|k| csv_cell(&row[*k]))
+        .collect();
         csv.push_str(&cells.join(","));
         csv.push('\n');
     }

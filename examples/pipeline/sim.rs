@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use leasehold::durable::DurableError;
 
-use crate::stages::Stage;
+use super::stages::Stage;
 
 /// Deterministic simulated calls.
 #[derive(Clone, Debug)]

@@ -16,8 +16,8 @@ use leasehold::durable::{
 use leasehold::runtime::{JobContext, JobError};
 use leasehold::{DecisionRequest, NewItem, Store};
 
-use crate::report;
-use crate::sim::Sim;
+use super::report;
+use super::sim::Sim;
 
 /// The three stages, in order.
 pub(crate) const STAGES: [Stage; 3] = [Stage::LeadList, Stage::Company, Stage::Contact];
@@ -176,7 +176,12 @@ pub(crate) async fn handle_stage(ctx: JobContext, shared: Shared) -> Result<Valu
             }
             let mut results = Vec::with_capacity(leads.len());
             for (n, lead) in leads.iter().enumerate() {
-                let (s, l, p, c) = (steps.clone(), lead.clone(), policy.clone(), criteria.clone());
+                let (s, l, p, c) = (
+                    steps.clone(),
+                    lead.clone(),
+                    policy.clone(),
+                    criteria.clone(),
+                );
                 if let Some(domain) = &lead.domain {
                     job.set_task(format!("{} for {domain}", stage.title()));
                 }
