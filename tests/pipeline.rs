@@ -68,7 +68,8 @@ fn spawn(db: &str, extra: &[&str]) -> Child {
     ];
     let mut args = vec!["--db", db, "--json"];
     for (flag, value) in defaults {
-        if !extra.contains(&flag) && !(flag == "--auto-decide" && extra.contains(&"--ask")) {
+        let asked = flag == "--auto-decide" && extra.contains(&"--ask");
+        if !extra.contains(&flag) && !asked {
             args.extend([flag, value]);
         }
     }
