@@ -6,6 +6,7 @@
 //! On PostgreSQL, also two processes sharing one run (`--join`), whose counts add up to a
 //! clean run's.
 
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
 
 use leasehold::postgres::testing::TestSchema;
@@ -17,7 +18,7 @@ use serde_json::Value;
 // same code `cargo run --example pipeline` runs), so the test never depends on a separately
 // built, possibly stale, example binary.
 #[allow(dead_code)]
-#[path = "../examples/pipeline.rs"]
+#[path = "../examples/pipeline/main.rs"]
 mod pipeline;
 
 /// The environment variable that carries a child process's pipeline arguments (JSON).
@@ -53,7 +54,8 @@ fn run(db: &str, extra: &[&str]) -> Output {
         .expect("run the pipeline")
 }
 
-/// The same, started: the caller waits for it.
+/// The same, started: the caller waits for it. `--ask` in `extra` leaves out the default
+/// `--auto-decide keep`, so parked leads wait for a decision.
 fn spawn(db: &str, extra: &[&str]) -> Child {
     let defaults = [
         ("--leads", "16"),
@@ -62,14 +64,16 @@ fn spawn(db: &str, extra: &[&str]) -> Child {
         ("--seed", "11"),
         ("--latency-ms", "2"),
         ("--retry-base-ms", "1"),
+        ("--auto-decide", "keep"),
     ];
     let mut args = vec!["--db", db, "--json"];
     for (flag, value) in defaults {
-        if !extra.contains(&flag) {
+        let asked = flag == "--auto-decide" && extra.contains(&"--ask");
+        if !extra.contains(&flag) && !asked {
             args.extend([flag, value]);
         }
     }
-    args.extend_from_slice(extra);
+    args.extend(extra.iter().filter(|a| **a != "--ask"));
     let args = serde_json::to_string(&args).expect("json");
     Command::new(std::env::current_exe().expect("test executable"))
         .args([
@@ -293,5 +297,138 @@ fn two_pipeline_processes_on_one_postgres_queue_share_the_work_cache_and_ledger(
     assert!(
         n(&join, "tool_executions") > 0,
         "the joining process took no work: {join}"
+    );
+}
+
+/// The decision step: without `--auto-decide` the run parks the leads whose contacts were not
+/// found, prints the `leasehold decide` command for each and waits; answering them (here through
+/// the store's `item_decide`, the operation that command runs) lets it finish, and the answers
+/// show in its counts and in `--output-dir`'s files. With `--auto-decide skip` a run ends with
+/// the same counts unattended.
+#[test]
+fn parked_leads_wait_for_a_decision_and_the_answers_show_in_the_results() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kept = clean_run(&file_db(&dir, "kept.db"));
+    let auto_skip = summary(&run(
+        &file_db(&dir, "auto-skip.db"),
+        &["--auto-decide", "skip"],
+    ));
+    let skipped = n(&auto_skip, "failed") - n(&kept, "failed");
+    assert!(
+        skipped > 0,
+        "seed 11 parks some leads: {auto_skip} vs {kept}"
+    );
+    assert_eq!(n(&auto_skip, "completed") + skipped, n(&kept, "completed"));
+
+    let db = file_db(&dir, "asked.db");
+    let out_dir = dir.path().join("exports");
+    let out_arg = out_dir.to_str().expect("utf-8 path");
+    let mut child = spawn(&db, &["--ask", "--output-dir", out_arg]);
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let (mut asked, mut seen) = (Vec::new(), String::new());
+    // The run announces every parked lead, then waits: read until all of them are announced.
+    while (asked.len() as u64) < skipped {
+        let mut line = String::new();
+        let read = stdout
+            .read_line(&mut line)
+            .expect("read the pipeline's output");
+        assert!(
+            read > 0,
+            "the run ended without asking for {skipped} decisions:\n{seen}"
+        );
+        seen.push_str(&line);
+        if let Some(rest) = line.trim().strip_prefix("answer it with: leasehold --db ") {
+            assert!(
+                rest.contains(" decide ") && rest.ends_with("--answer keep|skip"),
+                "{line}"
+            );
+            let id: i64 = rest
+                .split(" decide ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|id| id.parse().ok())
+                .unwrap_or_else(|| panic!("no item id in {line}"));
+            asked.push(id);
+        }
+    }
+    // Parked, it holds no lease and waits: still awaiting a moment later.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let store = leasehold::open_store(&db).await.expect("open");
+        for id in &asked {
+            let item = store
+                .item_get(leasehold::ItemId(*id))
+                .await
+                .expect("get")
+                .expect("the parked item");
+            assert_eq!(item.status, leasehold::ItemStatus::Awaiting, "{item:?}");
+            store
+                .item_decide(
+                    leasehold::ItemId(*id),
+                    "skip",
+                    leasehold::Clock::now(&leasehold::SystemClock),
+                )
+                .await
+                .expect("decide");
+        }
+    });
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("read the rest");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{seen}{rest}");
+    let asked_run: Value = serde_json::from_str(
+        rest.lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .expect("a JSON summary line"),
+    )
+    .expect("JSON");
+    for key in ["completed", "failed"] {
+        assert_eq!(
+            n(&asked_run, key),
+            n(&auto_skip, key),
+            "{asked_run} vs {auto_skip}"
+        );
+    }
+
+    // --output-dir: one JSON file per stage, and a CSV row per lead with the decisions.
+    for kind in ["lead_list", "company_research", "contact_research"] {
+        let body = std::fs::read_to_string(out_dir.join(format!("{kind}.json"))).expect(kind);
+        let v: Value = serde_json::from_str(&body).expect("stage JSON");
+        assert_eq!(v["stage"], kind, "{v}");
+        assert!(!v["results"].as_array().expect("results").is_empty(), "{v}");
+    }
+    let csv = std::fs::read_to_string(out_dir.join("leads.csv")).expect("leads.csv");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("id,company,domain,contact,status,stage,decision,error")
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 16, "{csv}");
+    let completed = rows.iter().filter(|r| r.contains(",completed,")).count();
+    assert_eq!(completed as u64, n(&asked_run, "completed"), "{csv}");
+    let decided = rows.iter().filter(|r| r.contains(",skip,")).count();
+    assert_eq!(decided as u64, skipped, "{csv}");
+
+    // Bad flags are refused, naming the problem, before anything is written.
+    let fresh = file_db(&dir, "refused.db");
+    for (flag, value, message) in [
+        (
+            "--auto-decide",
+            "maybe",
+            "--auto-decide must be one of keep, skip",
+        ),
+        ("--criteria", "[1]", "--criteria must be a JSON object"),
+    ] {
+        let bad = run(&fresh, &[flag, value]);
+        assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(stderr.contains(message), "{stderr}");
+    }
+    assert!(
+        !std::path::Path::new(&fresh).exists(),
+        "a refused run created {fresh}"
     );
 }
