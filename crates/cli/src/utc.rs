@@ -152,7 +152,10 @@ mod tests {
             format(Timestamp(1_796_306_709_250)),
             "2026-12-03T14:05:09.250Z"
         );
-        assert_eq!(format(Timestamp(951_782_400_000)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            format(Timestamp(951_782_400_000)),
+            "2000-02-29T00:00:00.000Z"
+        );
         assert_eq!(format(Timestamp(-1)), "1969-12-31T23:59:59.999Z");
     }
 

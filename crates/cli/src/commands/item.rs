@@ -76,10 +76,12 @@ fn fields(item: &Item) -> String {
         ("owner", item.owner.clone()),
         (
             "node",
-            item.owner_node.as_ref().map(|n| match item.owner_incarnation {
-                Some(inc) => format!("{n} (incarnation {inc})"),
-                None => n.clone(),
-            }),
+            item.owner_node
+                .as_ref()
+                .map(|n| match item.owner_incarnation {
+                    Some(inc) => format!("{n} (incarnation {inc})"),
+                    None => n.clone(),
+                }),
         ),
         ("epoch", Some(item.epoch.to_string())),
         ("created", Some(utc::format(item.created_at))),
@@ -125,6 +127,9 @@ fn attempt_row(a: &Attempt) -> Vec<String> {
             _ => dash(),
         },
         a.outcome.to_string(),
-        a.error.as_deref().map(|e| one_line(e, 80)).unwrap_or_else(dash),
+        a.error
+            .as_deref()
+            .map(|e| one_line(e, 80))
+            .unwrap_or_else(dash),
     ]
 }
