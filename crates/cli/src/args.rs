@@ -5,7 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use leasehold_core::config::parse_seconds;
-use leasehold_core::{ConfigError, ItemStatus};
+use leasehold_core::{ConfigError, ItemStatus, Timestamp};
+
+use crate::utc;
 
 /// A whole number at least 1 (`--max-attempts`, `--limit`, `--batch`).
 pub(crate) fn positive_count(raw: &str) -> Result<u32, String> {
@@ -47,6 +49,53 @@ pub(crate) fn non_empty(raw: &str) -> Result<String, String> {
     }
 }
 
+/// A `--before` time: a calendar time, or an age counted back from the store's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Before {
+    /// This time.
+    At(Timestamp),
+    /// This long before now (`90s`, `30m`, `12h`, `7d`).
+    Ago(Duration),
+}
+
+impl Before {
+    /// The time it names, with `now` from the store's clock.
+    pub(crate) fn resolve(self, now: Timestamp) -> Timestamp {
+        match self {
+            Before::At(t) => t,
+            Before::Ago(d) => now.minus(d),
+        }
+    }
+}
+
+/// A `--before` value: an age with its unit (`90s`, `30m`, `12h`, `7d`: that long ago) or an
+/// RFC 3339 UTC time (`2026-12-03T14:05:09Z`) or date (`2026-12-03`).
+pub(crate) fn before(raw: &str) -> Result<Before, String> {
+    let s = raw.trim();
+    let unit = match s.chars().last() {
+        Some('s') => Some(1),
+        Some('m') => Some(60),
+        Some('h') => Some(3_600),
+        Some('d') => Some(86_400),
+        _ => None,
+    };
+    if let (Some(unit), Some(n)) = (unit, s.get(..s.len().saturating_sub(1))) {
+        if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+            let n: u64 = n.parse().map_err(|_| "age too large".to_string())?;
+            if n == 0 {
+                return Err("an age must be more than 0".into());
+            }
+            return n
+                .checked_mul(unit)
+                .map(|secs| Before::Ago(Duration::from_secs(secs)))
+                .ok_or_else(|| "age too large".into());
+        }
+    }
+    utc::parse(s)
+        .map(Before::At)
+        .map_err(|e| format!("{e}, or an age such as 90s, 30m, 12h or 7d"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +117,24 @@ mod tests {
         assert!(seconds("0").unwrap_err().contains("positive"));
         assert!(seconds("-1").unwrap_err().contains("positive"));
         assert!(seconds("soon").is_err());
+    }
+
+    #[test]
+    fn before_takes_ages_and_times() {
+        assert_eq!(before("30m"), Ok(Before::Ago(Duration::from_secs(1_800))));
+        assert_eq!(before("7d"), Ok(Before::Ago(Duration::from_secs(604_800))));
+        assert_eq!(
+            before("2026-12-03"),
+            Ok(Before::At(Timestamp(1_796_256_000_000)))
+        );
+        assert_eq!(
+            Before::Ago(Duration::from_secs(2)).resolve(Timestamp(5_000)),
+            Timestamp(3_000)
+        );
+        assert!(before("0h").unwrap_err().contains("more than 0"));
+        for bad in ["", "-5m", "5w", "m", "soon"] {
+            assert!(before(bad).unwrap_err().contains("age such as"), "{bad:?}");
+        }
     }
 
     #[test]

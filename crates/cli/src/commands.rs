@@ -2,13 +2,19 @@
 //! and an `async fn run(args, ctx)` that validates everything it can before it opens the
 //! database. Adding a subcommand is one module and one variant (plus its arm) here.
 
+mod action;
+mod cancel;
 mod cleanup;
 mod dashboard;
 mod decide;
+mod delete;
 mod enqueue;
+mod item;
 mod items;
 mod monitor;
+mod pause;
 mod reap;
+mod retry;
 mod status;
 mod work;
 mod workers;
@@ -32,10 +38,12 @@ pub(crate) struct Ctx {
 pub(crate) enum Command {
     /// Add an item; print its id.
     Enqueue(enqueue::Args),
-    /// Count items by status.
+    /// Count items by status; list the paused kinds.
     Status(status::Args),
     /// List items with their owner, epoch, attempts, lease expiry and error.
     Items(items::Args),
+    /// Show one item: its fields and its attempt history (one line per ended attempt).
+    Item(item::Args),
     /// Run one reaper sweep: requeue or dead-letter items whose lease expired and whose owner
     /// the worker registry does not vouch for.
     Reap(reap::Args),
@@ -54,6 +62,19 @@ pub(crate) enum Command {
     Monitor(monitor::Args),
     /// Answer an item parked awaiting a decision: it goes back to pending with the answer.
     Decide(decide::Args),
+    /// Put failed or cancelled items back to pending, their attempt count reset (by ids, or
+    /// every match of a filter; --dry-run: report only).
+    Retry(retry::Args),
+    /// Cancel pending items; mark in-progress ones, which end cancelled at their holder's next
+    /// renewal (by ids, or every match of a filter; --dry-run: report only).
+    Cancel(cancel::Args),
+    /// Remove finished items with their checkpoints and attempt history (by ids, or every
+    /// match of a filter; --dry-run: report only).
+    Delete(delete::Args),
+    /// Stop every node on the store from taking items of a kind; in-flight items finish.
+    Pause(pause::Args),
+    /// Let nodes take items of a paused kind again.
+    Resume(pause::Args),
 }
 
 impl Command {
@@ -70,6 +91,12 @@ impl Command {
             Command::Dashboard(args) => dashboard::run(args, ctx).await,
             Command::Monitor(args) => monitor::run(args, ctx).await,
             Command::Decide(args) => decide::run(args, ctx).await,
+            Command::Item(args) => item::run(args, ctx).await,
+            Command::Retry(args) => retry::run(args, ctx).await,
+            Command::Cancel(args) => cancel::run(args, ctx).await,
+            Command::Delete(args) => delete::run(args, ctx).await,
+            Command::Pause(args) => pause::pause(args, ctx).await,
+            Command::Resume(args) => pause::resume(args, ctx).await,
         }
     }
 }

@@ -45,6 +45,18 @@ impl CliError {
         }
     }
 
+    /// A store error from an operator's action on items (`decide`, `retry`, `cancel`,
+    /// `delete`, `item`): an unknown item or one in a state the action does not apply to is
+    /// the caller's bad input (the store changed nothing); the rest as [`store`](Self::store).
+    pub(crate) fn refused(db: &str, e: StoreError) -> Self {
+        match e {
+            e @ (StoreError::InvalidState { .. } | StoreError::NotFound(_)) => {
+                CliError::Usage(e.to_string())
+            }
+            e => CliError::store(db, e),
+        }
+    }
+
     /// A failed write to stdout.
     pub(crate) fn output(e: io::Error) -> Self {
         if e.kind() == io::ErrorKind::BrokenPipe {

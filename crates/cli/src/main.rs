@@ -10,6 +10,7 @@
 //!   names), so bad input is refused by the parser, before any database is opened.
 //! - [`db`]: turns `--db` into a store, refusing a missing file for read-only commands.
 //! - [`output`]: text-or-JSON printing, tables and time formatting.
+//! - [`utc`]: RFC 3339 UTC times, printed (`item`) and read (`--before`).
 //! - [`error`]: [`error::CliError`] and its exit codes (2 bad input, 1 failure).
 //!
 //! # Exit codes
@@ -21,6 +22,7 @@ mod commands;
 mod db;
 mod error;
 mod output;
+mod utc;
 
 use std::process::ExitCode;
 

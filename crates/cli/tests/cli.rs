@@ -151,6 +151,8 @@ fn counts(pending: u64, in_progress: u64, completed: u64, failed: u64, cancelled
         // Nothing in these tests parks an item (tests/decide.rs does).
         "awaiting": 0,
         "total": pending + in_progress + completed + failed + cancelled,
+        // Nothing in these tests pauses a kind (tests/operator_cli.rs does).
+        "paused_kinds": [],
     })
 }
 

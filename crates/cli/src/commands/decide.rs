@@ -1,7 +1,7 @@
 //! `leasehold decide ID --answer A`: answers a parked item's question, so it goes back to
 //! pending with the answer (the store's `item_decide`).
 
-use leasehold_core::{Clock, ItemId, StoreError};
+use leasehold_core::{Clock, ItemId};
 
 use crate::args;
 use crate::commands::Ctx;
@@ -29,12 +29,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     let item = store
         .item_decide(args.id, &args.answer, clock.now())
         .await
-        .map_err(|e| match e {
-            e @ (StoreError::InvalidState { .. } | StoreError::NotFound(_)) => {
-                CliError::usage(e.to_string())
-            }
-            e => CliError::store(&ctx.db, e),
-        })?;
+        .map_err(|e| CliError::refused(&ctx.db, e))?;
     if ctx.out.is_json() {
         return ctx.out.json(&item);
     }
