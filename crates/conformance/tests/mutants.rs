@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use leasehold_conformance::{cases, model};
 use leasehold_core::{
-    AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest,
+    AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, Dependency, CleanupRequest,
     DecisionRequest, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId,
     ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem,
     NoLiveness, NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats,
@@ -258,6 +258,9 @@ impl Store for Mutant {
     }
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
         self.inner.item_attempts(id).await
+    }
+    async fn item_dependencies(&self, id: ItemId) -> StoreResult<Vec<Dependency>> {
+        self.inner.item_dependencies(id).await
     }
     async fn item_park(
         &self,

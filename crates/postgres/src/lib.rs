@@ -58,6 +58,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use leasehold_core::store::Wakeups;
 use leasehold_core::{
+    Dependency,
     AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest, Clock,
     DecisionRequest, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId,
     ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem,
@@ -79,7 +80,7 @@ use crate::db::Db;
 use crate::error::no_nul;
 use crate::notify::{Listener, Subscription};
 use crate::ops::{
-    activity, cancel, checkpoint, cleanup, decide, delete, emergency, enqueue, follow_up, history,
+    activity, cancel, checkpoint, cleanup, decide, delete, dependencies, emergency, enqueue, follow_up, history,
     park, pause, progress, read, reap, recover, registry, release, renew, retry,
 };
 
@@ -379,6 +380,10 @@ impl Store for PgStore {
 
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
         history::list(&self.db, id).await
+    }
+
+    async fn item_dependencies(&self, id: ItemId) -> StoreResult<Vec<Dependency>> {
+        dependencies::list(&self.db, id).await
     }
 
     async fn item_park(

@@ -5,7 +5,7 @@
 //! (an unknown status, a negative attempt count) is `Corrupt`.
 
 use leasehold_core::{
-    Attempt, AttemptOutcome, Checkpoint, Item, ItemId, ItemStatus, NodeRecord, NodeStatus,
+    Attempt, AttemptOutcome, Checkpoint, Dependency, Item, ItemId, ItemStatus, NodeRecord, NodeStatus,
     ReapCandidate, StoreResult, Timestamp,
 };
 use tokio_postgres::types::FromSql;
@@ -95,6 +95,16 @@ fn timeout_opt(row: &Row, i: usize) -> StoreResult<Option<std::time::Duration>> 
 pub(crate) fn status(row: &Row, i: usize) -> StoreResult<ItemStatus> {
     let s: String = col(row, i)?;
     s.parse::<ItemStatus>().map_err(corrupt)
+}
+
+/// Decodes `id, kind, status, output` of a dependency.
+pub(crate) fn dependency(row: &Row) -> StoreResult<Dependency> {
+    Ok(Dependency {
+        id: ItemId(col(row, 0)?),
+        kind: col(row, 1)?,
+        status: status(row, 2)?,
+        output: col(row, 3)?,
+    })
 }
 
 /// Decodes a row selected with [`item_columns!`].
