@@ -511,7 +511,7 @@ fn view(items: &[Item]) -> StageView {
                     .and_then(|p| p["done"].as_u64())
                     .unwrap_or(0) as usize;
             }
-            ItemStatus::Pending | ItemStatus::Awaiting => {}
+            ItemStatus::Pending | ItemStatus::Awaiting | ItemStatus::Blocked => {}
         }
     }
     v.ok.sort_by_key(|l| l.id);
