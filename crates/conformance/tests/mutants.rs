@@ -57,6 +57,8 @@ enum Flaw {
     Unfenced,
     /// `item_decide` with an answer not allowed resumes the item with the first allowed one.
     Pushover,
+    /// `items_enqueue` drops every item's dependencies: it is ready at once.
+    Impatient,
 }
 
 #[derive(Debug)]
@@ -95,6 +97,11 @@ impl Store for Mutant {
         if matches!(self.flaw, Flaw::Duplicator) {
             for item in &mut items {
                 item.unique_key = None;
+            }
+        }
+        if matches!(self.flaw, Flaw::Impatient) {
+            for item in &mut items {
+                item.depends_on.clear();
             }
         }
         self.inner.items_enqueue(items, now).await
@@ -651,6 +658,32 @@ async fn decision_cases_catch_an_unfenced_park_and_a_pushover_decision() {
         )
         .await,
         "a case that gives only allowed answers passes on this mutant"
+    );
+}
+
+#[tokio::test]
+async fn dependency_cases_catch_a_store_that_ignores_dependencies() {
+    assert!(
+        fails(
+            Flaw::Impatient,
+            cases::dependant_of_many_is_released_by_the_last_completion
+        )
+        .await
+    );
+    assert!(
+        fails(
+            Flaw::Impatient,
+            cases::failed_dependency_cancels_its_dependants_transitively
+        )
+        .await
+    );
+    assert!(
+        !fails(
+            Flaw::Impatient,
+            cases::follow_ups_are_enqueued_in_the_completions_commit
+        )
+        .await,
+        "a case without dependencies passes on this mutant"
     );
 }
 
