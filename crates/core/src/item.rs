@@ -72,15 +72,15 @@ pub enum ItemStatus {
 }
 
 impl ItemStatus {
-    /// Every status, in life order.
+    /// Every status: the five of the main life in order, then the two waiting ones.
     pub const ALL: [ItemStatus; 7] = [
-        ItemStatus::Blocked,
         ItemStatus::Pending,
         ItemStatus::InProgress,
         ItemStatus::Completed,
         ItemStatus::Failed,
         ItemStatus::Cancelled,
         ItemStatus::Awaiting,
+        ItemStatus::Blocked,
     ];
 
     /// The status's name as stored and printed (`in_progress`).
@@ -119,7 +119,7 @@ impl FromStr for ItemStatus {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown status {s:?}; expected one of blocked, pending, in_progress, completed, failed, cancelled, awaiting"
+                    "unknown status {s:?}; expected one of pending, in_progress, completed, failed, cancelled, awaiting, blocked"
                 )
             })
     }
