@@ -203,7 +203,7 @@ fn enqueue_then_status_json_counts_exactly() {
         "{text}"
     );
     assert!(
-        lines[6].starts_with("total") && lines[6].ends_with(" 4"),
+        lines[7].starts_with("total") && lines[7].ends_with(" 4"),
         "{text}"
     );
 
