@@ -252,7 +252,9 @@ fn enqueue_after_ids_blocks_the_item_and_refuses_an_unknown_id() {
     ]);
     let err = assert_error(&out, 2, "dependency 999");
     assert!(err.contains("does not exist"), "{err}");
-    let out = db.run(&["enqueue", "--kind", "summary", "--input", "{}", "--after", "x"]);
+    let out = db.run(&[
+        "enqueue", "--kind", "summary", "--input", "{}", "--after", "x",
+    ]);
     assert_error(&out, 2, "--after");
     assert_eq!(db.json(&["status"])["total"], json!(3), "nothing written");
 }

@@ -23,11 +23,12 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use leasehold_conformance::{cases, model};
 use leasehold_core::{
-    AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, Dependency, CleanupRequest,
-    DecisionRequest, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId,
-    ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem,
-    NoLiveness, NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats,
-    ReleaseOutcome, RetryRequest, StatusCounts, Store, StoreError, StoreResult, Timestamp,
+    AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest,
+    DecisionRequest, Dependency, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter,
+    ItemId, ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck,
+    NewItem, NoLiveness, NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem,
+    RecoveryStats, ReleaseOutcome, RetryRequest, StatusCounts, Store, StoreError, StoreResult,
+    Timestamp,
 };
 use leasehold_sqlite::SqliteStore;
 use proptest::test_runner::{TestCaseError, TestRunner};

@@ -367,7 +367,9 @@ impl NewItem {
         }
         for (i, id) in self.depends_on.iter().enumerate() {
             if id.0 <= 0 {
-                return Err(format!("dependency {id} is not an item id (a positive integer)"));
+                return Err(format!(
+                    "dependency {id} is not an item id (a positive integer)"
+                ));
             }
             if self.depends_on[..i].contains(id) {
                 return Err(format!("dependency {id} is named twice"));
@@ -691,7 +693,9 @@ impl DependantStart {
     /// Judges `deps` (id, status, error of each dependency, in the order named): the first
     /// failed or cancelled one cancels the dependant; otherwise it waits for the ones not
     /// completed.
-    pub fn judge<'a>(deps: impl IntoIterator<Item = (ItemId, ItemStatus, Option<&'a str>)>) -> Self {
+    pub fn judge<'a>(
+        deps: impl IntoIterator<Item = (ItemId, ItemStatus, Option<&'a str>)>,
+    ) -> Self {
         let mut left = 0u32;
         for (id, status, error) in deps {
             match status {

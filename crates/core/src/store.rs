@@ -17,8 +17,8 @@ use crate::emergency::{DeadNodesRequest, ReleasedNode};
 use crate::error::StoreResult;
 use crate::history::Attempt;
 use crate::item::{
-    AcquireRequest, Checkpoint, Dependency, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, LeaseRef,
-    LeaseStatus, Leased, NewItem, RecoveredItem, ReleaseOutcome, StatusCounts,
+    AcquireRequest, Checkpoint, Dependency, FailDisposition, FailOutcome, Item, ItemFilter, ItemId,
+    LeaseRef, LeaseStatus, Leased, NewItem, RecoveredItem, ReleaseOutcome, StatusCounts,
 };
 use crate::registry::{CleanupReport, CleanupRequest, NodeClaim, NodeRecord};
 

@@ -58,13 +58,12 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use leasehold_core::store::Wakeups;
 use leasehold_core::{
-    Dependency,
     AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest, Clock,
-    DecisionRequest, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId,
-    ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem,
-    NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
-    RetryRequest, SharedClock, StatusCounts, Store, StoreError, StoreResult, SystemClock,
-    Timestamp,
+    DecisionRequest, Dependency, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter,
+    ItemId, ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck,
+    NewItem, NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats,
+    ReleaseOutcome, RetryRequest, SharedClock, StatusCounts, Store, StoreError, StoreResult,
+    SystemClock, Timestamp,
 };
 use serde_json::Value;
 use tokio::sync::{broadcast, OnceCell};
@@ -80,8 +79,9 @@ use crate::db::Db;
 use crate::error::no_nul;
 use crate::notify::{Listener, Subscription};
 use crate::ops::{
-    activity, cancel, checkpoint, cleanup, decide, delete, dependencies, emergency, enqueue, follow_up, history,
-    park, pause, progress, read, reap, recover, registry, release, renew, retry,
+    activity, cancel, checkpoint, cleanup, decide, delete, dependencies, emergency, enqueue,
+    follow_up, history, park, pause, progress, read, reap, recover, registry, release, renew,
+    retry,
 };
 
 /// How long a connection attempt may take before the open (or an operation) fails.

@@ -5,8 +5,8 @@
 //! (an unknown status, a negative attempt count) is `Corrupt`.
 
 use leasehold_core::{
-    Attempt, AttemptOutcome, Checkpoint, Dependency, Item, ItemId, ItemStatus, NodeRecord, NodeStatus,
-    ReapCandidate, StoreResult, Timestamp,
+    Attempt, AttemptOutcome, Checkpoint, Dependency, Item, ItemId, ItemStatus, NodeRecord,
+    NodeStatus, ReapCandidate, StoreResult, Timestamp,
 };
 use tokio_postgres::types::FromSql;
 use tokio_postgres::Row;

@@ -32,11 +32,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use leasehold_core::{
-    AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, Dependency, CleanupRequest,
-    DecisionRequest, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId,
-    ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem,
-    NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
-    RetryRequest, StatusCounts, Store, StoreError, StoreResult, Timestamp,
+    AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest,
+    DecisionRequest, Dependency, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter,
+    ItemId, ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck,
+    NewItem, NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats,
+    ReleaseOutcome, RetryRequest, StatusCounts, Store, StoreError, StoreResult, Timestamp,
 };
 
 use crate::node::NodeCtx;

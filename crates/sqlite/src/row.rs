@@ -6,8 +6,8 @@
 //! rusqlite conversion error, which [`crate::error::from_sqlite`] reports as `Corrupt`.
 
 use leasehold_core::{
-    Attempt, AttemptOutcome, Checkpoint, Dependency, Item, ItemId, ItemStatus, NodeRecord, NodeStatus,
-    ReapCandidate, Timestamp,
+    Attempt, AttemptOutcome, Checkpoint, Dependency, Item, ItemId, ItemStatus, NodeRecord,
+    NodeStatus, ReapCandidate, Timestamp,
 };
 use rusqlite::Row;
 use serde_json::Value;

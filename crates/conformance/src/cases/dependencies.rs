@@ -59,7 +59,10 @@ pub async fn dependant_of_many_is_released_by_the_last_completion(store: Arc<dyn
         );
     }
     let released = acquire(s, &req("worker-b").kinds(["summary"]), at_s(30)).await;
-    assert_eq!(released.lease.item, summary, "the released item is ready now");
+    assert_eq!(
+        released.lease.item, summary,
+        "the released item is ready now"
+    );
 
     let deps = s.item_dependencies(summary).await.expect("dependencies");
     let ids: Vec<ItemId> = deps.iter().map(|d| d.id).collect();
@@ -67,7 +70,12 @@ pub async fn dependant_of_many_is_released_by_the_last_completion(store: Arc<dyn
     for (i, d) in deps.iter().enumerate() {
         assert_eq!(d.status, ItemStatus::Completed);
         assert_eq!(d.kind, "research");
-        assert_eq!(d.output, Some(json!({ "lead": i })), "dependency {}'s output", d.id);
+        assert_eq!(
+            d.output,
+            Some(json!({ "lead": i })),
+            "dependency {}'s output",
+            d.id
+        );
     }
     assert!(
         s.item_dependencies(first).await.expect("none").is_empty(),
@@ -88,9 +96,14 @@ pub async fn failed_dependency_cancels_its_dependants_transitively(store: Arc<dy
 
     let held = acquire(s, &req("worker-a").kinds(["research"]), at_s(1)).await;
     assert_eq!(held.lease.item, root);
-    s.item_fail(&held.lease, "no such company", FailDisposition::Permanent, at_s(2))
-        .await
-        .expect("fail");
+    s.item_fail(
+        &held.lease,
+        "no such company",
+        FailDisposition::Permanent,
+        at_s(2),
+    )
+    .await
+    .expect("fail");
 
     let mid_now = get(s, mid).await;
     assert_eq!(mid_now.status, ItemStatus::Cancelled);
@@ -113,14 +126,22 @@ pub async fn failed_dependency_cancels_its_dependants_transitively(store: Arc<dy
 
     let late = enqueue(s, new_item("summary", 3).after([other, root]), at_s(3)).await;
     let late_now = get(s, late).await;
-    assert_eq!(late_now.status, ItemStatus::Cancelled, "named a failed item");
+    assert_eq!(
+        late_now.status,
+        ItemStatus::Cancelled,
+        "named a failed item"
+    );
     assert_eq!(
         late_now.error.as_deref(),
         Some(format!("dependency {root} failed: no such company").as_str())
     );
     run_to_completion(s, other, json!("done"), 4).await;
     assert_eq!(get(s, unrelated).await.status, ItemStatus::Pending);
-    assert_eq!(get(s, late).await.status, ItemStatus::Cancelled, "stays cancelled");
+    assert_eq!(
+        get(s, late).await.status,
+        ItemStatus::Cancelled,
+        "stays cancelled"
+    );
 }
 
 /// An operator's cancel of a dependency (pending) cancels its dependants; cancelling a blocked
@@ -168,7 +189,10 @@ pub async fn unknown_or_forward_dependency_is_refused_and_nothing_is_written(
     let unknown = ItemId(existing.0 + 1_000);
     let refused = s
         .items_enqueue(
-            vec![new_item("research", 2), new_item("summary", 2).after([existing, unknown])],
+            vec![
+                new_item("research", 2),
+                new_item("summary", 2).after([existing, unknown]),
+            ],
             at_s(1),
         )
         .await;
@@ -183,7 +207,10 @@ pub async fn unknown_or_forward_dependency_is_refused_and_nothing_is_written(
     let forward = ItemId(existing.0 + 1);
     let refused = s
         .items_enqueue(
-            vec![new_item("summary", 3).after([forward]), new_item("research", 3)],
+            vec![
+                new_item("summary", 3).after([forward]),
+                new_item("research", 3),
+            ],
             at_s(1),
         )
         .await;
@@ -191,7 +218,11 @@ pub async fn unknown_or_forward_dependency_is_refused_and_nothing_is_written(
         matches!(refused, Err(StoreError::InvalidInput(_))),
         "a forward reference must be refused, got {refused:?}"
     );
-    assert_eq!(s.items_count().await.expect("count"), before, "nothing written");
+    assert_eq!(
+        s.items_count().await.expect("count"),
+        before,
+        "nothing written"
+    );
 
     let ids = s
         .items_enqueue(

@@ -2,7 +2,9 @@
 //! idle workers when some of the items are ready now.
 
 use deadpool_postgres::Transaction;
-use leasehold_core::{DependantStart, ItemId, ItemStatus, NewItem, StoreError, StoreResult, Timestamp};
+use leasehold_core::{
+    DependantStart, ItemId, ItemStatus, NewItem, StoreError, StoreResult, Timestamp,
+};
 use serde_json::Value;
 
 use crate::db::{finish, prepared, Db};
@@ -248,7 +250,11 @@ async fn insert_dependant(
                  depend on items that exist already or come earlier in its batch)"
             )));
         };
-        states.push((*id, crate::row::status(row, 1)?, row.get::<_, Option<String>>(2)));
+        states.push((
+            *id,
+            crate::row::status(row, 1)?,
+            row.get::<_, Option<String>>(2),
+        ));
     }
     let start = DependantStart::judge(states.iter().map(|(id, s, e)| (*id, *s, e.as_deref())));
     let finished_at = (start.status == ItemStatus::Cancelled).then_some(now.0);

@@ -42,7 +42,9 @@ pub(crate) fn run(
         let mut items = Vec::with_capacity(selected.len());
         for (id, kind, from) in selected {
             let (sql, to) = match from {
-                ItemStatus::Pending | ItemStatus::Blocked => (CANCEL_PENDING, ItemStatus::Cancelled),
+                ItemStatus::Pending | ItemStatus::Blocked => {
+                    (CANCEL_PENDING, ItemStatus::Cancelled)
+                }
                 _ => (MARK, ItemStatus::InProgress),
             };
             if !dry_run {

@@ -155,7 +155,9 @@ fn insert_dependant(
     for id in &item.depends_on {
         let state = tx
             .prepare_cached(DEPENDENCY)?
-            .query_row(params![id.0], |r| Ok((row::status(r, 0)?, r.get::<_, Option<String>>(1)?)))
+            .query_row(params![id.0], |r| {
+                Ok((row::status(r, 0)?, r.get::<_, Option<String>>(1)?))
+            })
             .optional()?;
         let Some((status, error)) = state else {
             return Err(StoreError::InvalidInput(format!(
