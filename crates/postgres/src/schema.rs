@@ -23,9 +23,10 @@ use crate::options::PgOptions;
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The tables leasehold owns: an unversioned schema that already has one is someone else's.
-const OWN_TABLES: [&str; 9] = [
+const OWN_TABLES: [&str; 10] = [
     "items",
     "item_attempts",
+    "item_deps",
     "paused_kinds",
     "checkpoints",
     "workers",

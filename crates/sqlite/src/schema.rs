@@ -33,9 +33,10 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The tables leasehold owns: a version-0 database that already has one of these was written
 /// by someone else and is refused rather than migrated over.
-const OWN_TABLES: [&str; 8] = [
+const OWN_TABLES: [&str; 9] = [
     "items",
     "item_attempts",
+    "item_deps",
     "paused_kinds",
     "checkpoints",
     "workers",
