@@ -586,7 +586,7 @@ fn check_version(c: &Connection, path: &Path) -> OpResult<()> {
     if version == 0 {
         let mut stmt = c.prepare(
             "SELECT name FROM sqlite_schema WHERE type = 'table' \
-             AND name IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             AND name IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         let taken: Vec<String> = stmt
             .query_map(OWN_TABLES, |r| r.get(0))?
