@@ -150,6 +150,7 @@ fn counts(pending: u64, in_progress: u64, completed: u64, failed: u64, cancelled
         "cancelled": cancelled,
         // Nothing in these tests parks an item (tests/decide.rs does).
         "awaiting": 0,
+        "blocked": 0,
         "total": pending + in_progress + completed + failed + cancelled,
         // Nothing in these tests pauses a kind (tests/operator_cli.rs does).
         "paused_kinds": [],
@@ -198,13 +199,13 @@ fn enqueue_then_status_json_counts_exactly() {
     // Text status: one line per status, then the total.
     let text = db.ok(&["status"]);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 7, "{text}");
+    assert_eq!(lines.len(), 8, "{text}");
     assert!(
         lines[0].starts_with("pending") && lines[0].ends_with(" 4"),
         "{text}"
     );
     assert!(
-        lines[6].starts_with("total") && lines[6].ends_with(" 4"),
+        lines[7].starts_with("total") && lines[7].ends_with(" 4"),
         "{text}"
     );
 
@@ -233,6 +234,31 @@ fn enqueue_with_a_key_returns_the_open_items_id_and_refuses_an_empty_key() {
     let out = db.run(&["enqueue", "--kind", "sync", "--input", "{}", "--key", ""]);
     assert_error(&out, 2, "--key");
     assert_eq!(db.status(), counts(2, 0, 0, 0, 0), "nothing written");
+}
+
+#[test]
+fn enqueue_after_ids_blocks_the_item_and_refuses_an_unknown_id() {
+    let db = TestDb::new();
+    let a = db.enqueue("research", &[]);
+    let b = db.enqueue("research", &[]);
+    let (a_s, b_s) = (a.to_string(), b.to_string());
+    let summary = db.enqueue("summary", &["--after", &a_s, &b_s]);
+    let status = db.json(&["status"]);
+    assert_eq!(status["blocked"], json!(1), "{status}");
+    assert_eq!(status["pending"], json!(2), "{status}");
+    let listed = db.json(&["items", "--status", "blocked"]);
+    assert_eq!(listed[0]["id"], json!(summary));
+
+    let out = db.run(&[
+        "enqueue", "--kind", "summary", "--input", "{}", "--after", &a_s, "999",
+    ]);
+    let err = assert_error(&out, 2, "dependency 999");
+    assert!(err.contains("does not exist"), "{err}");
+    let out = db.run(&[
+        "enqueue", "--kind", "summary", "--input", "{}", "--after", "x",
+    ]);
+    assert_error(&out, 2, "--after");
+    assert_eq!(db.json(&["status"])["total"], json!(3), "nothing written");
 }
 
 #[test]

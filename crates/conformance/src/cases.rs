@@ -15,6 +15,7 @@
 //! - [`read`]: lease status, an owner's leases, counts, listing, checkpoints, progress.
 //! - [`registry`]: the worker registry and [`RegistryLiveness`](leasehold_core::RegistryLiveness).
 //! - [`pipeline`]: follow-ups enqueued in the completion's commit, unique keys.
+//! - [`dependencies`]: items that wait for others (fan-in, failure and cancel cascades).
 //! - [`decision`]: the decision step (park, decide).
 //! - [`emergency`]: the operator's registry-judged reap and dead-node release.
 //! - [`input`]: invalid arguments are refused before anything is written.
@@ -23,6 +24,7 @@
 pub mod acquire;
 pub mod attempts;
 pub mod decision;
+pub mod dependencies;
 pub mod emergency;
 pub mod fencing;
 pub mod input;
@@ -37,6 +39,7 @@ pub mod registry;
 pub use acquire::*;
 pub use attempts::*;
 pub use decision::*;
+pub use dependencies::*;
 pub use emergency::*;
 pub use fencing::*;
 pub use input::*;

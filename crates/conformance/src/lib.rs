@@ -154,6 +154,11 @@ macro_rules! conformance_tests {
             invalid_follow_up_refuses_the_completion_and_writes_nothing,
             unique_key_returns_the_open_items_id_and_is_freed_when_it_finishes,
             concurrent_enqueues_of_one_key_create_one_item,
+            // dependencies
+            dependant_of_many_is_released_by_the_last_completion,
+            failed_dependency_cancels_its_dependants_transitively,
+            cancelled_dependency_cancels_its_dependants,
+            unknown_or_forward_dependency_is_refused_and_nothing_is_written,
             // attempt history and operators' actions
             history_records_each_ended_attempt_with_how_it_ended,
             history_lease_lost_record_is_written_by_the_taker_not_the_zombie,

@@ -1017,8 +1017,12 @@ impl Runner {
                         "invariant 4: failed item {id} must keep an error"
                     );
                 }
-                // The model never parks an item: the decision cases cover that status.
-                ItemStatus::Completed | ItemStatus::Cancelled | ItemStatus::Awaiting => {}
+                // The model never parks an item nor gives one dependencies: the decision and
+                // dependency cases cover those statuses.
+                ItemStatus::Completed
+                | ItemStatus::Cancelled
+                | ItemStatus::Awaiting
+                | ItemStatus::Blocked => {}
             }
         }
         for owner in OWNERS {

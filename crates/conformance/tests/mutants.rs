@@ -24,10 +24,11 @@ use futures::FutureExt;
 use leasehold_conformance::{cases, model};
 use leasehold_core::{
     AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest,
-    DecisionRequest, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId,
-    ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem,
-    NoLiveness, NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats,
-    ReleaseOutcome, RetryRequest, StatusCounts, Store, StoreError, StoreResult, Timestamp,
+    DecisionRequest, Dependency, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter,
+    ItemId, ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck,
+    NewItem, NoLiveness, NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem,
+    RecoveryStats, ReleaseOutcome, RetryRequest, StatusCounts, Store, StoreError, StoreResult,
+    Timestamp,
 };
 use leasehold_sqlite::SqliteStore;
 use proptest::test_runner::{TestCaseError, TestRunner};
@@ -57,6 +58,8 @@ enum Flaw {
     Unfenced,
     /// `item_decide` with an answer not allowed resumes the item with the first allowed one.
     Pushover,
+    /// `items_enqueue` drops every item's dependencies: it is ready at once.
+    Impatient,
 }
 
 #[derive(Debug)]
@@ -95,6 +98,11 @@ impl Store for Mutant {
         if matches!(self.flaw, Flaw::Duplicator) {
             for item in &mut items {
                 item.unique_key = None;
+            }
+        }
+        if matches!(self.flaw, Flaw::Impatient) {
+            for item in &mut items {
+                item.depends_on.clear();
             }
         }
         self.inner.items_enqueue(items, now).await
@@ -258,6 +266,9 @@ impl Store for Mutant {
     }
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
         self.inner.item_attempts(id).await
+    }
+    async fn item_dependencies(&self, id: ItemId) -> StoreResult<Vec<Dependency>> {
+        self.inner.item_dependencies(id).await
     }
     async fn item_park(
         &self,
@@ -648,6 +659,32 @@ async fn decision_cases_catch_an_unfenced_park_and_a_pushover_decision() {
         )
         .await,
         "a case that gives only allowed answers passes on this mutant"
+    );
+}
+
+#[tokio::test]
+async fn dependency_cases_catch_a_store_that_ignores_dependencies() {
+    assert!(
+        fails(
+            Flaw::Impatient,
+            cases::dependant_of_many_is_released_by_the_last_completion
+        )
+        .await
+    );
+    assert!(
+        fails(
+            Flaw::Impatient,
+            cases::failed_dependency_cancels_its_dependants_transitively
+        )
+        .await
+    );
+    assert!(
+        !fails(
+            Flaw::Impatient,
+            cases::follow_ups_are_enqueued_in_the_completions_commit
+        )
+        .await,
+        "a case without dependencies passes on this mutant"
     );
 }
 

@@ -56,7 +56,7 @@ pub enum ItemAction {
     /// `failed` or `cancelled` → `pending`, ready now, its attempt count reset (its budget
     /// renewed) and its history kept.
     Retry,
-    /// `pending` → `cancelled`; `in_progress` → marked for cancellation (its holder ends it
+    /// `pending` or `blocked` → `cancelled` (its blocked dependants too); `in_progress` → marked for cancellation (its holder ends it
     /// `cancelled` at its next renewal; whoever takes it back from a dead holder does too).
     Cancel,
     /// A finished item (`completed`, `failed`, `cancelled`) is removed with its checkpoints and
@@ -78,7 +78,11 @@ impl ItemAction {
     pub fn applies_to(self) -> &'static [ItemStatus] {
         match self {
             ItemAction::Retry => &[ItemStatus::Failed, ItemStatus::Cancelled],
-            ItemAction::Cancel => &[ItemStatus::Pending, ItemStatus::InProgress],
+            ItemAction::Cancel => &[
+                ItemStatus::Pending,
+                ItemStatus::Blocked,
+                ItemStatus::InProgress,
+            ],
             ItemAction::Delete => &[
                 ItemStatus::Completed,
                 ItemStatus::Failed,
@@ -91,7 +95,7 @@ impl ItemAction {
     pub fn expected(self) -> &'static str {
         match self {
             ItemAction::Retry => "failed or cancelled",
-            ItemAction::Cancel => "pending or in_progress",
+            ItemAction::Cancel => "pending, blocked or in_progress",
             ItemAction::Delete => "finished (completed, failed or cancelled)",
         }
     }

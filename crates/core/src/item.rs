@@ -41,9 +41,14 @@ impl FromStr for ItemId {
 ///    └──fail (retryable) / release / reap / recover_mine──┘
 ///
 /// in_progress ──park (the holder asks a question)──▶ awaiting ──decide (an answer)──▶ pending
+///
+/// blocked ──its last dependency completes──▶ pending
+///    └──a dependency fails or is cancelled (or an operator cancels it)──▶ cancelled
 /// ```
 /// `failed` is the dead-letter state. `awaiting` holds no lease: nothing acquires or reaps it
-/// until someone decides ([`Store::item_decide`](crate::Store::item_decide)).
+/// until someone decides ([`Store::item_decide`](crate::Store::item_decide)). `blocked` is an
+/// item enqueued with dependencies ([`NewItem::after`]) that have not all completed: nothing
+/// acquires it until the store releases it in the transaction that completes the last one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemStatus {
@@ -60,17 +65,22 @@ pub enum ItemStatus {
     /// Parked by its holder until someone answers its question
     /// ([`Decision`](crate::Decision)); holds no lease, is neither acquired nor reaped.
     Awaiting,
+    /// Enqueued with dependencies that have not all completed yet ([`NewItem::after`]); not
+    /// acquirable. Becomes `pending` when the last completes, `cancelled` when one fails or
+    /// is cancelled.
+    Blocked,
 }
 
 impl ItemStatus {
-    /// Every status, in life order.
-    pub const ALL: [ItemStatus; 6] = [
+    /// Every status: the five of the main life in order, then the two waiting ones.
+    pub const ALL: [ItemStatus; 7] = [
         ItemStatus::Pending,
         ItemStatus::InProgress,
         ItemStatus::Completed,
         ItemStatus::Failed,
         ItemStatus::Cancelled,
         ItemStatus::Awaiting,
+        ItemStatus::Blocked,
     ];
 
     /// The status's name as stored and printed (`in_progress`).
@@ -82,6 +92,7 @@ impl ItemStatus {
             ItemStatus::Failed => "failed",
             ItemStatus::Cancelled => "cancelled",
             ItemStatus::Awaiting => "awaiting",
+            ItemStatus::Blocked => "blocked",
         }
     }
 
@@ -108,7 +119,7 @@ impl FromStr for ItemStatus {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown status {s:?}; expected one of pending, in_progress, completed, failed, cancelled, awaiting"
+                    "unknown status {s:?}; expected one of pending, in_progress, completed, failed, cancelled, awaiting, blocked"
                 )
             })
     }
@@ -236,6 +247,11 @@ pub struct NewItem {
     /// processes sharing the store). Once that item has finished, the key is free again.
     #[serde(default)]
     pub unique_key: Option<String>,
+    /// The items it needs ([`NewItem::after`]): it is enqueued `blocked` and becomes ready
+    /// when all of them have completed. Each must exist already or come earlier in the same
+    /// enqueue batch, so no cycle can form.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<ItemId>,
 }
 
 impl NewItem {
@@ -253,6 +269,7 @@ impl NewItem {
             group_id: None,
             timeout: None,
             unique_key: None,
+            depends_on: Vec::new(),
         }
     }
 
@@ -300,14 +317,32 @@ impl NewItem {
         self
     }
 
+    /// Makes the item wait for `ids`: it is enqueued `blocked` and becomes `pending` (ready
+    /// now) in the transaction that completes the last of them; when one of them fails or is
+    /// cancelled, it ends `cancelled` with an error naming that dependency. Each id must name
+    /// an item that exists already or comes earlier in the same enqueue batch (anything else
+    /// refuses the enqueue, naming the id), so dependencies cannot form a cycle. Adds to any
+    /// ids given before.
+    ///
+    /// ```
+    /// use leasehold_core::{ItemId, NewItem};
+    /// let summary = NewItem::new("summary", serde_json::json!({}))
+    ///     .after([ItemId(4), ItemId(5)]);
+    /// assert_eq!(summary.depends_on, vec![ItemId(4), ItemId(5)]);
+    /// ```
+    pub fn after(mut self, ids: impl IntoIterator<Item = ItemId>) -> Self {
+        self.depends_on.extend(ids);
+        self
+    }
+
     /// The timeout as stored: whole milliseconds (checked by [`validate`](Self::validate)).
     pub fn timeout_ms(&self) -> Option<i64> {
         self.timeout
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
     }
 
-    /// Refuses an empty kind, a zero retry budget, an empty group, a timeout under 1 ms or an
-    /// empty unique key.
+    /// Refuses an empty kind, a zero retry budget, an empty group, a timeout under 1 ms, an
+    /// empty unique key, or a dependency id that is not positive or is named twice.
     pub fn validate(&self) -> Result<(), String> {
         if self.kind.trim().is_empty() {
             return Err("kind must not be empty".into());
@@ -328,6 +363,16 @@ impl NewItem {
         if let Some(k) = &self.unique_key {
             if k.is_empty() {
                 return Err("unique key must not be empty when given".into());
+            }
+        }
+        for (i, id) in self.depends_on.iter().enumerate() {
+            if id.0 <= 0 {
+                return Err(format!(
+                    "dependency {id} is not an item id (a positive integer)"
+                ));
+            }
+            if self.depends_on[..i].contains(id) {
+                return Err(format!("dependency {id} is named twice"));
             }
         }
         Ok(())
@@ -512,6 +557,9 @@ pub struct StatusCounts {
     /// Items parked awaiting a decision.
     #[serde(default)]
     pub awaiting: u64,
+    /// Items waiting for their dependencies.
+    #[serde(default)]
+    pub blocked: u64,
 }
 
 impl StatusCounts {
@@ -524,6 +572,7 @@ impl StatusCounts {
             ItemStatus::Failed => self.failed,
             ItemStatus::Cancelled => self.cancelled,
             ItemStatus::Awaiting => self.awaiting,
+            ItemStatus::Blocked => self.blocked,
         }
     }
 
@@ -536,6 +585,7 @@ impl StatusCounts {
             ItemStatus::Failed => self.failed = n,
             ItemStatus::Cancelled => self.cancelled = n,
             ItemStatus::Awaiting => self.awaiting = n,
+            ItemStatus::Blocked => self.blocked = n,
         }
     }
 
@@ -609,4 +659,78 @@ pub struct RecoveredItem {
     pub max_attempts: u32,
     /// Requeued (`false`) or dead-lettered (`true`).
     pub dead_lettered: bool,
+}
+
+/// One item another waits for ([`NewItem::after`]), as its dependant's handler reads it
+/// ([`Store::item_dependencies`](crate::Store::item_dependencies)).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Dependency {
+    /// The dependency's id.
+    pub id: ItemId,
+    /// Its kind.
+    pub kind: String,
+    /// Its status now (`completed` for every dependency of a released item, unless an
+    /// operator retried one since).
+    pub status: ItemStatus,
+    /// Its output, once completed.
+    pub output: Option<Value>,
+}
+
+/// How an item with dependencies starts at enqueue, from its dependencies' states then: what
+/// both backends insert ([`Store::items_enqueue`](crate::Store::items_enqueue)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DependantStart {
+    /// `blocked` while some dependency has not completed, `pending` when all have, `cancelled`
+    /// when one has already failed or been cancelled.
+    pub status: ItemStatus,
+    /// The dependencies not yet completed (0 unless `blocked`).
+    pub deps_left: u32,
+    /// The error of an item cancelled at enqueue, as a later failure would word it.
+    pub error: Option<String>,
+}
+
+impl DependantStart {
+    /// Judges `deps` (id, status, error of each dependency, in the order named): the first
+    /// failed or cancelled one cancels the dependant; otherwise it waits for the ones not
+    /// completed.
+    pub fn judge<'a>(
+        deps: impl IntoIterator<Item = (ItemId, ItemStatus, Option<&'a str>)>,
+    ) -> Self {
+        let mut left = 0u32;
+        for (id, status, error) in deps {
+            match status {
+                ItemStatus::Completed => {}
+                ItemStatus::Failed | ItemStatus::Cancelled => {
+                    return DependantStart {
+                        status: ItemStatus::Cancelled,
+                        deps_left: 0,
+                        error: Some(dependency_ended(id, status, error)),
+                    }
+                }
+                _ => left += 1,
+            }
+        }
+        DependantStart {
+            status: if left > 0 {
+                ItemStatus::Blocked
+            } else {
+                ItemStatus::Pending
+            },
+            deps_left: left,
+            error: None,
+        }
+    }
+}
+
+/// The error a dependant is cancelled with when dependency `id` ends `failed` (with `error`)
+/// or `cancelled`: "dependency 7 failed: …", "dependency 7 was cancelled". The backends'
+/// triggers word it the same way.
+pub fn dependency_ended(id: ItemId, status: ItemStatus, error: Option<&str>) -> String {
+    match status {
+        ItemStatus::Failed => format!(
+            "dependency {id} failed: {}",
+            error.unwrap_or("no error recorded")
+        ),
+        _ => format!("dependency {id} was cancelled"),
+    }
 }

@@ -58,8 +58,9 @@ pub use emergency::{DeadNodesRequest, ReleasedNode};
 pub use error::{StoreError, StoreResult};
 pub use history::{Attempt, AttemptOutcome, DEFAULT_HISTORY_KEEP, TIMED_OUT_PREFIX};
 pub use item::{
-    AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, ItemStatus,
-    LeaseRef, LeaseStatus, Leased, NewItem, RecoveredItem, ReleaseOutcome, StatusCounts,
+    dependency_ended, AcquireRequest, Checkpoint, DependantStart, Dependency, FailDisposition,
+    FailOutcome, Item, ItemFilter, ItemId, ItemStatus, LeaseRef, LeaseStatus, Leased, NewItem,
+    RecoveredItem, ReleaseOutcome, StatusCounts,
 };
 pub use registry::{
     cleanup_candidates, leased_items, next_incarnation, CleanupReport, CleanupRequest, NodeClaim,

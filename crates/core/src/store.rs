@@ -17,8 +17,8 @@ use crate::emergency::{DeadNodesRequest, ReleasedNode};
 use crate::error::StoreResult;
 use crate::history::Attempt;
 use crate::item::{
-    AcquireRequest, Checkpoint, FailDisposition, FailOutcome, Item, ItemFilter, ItemId, LeaseRef,
-    LeaseStatus, Leased, NewItem, RecoveredItem, ReleaseOutcome, StatusCounts,
+    AcquireRequest, Checkpoint, Dependency, FailDisposition, FailOutcome, Item, ItemFilter, ItemId,
+    LeaseRef, LeaseStatus, Leased, NewItem, RecoveredItem, ReleaseOutcome, StatusCounts,
 };
 use crate::registry::{CleanupReport, CleanupRequest, NodeClaim, NodeRecord};
 
@@ -35,6 +35,16 @@ use crate::registry::{CleanupReport, CleanupRequest, NodeClaim, NodeRecord};
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Enqueues items in one transaction and returns their ids in order. All or nothing: one
     /// invalid item refuses the whole batch with `InvalidInput`.
+    ///
+    /// An item with dependencies ([`NewItem::after`]) is enqueued `blocked` while any of them
+    /// has not completed (already completed ones count as done), and `cancelled` at once, with
+    /// the error a later failure would give, if one of them has already failed or been
+    /// cancelled. A dependency id that names no item at the moment its dependant is inserted
+    /// (an unknown id, or an item later in the same batch) refuses the batch with
+    /// `InvalidInput` naming the id. The store releases a blocked item (`pending`, ready now)
+    /// in the transaction that completes its last dependency, and cancels it, transitively,
+    /// in the transaction that fails or cancels one ("dependency N failed: …", "dependency N
+    /// was cancelled"), whichever operation does it.
     async fn items_enqueue(&self, items: Vec<NewItem>, now: Timestamp) -> StoreResult<Vec<ItemId>>;
 
     /// Enqueues one item.
@@ -138,7 +148,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
             .map(|_| ())
     }
 
-    /// An operator's cancel. A `pending` item becomes `cancelled` at once. An `in_progress`
+    /// An operator's cancel. A `pending` or `blocked` item becomes `cancelled` at once (and
+    /// its blocked dependants with it). An `in_progress`
     /// item is marked for cancellation (`cancel_requested_at`) and stays leased: its holder's
     /// next renewal is refused with [`StoreError::CancelRequested`](crate::StoreError) and the
     /// holder ends the attempt with [`item_cancel_confirm`](Self::item_cancel_confirm); a
@@ -187,6 +198,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// option, default [`DEFAULT_HISTORY_KEEP`](crate::history::DEFAULT_HISTORY_KEEP)). Each
     /// record is written in the transaction that ended the attempt. An unknown id has none.
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>>;
+
+    /// The items `id` was enqueued to wait for ([`NewItem::after`]), in id order, with their
+    /// status and output: what a released item's handler reads. One query. An unknown id, or
+    /// an item without dependencies, has none; a dependency deleted since (cleanup, an
+    /// operator's delete) is no longer listed.
+    async fn item_dependencies(&self, id: ItemId) -> StoreResult<Vec<Dependency>>;
 
     /// Parks the item until someone decides (fenced): `in_progress` under this lease →
     /// `awaiting`, holding no lease (owner and lease cleared, so it is neither acquired nor

@@ -95,6 +95,7 @@ const PAGE: &str = r##"<!doctype html>
     <div class="tile"><span class="n failed" id="count-failed">–</span><span class="l">failed</span></div>
     <div class="tile"><span class="n cancelled" id="count-cancelled">–</span><span class="l">cancelled</span></div>
     <div class="tile"><span class="n" id="count-awaiting">–</span><span class="l">awaiting</span></div>
+    <div class="tile"><span class="n" id="count-blocked">–</span><span class="l">blocked</span></div>
     <div class="tile"><span class="n" id="count-total">–</span><span class="l">total</span></div>
   </div>
   <h2 style="margin-top:12px">Open work by kind</h2>
@@ -150,7 +151,7 @@ const PAGE: &str = r##"<!doctype html>
 <section style="grid-column: 1 / -1">
   <h2>Items</h2>
   <form class="filters" id="filters">
-    <label>status<select id="f-status" name="status"><option value="">any</option><option>pending</option><option>in_progress</option><option>completed</option><option>failed</option><option>cancelled</option><option>awaiting</option></select></label>
+    <label>status<select id="f-status" name="status"><option value="">any</option><option>pending</option><option>in_progress</option><option>completed</option><option>failed</option><option>cancelled</option><option>awaiting</option><option>blocked</option></select></label>
     <label>kind<input id="f-kind" name="kind" size="12"></label>
     <label>group<input id="f-group" name="group" size="12"></label>
     <label>id<input id="f-id" name="id" size="8"></label>
@@ -465,7 +466,7 @@ async function refreshOverview() {
   {
     const [s, workers] = await Promise.all([get("/api/status"), get("/api/workers")]);
     health(s);
-    for (const k of ["pending", "in_progress", "completed", "failed", "cancelled", "awaiting"]) set("count-" + k, s.items[k]);
+    for (const k of ["pending", "in_progress", "completed", "failed", "cancelled", "awaiting", "blocked"]) set("count-" + k, s.items[k]);
     set("count-total", s.total);
     const paused = new Set(s.paused_kinds.map(p => p.kind));
     fill("kinds", s.by_kind.map(k => rowWith([k.kind, { text: k.pending, cls: "pending" }, { text: k.in_progress, cls: "in_progress" }, paused.has(k.kind) ? "paused" : "no"],

@@ -59,11 +59,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use leasehold_core::store::Wakeups;
 use leasehold_core::{
     AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest, Clock,
-    DecisionRequest, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId,
-    ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem,
-    NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
-    RetryRequest, SharedClock, StatusCounts, Store, StoreError, StoreResult, SystemClock,
-    Timestamp,
+    DecisionRequest, Dependency, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter,
+    ItemId, ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck,
+    NewItem, NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats,
+    ReleaseOutcome, RetryRequest, SharedClock, StatusCounts, Store, StoreError, StoreResult,
+    SystemClock, Timestamp,
 };
 use serde_json::Value;
 use tokio::sync::{broadcast, OnceCell};
@@ -79,8 +79,9 @@ use crate::db::Db;
 use crate::error::no_nul;
 use crate::notify::{Listener, Subscription};
 use crate::ops::{
-    activity, cancel, checkpoint, cleanup, decide, delete, emergency, enqueue, follow_up, history,
-    park, pause, progress, read, reap, recover, registry, release, renew, retry,
+    activity, cancel, checkpoint, cleanup, decide, delete, dependencies, emergency, enqueue,
+    follow_up, history, park, pause, progress, read, reap, recover, registry, release, renew,
+    retry,
 };
 
 /// How long a connection attempt may take before the open (or an operation) fails.
@@ -379,6 +380,10 @@ impl Store for PgStore {
 
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
         history::list(&self.db, id).await
+    }
+
+    async fn item_dependencies(&self, id: ItemId) -> StoreResult<Vec<Dependency>> {
+        dependencies::list(&self.db, id).await
     }
 
     async fn item_park(

@@ -17,6 +17,7 @@ pub(crate) mod cleanup;
 pub(crate) mod complete;
 pub(crate) mod decide;
 pub(crate) mod delete;
+pub(crate) mod dependencies;
 pub(crate) mod emergency;
 pub(crate) mod enqueue;
 pub(crate) mod fail;

@@ -5,8 +5,8 @@
 //! (an unknown status, a negative attempt count) is `Corrupt`.
 
 use leasehold_core::{
-    Attempt, AttemptOutcome, Checkpoint, Item, ItemId, ItemStatus, NodeRecord, NodeStatus,
-    ReapCandidate, StoreResult, Timestamp,
+    Attempt, AttemptOutcome, Checkpoint, Dependency, Item, ItemId, ItemStatus, NodeRecord,
+    NodeStatus, ReapCandidate, StoreResult, Timestamp,
 };
 use tokio_postgres::types::FromSql;
 use tokio_postgres::Row;
@@ -95,6 +95,16 @@ fn timeout_opt(row: &Row, i: usize) -> StoreResult<Option<std::time::Duration>> 
 pub(crate) fn status(row: &Row, i: usize) -> StoreResult<ItemStatus> {
     let s: String = col(row, i)?;
     s.parse::<ItemStatus>().map_err(corrupt)
+}
+
+/// Decodes `id, kind, status, output` of a dependency.
+pub(crate) fn dependency(row: &Row) -> StoreResult<Dependency> {
+    Ok(Dependency {
+        id: ItemId(col(row, 0)?),
+        kind: col(row, 1)?,
+        status: status(row, 2)?,
+        output: col(row, 3)?,
+    })
 }
 
 /// Decodes a row selected with [`item_columns!`].

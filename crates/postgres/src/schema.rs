@@ -23,9 +23,10 @@ use crate::options::PgOptions;
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The tables leasehold owns: an unversioned schema that already has one is someone else's.
-const OWN_TABLES: [&str; 9] = [
+const OWN_TABLES: [&str; 10] = [
     "items",
     "item_attempts",
+    "item_deps",
     "paused_kinds",
     "checkpoints",
     "workers",
@@ -36,7 +37,7 @@ const OWN_TABLES: [&str; 9] = [
 ];
 
 /// Schema migrations, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// Version 1: items, their checkpoints, and the worker registry, as in the SQLite backend.
 ///
@@ -238,12 +239,13 @@ CREATE TABLE paused_kinds (
 /// decides, holding no lease), with its question, allowed answers and, once decided, the answer
 /// in `decision`; `items_awaiting` holds only parked items, for their listing. A parked item
 /// keeps its unique key: `items_unique_open` now counts `awaiting` as open. The status CHECK
-/// is replaced under its own name, so a later migration can replace it again.
+/// (which also admits `blocked`, used from version 10) is replaced under its own name, so a later migration can replace it again.
 const V7: &str = "
 ALTER TABLE items ADD COLUMN decision JSON;
 ALTER TABLE items DROP CONSTRAINT items_status_check;
 ALTER TABLE items ADD CONSTRAINT items_status_check
-    CHECK (status IN ('pending', 'in_progress', 'completed', 'failed', 'cancelled', 'awaiting'));
+    CHECK (status IN ('pending', 'in_progress', 'completed', 'failed', 'cancelled', 'awaiting',
+                      'blocked'));
 ALTER TABLE items ADD CONSTRAINT items_awaiting_check
     CHECK (status <> 'awaiting' OR (decision IS NOT NULL AND lease_expires_at IS NULL));
 CREATE INDEX items_awaiting ON items (id) WHERE status = 'awaiting';
@@ -506,6 +508,79 @@ DROP INDEX IF EXISTS items_node_in_progress;
 DROP INDEX IF EXISTS items_finished;
 CREATE INDEX items_finished ON items (status, finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX items_dead ON items (status, id) WHERE status IN ('failed', 'cancelled');
+";
+
+/// Version 10: dependencies. `item_deps` holds one row per (dependant, dependency), `done` once
+/// that dependency has completed; `items.deps_left` counts a blocked item's dependencies not yet
+/// done, and `items.has_dependants` marks the items some item waits for.
+///
+/// The trigger `items_dependants` (`AFTER UPDATE OF status`, per row) moves the dependants, so
+/// every write path that ends an item (the batched completions and failures, the reaper's and
+/// the monitor's SQL functions, recover, cancel, an operator's action) does it in its own
+/// transaction without its statement changing. Its `WHEN` reads only the updated row: an item
+/// nobody waits for (the common case) costs one flag test.
+/// - completed: each blocked dependant whose edge is not yet done counts it down, and becomes
+///   `pending` when it was the last; the edges are marked done, so a completed dependency that
+///   an operator retries and that completes again does not count twice. Released items are
+///   announced on the store's channel (`leasehold_` and the schema's name), as enqueues are.
+/// - failed or cancelled: each blocked dependant whose edge is not done ends `cancelled`
+///   naming it, which fires the trigger again for its own dependants (transitively).
+///
+/// A blocked item holds its unique key: `items_unique_open` counts it as open.
+const V10: &str = "
+ALTER TABLE items ADD COLUMN deps_left INTEGER NOT NULL DEFAULT 0 CHECK (deps_left >= 0),
+    ADD COLUMN has_dependants BOOLEAN NOT NULL DEFAULT false;
+CREATE TABLE item_deps (
+    item_id  BIGINT  NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    needs_id BIGINT  NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    done     BOOLEAN NOT NULL DEFAULT false,
+    PRIMARY KEY (item_id, needs_id)
+);
+CREATE INDEX item_deps_needs ON item_deps (needs_id, item_id);
+CREATE INDEX items_blocked ON items (id) WHERE status = 'blocked';
+DROP INDEX items_unique_open;
+CREATE UNIQUE INDEX items_unique_open ON items (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('pending', 'in_progress', 'awaiting', 'blocked');
+
+CREATE FUNCTION leasehold_dependants_settle() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    v_released BIGINT;
+BEGIN
+    IF NEW.status = 'completed' THEN
+        WITH moved AS (
+            UPDATE items i SET deps_left = i.deps_left - 1,
+                   status = CASE WHEN i.deps_left = 1 THEN 'pending' ELSE 'blocked' END,
+                   updated_at = NEW.updated_at
+              FROM item_deps d
+             WHERE d.needs_id = NEW.id AND NOT d.done AND i.id = d.item_id
+               AND i.status = 'blocked'
+            RETURNING i.status)
+        SELECT count(*) FILTER (WHERE status = 'pending') INTO v_released FROM moved;
+        UPDATE item_deps SET done = true WHERE needs_id = NEW.id AND NOT done;
+        IF v_released > 0 THEN
+            PERFORM pg_notify('leasehold_' || current_schema(), v_released::TEXT);
+        END IF;
+    ELSE
+        UPDATE items i SET status = 'cancelled',
+               error = CASE WHEN NEW.status = 'failed'
+                            THEN 'dependency ' || NEW.id || ' failed: '
+                                 || coalesce(NEW.error, 'no error recorded')
+                            ELSE 'dependency ' || NEW.id || ' was cancelled' END,
+               finished_at = NEW.updated_at,
+               updated_at = NEW.updated_at
+          FROM item_deps d
+         WHERE d.needs_id = NEW.id AND NOT d.done AND i.id = d.item_id AND i.status = 'blocked';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER items_dependants AFTER UPDATE OF status ON items
+    FOR EACH ROW
+    WHEN (NEW.has_dependants AND NEW.status IN ('completed', 'failed', 'cancelled')
+          AND OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION leasehold_dependants_settle();
 ";
 
 /// The version table, created with the schema (before the first migration).

@@ -74,6 +74,7 @@ async fn reopening_an_up_to_date_schema_changes_nothing_and_concurrent_opens_mig
             "checkpoints",
             "durable_checkpoints",
             "item_attempts",
+            "item_deps",
             "items",
             "llm_cache",
             "paused_kinds",
@@ -415,6 +416,15 @@ async fn a_version_1_schema_migrates_to_the_durable_tables_keeping_its_items() {
         ),
     )
     .await;
+    // Version 10: dependencies (the trigger goes with its function).
+    for sql in [
+        format!("DROP TABLE {s}.item_deps"),
+        format!("DROP FUNCTION {s}.leasehold_dependants_settle CASCADE"),
+        format!("DROP INDEX {s}.items_blocked"),
+        format!("ALTER TABLE {s}.items DROP COLUMN deps_left, DROP COLUMN has_dependants"),
+    ] {
+        psql(&schema, &sql).await;
+    }
     // Versions 5 and 6: the decision column and its index, the status CHECK as version 1 had
     // it, the emergency functions.
     for sql in [

@@ -33,10 +33,10 @@ use serde_json::Value;
 
 use leasehold_core::{
     AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest,
-    DecisionRequest, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId,
-    ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem,
-    NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
-    RetryRequest, StatusCounts, Store, StoreError, StoreResult, Timestamp,
+    DecisionRequest, Dependency, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter,
+    ItemId, ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck,
+    NewItem, NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats,
+    ReleaseOutcome, RetryRequest, StatusCounts, Store, StoreError, StoreResult, Timestamp,
 };
 
 use crate::node::NodeCtx;
@@ -584,6 +584,10 @@ impl Store for FaultyStore {
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
         self.gate().await?;
         self.inner.item_attempts(id).await
+    }
+    async fn item_dependencies(&self, id: ItemId) -> StoreResult<Vec<Dependency>> {
+        self.gate().await?;
+        self.inner.item_dependencies(id).await
     }
     async fn item_park(
         &self,

@@ -11,7 +11,9 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use leasehold_core::{Clock, DecisionRequest, Item, ItemId, LeaseRef, NewItem, Store, StoreError};
+use leasehold_core::{
+    Clock, DecisionRequest, Dependency, Item, ItemId, LeaseRef, NewItem, Store, StoreError,
+};
 
 use crate::faults::FaultPoints;
 
@@ -341,6 +343,14 @@ impl JobContext {
         if task.item == Some(self.item.id) {
             task.text = Some(text.into());
         }
+    }
+
+    /// The items this one was enqueued to wait for ([`NewItem::after`]), in id order, with
+    /// their outputs: one query. Empty for an item without dependencies.
+    ///
+    /// [`NewItem::after`]: leasehold_core::NewItem::after
+    pub async fn dependencies(&self) -> Result<Vec<Dependency>, StoreError> {
+        self.store.item_dependencies(self.id()).await
     }
 
     /// The store, for anything else the handler needs to read.

@@ -45,18 +45,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use leasehold_core::{
     AcquireRequest, ActionReport, Attempt, Checkpoint, CleanupReport, CleanupRequest,
-    DecisionRequest, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter, ItemId,
-    ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck, NewItem,
-    NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats, ReleaseOutcome,
-    RetryRequest, StatusCounts, Store, StoreError, StoreResult, Timestamp,
+    DecisionRequest, Dependency, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter,
+    ItemId, ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck,
+    NewItem, NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats,
+    ReleaseOutcome, RetryRequest, StatusCounts, Store, StoreError, StoreResult, Timestamp,
 };
 use serde_json::Value;
 
 use crate::db::Db;
 use crate::ops::{
-    acquire, activity, cancel, checkpoint, cleanup, complete, decide, delete, enqueue, fail,
-    follow_up, history, park, pause, progress, read, reap, recover, registry, release, renew,
-    retry,
+    acquire, activity, cancel, checkpoint, cleanup, complete, decide, delete, dependencies,
+    enqueue, fail, follow_up, history, park, pause, progress, read, reap, recover, registry,
+    release, renew, retry,
 };
 
 /// What [`SqliteStore::set_group_commit_hook`] calls before each group commit: the names of the
@@ -313,6 +313,10 @@ impl Store for SqliteStore {
 
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
         self.db.call(move |c| history::list(c, id)).await
+    }
+
+    async fn item_dependencies(&self, id: ItemId) -> StoreResult<Vec<Dependency>> {
+        self.db.call(move |c| dependencies::list(c, id)).await
     }
 
     async fn item_park(

@@ -16,6 +16,7 @@ pub(crate) mod cleanup;
 pub(crate) mod complete;
 pub(crate) mod decide;
 pub(crate) mod delete;
+pub(crate) mod dependencies;
 pub(crate) mod enqueue;
 pub(crate) mod fail;
 pub(crate) mod follow_up;

@@ -6,8 +6,8 @@
 //! rusqlite conversion error, which [`crate::error::from_sqlite`] reports as `Corrupt`.
 
 use leasehold_core::{
-    Attempt, AttemptOutcome, Checkpoint, Item, ItemId, ItemStatus, NodeRecord, NodeStatus,
-    ReapCandidate, Timestamp,
+    Attempt, AttemptOutcome, Checkpoint, Dependency, Item, ItemId, ItemStatus, NodeRecord,
+    NodeStatus, ReapCandidate, Timestamp,
 };
 use rusqlite::Row;
 use serde_json::Value;
@@ -177,6 +177,16 @@ fn timeout_opt(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<std::time
             .map(|ms| Some(std::time::Duration::from_millis(ms)))
             .ok_or_else(|| bad_column(index, format!("timeout of {ms} ms is not positive"))),
     }
+}
+
+/// Decodes `id, kind, status, output` of a dependency.
+pub(crate) fn dependency(row: &Row<'_>) -> rusqlite::Result<Dependency> {
+    Ok(Dependency {
+        id: ItemId(row.get(0)?),
+        kind: row.get(1)?,
+        status: status(row, 2)?,
+        output: json_opt(row, 3)?,
+    })
 }
 
 fn timestamp_opt(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Timestamp>> {

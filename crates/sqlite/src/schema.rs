@@ -33,9 +33,10 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The tables leasehold owns: a version-0 database that already has one of these was written
 /// by someone else and is refused rather than migrated over.
-const OWN_TABLES: [&str; 8] = [
+const OWN_TABLES: [&str; 9] = [
     "items",
     "item_attempts",
+    "item_deps",
     "paused_kinds",
     "checkpoints",
     "workers",
@@ -48,7 +49,7 @@ const OWN_TABLES: [&str; 8] = [
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Schema migrations, oldest first; `MIGRATIONS[n]` takes version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// Version 1: items, their checkpoints, and the worker registry.
 ///
@@ -323,7 +324,7 @@ CREATE TABLE paused_kinds (
 ";
 
 /// Version 9: the decision step. `items` rebuilt (as in version 3: SQLite cannot alter a CHECK)
-/// so that its status may be `awaiting`, with a `decision` column (the parked item's question,
+/// so that its status may be `awaiting` (or `blocked`, used from version 10), with a `decision` column (the parked item's question,
 /// allowed answers and, once decided, the answer, as JSON), and `items_awaiting`, which holds
 /// only parked items, for their count and listing. A parked item keeps its unique key:
 /// `items_unique_open` now counts `awaiting` as open.
@@ -338,7 +339,7 @@ CREATE TABLE items_v9 (
     status            TEXT    NOT NULL DEFAULT 'pending'
                       CHECK (status = 'pending' OR status = 'in_progress' OR status = 'completed'
                              OR status = 'failed' OR status = 'cancelled'
-                             OR status = 'awaiting'),
+                             OR status = 'awaiting' OR status = 'blocked'),
     attempts          INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     max_attempts      INTEGER NOT NULL CHECK (max_attempts >= 1),
     priority          INTEGER NOT NULL DEFAULT 0,
@@ -387,6 +388,63 @@ CREATE INDEX items_awaiting ON items (id) WHERE status = 'awaiting';
 CREATE UNIQUE INDEX items_unique_open ON items (unique_key)
     WHERE unique_key IS NOT NULL
       AND (status = 'pending' OR status = 'in_progress' OR status = 'awaiting');
+";
+
+/// Version 10: dependencies. `item_deps` holds one row per (dependant, dependency), `done` once
+/// that dependency has completed; `items.deps_left` counts a blocked item's dependencies not yet
+/// done, and `items.has_dependants` marks the items some item waits for.
+///
+/// One trigger on `UPDATE OF status`, `items_dependants`, moves the dependants, so every write
+/// path that ends an item (completion, failure, reap, recover, release, cancel, take-back, an
+/// operator's action) does it in its own transaction without its statement changing. Its
+/// `WHEN` reads only the updated row: an item nobody waits for (the common case) costs one
+/// flag test (SQLite runs the trigger's program for each updated row and that program's first
+/// step is the test).
+/// - completed: each blocked dependant whose edge is not yet done counts it down, and becomes
+///   `pending` when it was the last; the edges are marked done, so a completed dependency that
+///   an operator retries and that completes again does not count twice.
+/// - failed or cancelled: each blocked dependant whose edge is not done ends `cancelled`
+///   naming it. That update fires the trigger again for the dependant's own dependants
+///   (transitively: the connection sets `recursive_triggers`, see `configure`).
+///
+/// A blocked item holds its unique key: `items_unique_open` counts it as open.
+const V10: &str = "
+ALTER TABLE items ADD COLUMN deps_left INTEGER NOT NULL DEFAULT 0 CHECK (deps_left >= 0);
+ALTER TABLE items ADD COLUMN has_dependants INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE item_deps (
+    item_id  INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    needs_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    done     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (item_id, needs_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX item_deps_needs ON item_deps (needs_id, item_id);
+CREATE INDEX items_blocked ON items (id) WHERE status = 'blocked';
+DROP INDEX items_unique_open;
+CREATE UNIQUE INDEX items_unique_open ON items (unique_key)
+    WHERE unique_key IS NOT NULL
+      AND (status = 'pending' OR status = 'in_progress' OR status = 'awaiting'
+           OR status = 'blocked');
+
+CREATE TRIGGER items_dependants AFTER UPDATE OF status ON items
+WHEN NEW.has_dependants = 1
+     AND (NEW.status = 'completed' OR NEW.status = 'failed' OR NEW.status = 'cancelled')
+     AND OLD.status <> NEW.status
+BEGIN
+    UPDATE items SET deps_left = deps_left - 1,
+           status = CASE WHEN deps_left = 1 THEN 'pending' ELSE 'blocked' END,
+           updated_at = NEW.updated_at
+     WHERE NEW.status = 'completed' AND status = 'blocked'
+       AND id IN (SELECT item_id FROM item_deps WHERE needs_id = NEW.id AND done = 0);
+    UPDATE items SET status = 'cancelled',
+           error = CASE WHEN NEW.status = 'failed'
+                        THEN 'dependency ' || NEW.id || ' failed: ' || coalesce(NEW.error, 'no error recorded')
+                        ELSE 'dependency ' || NEW.id || ' was cancelled' END,
+           finished_at = NEW.updated_at,
+           updated_at = NEW.updated_at
+     WHERE NEW.status <> 'completed' AND status = 'blocked'
+       AND id IN (SELECT item_id FROM item_deps WHERE needs_id = NEW.id AND done = 0);
+    UPDATE item_deps SET done = 1 WHERE NEW.status = 'completed' AND needs_id = NEW.id AND done = 0;
+END;
 ";
 
 /// Opens (creating if needed) the database at `path`, checks it, configures the connection and
@@ -528,7 +586,7 @@ fn check_version(c: &Connection, path: &Path) -> OpResult<()> {
     if version == 0 {
         let mut stmt = c.prepare(
             "SELECT name FROM sqlite_schema WHERE type = 'table' \
-             AND name IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             AND name IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         let taken: Vec<String> = stmt
             .query_map(OWN_TABLES, |r| r.get(0))?
@@ -549,7 +607,8 @@ fn check_version(c: &Connection, path: &Path) -> OpResult<()> {
 /// Per-connection settings. WAL lets readers in other processes (the CLI beside a running
 /// tree) proceed while this connection writes. `synchronous` is the caller's choice
 /// ([`Synchronous`]): `NORMAL` is durable across process crashes in WAL mode and only risks the
-/// last commits on power loss; `FULL` syncs the log at every commit.
+/// last commits on power loss; `FULL` syncs the log at every commit. `recursive_triggers` lets
+/// a dependant cancelled by the dependency trigger (version 10) cancel its own dependants.
 pub(crate) fn configure(c: &mut Connection, path: &Path, sync: Synchronous) -> OpResult<()> {
     c.set_prepared_statement_cache_capacity(64);
     let mode: String = c.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
@@ -558,6 +617,7 @@ pub(crate) fn configure(c: &mut Connection, path: &Path, sync: Synchronous) -> O
     }
     c.pragma_update(None, "synchronous", sync.keyword())?;
     c.pragma_update(None, "foreign_keys", true)?;
+    c.pragma_update(None, "recursive_triggers", true)?;
     Ok(())
 }
 
@@ -724,17 +784,24 @@ mod tests {
 
     /// Whether the compiled program of `sql` opens an ephemeral table (an `IN` list, a
     /// `RETURNING` buffer, a sort): each costs a B-tree, a pager and a zeroed page per run.
+    /// Looks at the statement's own program only: SQLite lists a trigger's program after it
+    /// (addresses start again at 0), and the dependency trigger's runs only past its `WHEN`
+    /// (an item some item waits for ending), never on the hot path's plain items.
     fn opens_ephemeral_table(c: &Connection, sql: &str) -> bool {
         let mut stmt = c.prepare(&format!("EXPLAIN {sql}")).expect("explain");
         let unbound = vec![rusqlite::types::Null; stmt.parameter_count()];
-        let ops: Vec<String> = stmt
+        let ops: Vec<(i64, String)> = stmt
             .query_map(rusqlite::params_from_iter(unbound), |r| {
-                r.get::<_, String>(1)
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
             })
             .expect("opcodes")
             .collect::<rusqlite::Result<_>>()
             .expect("opcodes");
-        ops.iter()
+        let main = ops
+            .iter()
+            .enumerate()
+            .take_while(|(i, (addr, _))| *i == 0 || *addr != 0);
+        main.map(|(_, (_, op))| op)
             .any(|op| op == "OpenEphemeral" || op == "SorterOpen")
     }
 

@@ -64,6 +64,12 @@ pub(crate) struct Args {
     /// id instead of adding another.
     #[arg(long, value_name = "K", value_parser = args::non_empty)]
     key: Option<String>,
+
+    /// The ids of items this one waits for: it is enqueued `blocked` and becomes ready when
+    /// all of them have completed, and is cancelled if one fails or is cancelled. Each must
+    /// name an existing item.
+    #[arg(long, value_name = "ID", num_args = 1.., value_parser = args::item_id)]
+    after: Vec<leasehold_core::ItemId>,
 }
 
 /// Validates, opens (creating the database if needed), enqueues, prints the id.
@@ -95,6 +101,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     if let Some(k) = args.key {
         item = item.unique_key(k);
     }
+    item = item.after(args.after);
     item.validate().map_err(CliError::usage)?;
 
     let db::Clocked { store, clock, .. } = db::open_clocked(&ctx.db, Access::Create).await?;

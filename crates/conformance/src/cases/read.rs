@@ -148,6 +148,7 @@ pub async fn counts_by_status_cover_every_item(store: Arc<dyn Store>) {
         failed: 1,
         cancelled: 1,
         awaiting: 0,
+        blocked: 0,
     };
     assert_eq!(counts, expected, "delayed items count as pending");
     assert_eq!(counts.total(), 10);

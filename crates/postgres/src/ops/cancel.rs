@@ -13,7 +13,7 @@ use crate::ops::select;
 
 const CANCEL_PENDING: &str = "UPDATE items SET status = 'cancelled', finished_at = $2, \
          updated_at = $2 \
-     WHERE id = ANY($1) AND status = 'pending'";
+     WHERE id = ANY($1) AND status IN ('pending', 'blocked')";
 
 /// The mark keeps its first time: cancelling twice changes nothing more.
 const MARK: &str = "UPDATE items SET cancel_requested_at = coalesce(cancel_requested_at, $2), \
@@ -55,6 +55,7 @@ pub(crate) async fn run(
         if !dry_run {
             for (sql, status) in [
                 (CANCEL_PENDING, ItemStatus::Pending),
+                (CANCEL_PENDING, ItemStatus::Blocked),
                 (MARK, ItemStatus::InProgress),
             ] {
                 let ids = select::ids_in(&selected, status);
@@ -71,7 +72,7 @@ pub(crate) async fn run(
                 kind,
                 from,
                 to: match from {
-                    ItemStatus::Pending => ItemStatus::Cancelled,
+                    ItemStatus::Pending | ItemStatus::Blocked => ItemStatus::Cancelled,
                     other => other,
                 },
             })

@@ -2,7 +2,9 @@
 //! idle workers when some of the items are ready now.
 
 use deadpool_postgres::Transaction;
-use leasehold_core::{ItemId, NewItem, StoreError, StoreResult, Timestamp};
+use leasehold_core::{
+    DependantStart, ItemId, ItemStatus, NewItem, StoreError, StoreResult, Timestamp,
+};
 use serde_json::Value;
 
 use crate::db::{finish, prepared, Db};
@@ -32,13 +34,38 @@ const INSERT_KEYED: &str = "INSERT INTO items \
       created_at, updated_at, timeout_ms, unique_key) \
      VALUES ($1, $2::json, 'pending', 0, $3, $4, $5, $6, 0, $7, $7, $8, $9) \
      ON CONFLICT (unique_key) \
-         WHERE unique_key IS NOT NULL AND status IN ('pending', 'in_progress', 'awaiting') \
+         WHERE unique_key IS NOT NULL AND status IN ('pending', 'in_progress', 'awaiting', 'blocked') \
      DO NOTHING \
      RETURNING id";
 
+/// An item with dependencies, in the status [`DependantStart`] judged, keyed or not (a `NULL`
+/// key never conflicts).
+const INSERT_DEPENDANT: &str = "INSERT INTO items \
+     (kind, input, status, attempts, max_attempts, priority, run_at, group_id, epoch, \
+      created_at, updated_at, timeout_ms, unique_key, deps_left, error, finished_at) \
+     VALUES ($1, $2::json, $3, 0, $4, $5, $6, $7, 0, $8, $8, $9, $10, $11, $12, $13) \
+     ON CONFLICT (unique_key) \
+         WHERE unique_key IS NOT NULL AND status IN ('pending', 'in_progress', 'awaiting', 'blocked') \
+     DO NOTHING \
+     RETURNING id";
+
+/// The dependencies' states, locked in id order: a concurrent completion of one waits for this
+/// enqueue's commit and then sees its edge (and `has_dependants`), or this enqueue waits for
+/// that completion and sees it completed.
+const DEPENDENCIES: &str = "SELECT id, status, error FROM items WHERE id = ANY($1) \
+     ORDER BY id FOR NO KEY UPDATE";
+
+/// The edges; `done` where the dependency has already completed.
+const EDGES: &str = "INSERT INTO item_deps (item_id, needs_id, done) \
+     SELECT $1, needs, done FROM unnest($2::bigint[], $3::bool[]) AS e (needs, done)";
+
+/// Arms the dependency trigger for these dependencies (schema version 10).
+const MARK: &str = "UPDATE items SET has_dependants = true \
+     WHERE id = ANY($1) AND NOT has_dependants";
+
 /// The open item holding a key (at most one, by `items_unique_open`).
 const OPEN_WITH_KEY: &str = "SELECT id FROM items \
-     WHERE unique_key = $1 AND status IN ('pending', 'in_progress', 'awaiting')";
+     WHERE unique_key = $1 AND status IN ('pending', 'in_progress', 'awaiting', 'blocked')";
 
 /// Delivered at commit: listeners hear of the items only once they can be acquired.
 const NOTIFY: &str = "SELECT pg_notify($1, $2)";
@@ -89,7 +116,10 @@ pub(crate) async fn insert(
     if items.is_empty() {
         return Ok(Vec::new());
     }
-    if items.iter().any(|i| i.unique_key.is_some()) {
+    if items
+        .iter()
+        .any(|i| i.unique_key.is_some() || !i.depends_on.is_empty())
+    {
         return insert_keyed(tx, channel, items, now).await;
     }
     let kinds: Vec<&str> = items.iter().map(|i| i.kind.as_str()).collect();
@@ -136,9 +166,10 @@ pub(crate) async fn insert(
     Ok(ids)
 }
 
-/// Inserts a batch holding unique keys one row at a time, in order, so that each keyed item
-/// sees the ones before it: an item whose key an open item holds (committed, or inserted
-/// earlier in this batch) gets that item's id.
+/// Inserts a batch holding unique keys or dependencies one row at a time, in order, so that
+/// each item sees the ones before it: an item whose key an open item holds (committed, or
+/// inserted earlier in this batch) gets that item's id, and an item may depend on one earlier
+/// in the batch ([`insert_dependant`]).
 async fn insert_keyed(
     tx: &Transaction<'_>,
     channel: &str,
@@ -149,7 +180,13 @@ async fn insert_keyed(
     let existing = prepared(tx, OPEN_WITH_KEY).await?;
     let mut ids = Vec::with_capacity(items.len());
     let mut ready = 0usize;
-    for item in items {
+    for (i, item) in items.iter().enumerate() {
+        if !item.depends_on.is_empty() {
+            let (id, ready_now) = insert_dependant(tx, item, now, i).await?;
+            ids.push(id);
+            ready += usize::from(ready_now);
+            continue;
+        }
         let Some(key) = &item.unique_key else {
             ids.extend(Box::pin(insert(tx, channel, std::slice::from_ref(item), now)).await?);
             continue;
@@ -189,4 +226,80 @@ async fn insert_keyed(
             .map_err(from_pg)?;
     }
     Ok(ids)
+}
+
+/// Inserts one item with dependencies: locks and reads each dependency (one that does not
+/// exist yet, an unknown id or a later item of the batch, refuses the batch naming it),
+/// inserts the item in the status they call for, then its edges, and arms the trigger on its
+/// dependencies. An item whose unique key an open item holds is not inserted: its id is that
+/// item's. Returns the id and whether the item is ready now.
+async fn insert_dependant(
+    tx: &Transaction<'_>,
+    item: &NewItem,
+    now: Timestamp,
+    index: usize,
+) -> StoreResult<(ItemId, bool)> {
+    let needs: Vec<i64> = item.depends_on.iter().map(|id| id.0).collect();
+    let stmt = prepared(tx, DEPENDENCIES).await?;
+    let rows = tx.query(&stmt, &[&needs]).await.map_err(from_pg)?;
+    let mut states = Vec::with_capacity(needs.len());
+    for id in &item.depends_on {
+        let Some(row) = rows.iter().find(|r| r.get::<_, i64>(0) == id.0) else {
+            return Err(StoreError::InvalidInput(format!(
+                "item {index} of the batch: dependency {id} does not exist (an item may only \
+                 depend on items that exist already or come earlier in its batch)"
+            )));
+        };
+        states.push((
+            *id,
+            crate::row::status(row, 1)?,
+            row.get::<_, Option<String>>(2),
+        ));
+    }
+    let start = DependantStart::judge(states.iter().map(|(id, s, e)| (*id, *s, e.as_deref())));
+    let finished_at = (start.status == ItemStatus::Cancelled).then_some(now.0);
+    let deps_left = i32::try_from(start.deps_left).unwrap_or(i32::MAX);
+    let insert = prepared(tx, INSERT_DEPENDANT).await?;
+    let inserted = tx
+        .query_opt(
+            &insert,
+            &[
+                &item.kind,
+                &item.input,
+                &start.status.as_str(),
+                &i64::from(item.max_attempts),
+                &item.priority,
+                &now.plus(item.delay).0,
+                &item.group_id,
+                &now.0,
+                &item.timeout_ms(),
+                &item.unique_key,
+                &deps_left,
+                &start.error,
+                &finished_at,
+            ],
+        )
+        .await
+        .map_err(from_pg)?;
+    let Some(row) = inserted else {
+        let existing = prepared(tx, OPEN_WITH_KEY).await?;
+        let row = tx
+            .query_one(&existing, &[&item.unique_key])
+            .await
+            .map_err(from_pg)?;
+        return Ok((ItemId(row.get(0)), false));
+    };
+    let id: i64 = row.get(0);
+    let done: Vec<bool> = states
+        .iter()
+        .map(|(_, s, _)| *s == ItemStatus::Completed)
+        .collect();
+    let edges = prepared(tx, EDGES).await?;
+    tx.execute(&edges, &[&id, &needs, &done])
+        .await
+        .map_err(from_pg)?;
+    let mark = prepared(tx, MARK).await?;
+    tx.execute(&mark, &[&needs]).await.map_err(from_pg)?;
+    let ready = start.status == ItemStatus::Pending && item.delay.is_zero();
+    Ok((ItemId(id), ready))
 }

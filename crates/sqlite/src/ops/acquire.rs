@@ -257,13 +257,16 @@ mod tests {
     #[test]
     fn acquiring_again_reuses_the_compiled_statements() {
         let mut c = queue();
+        let mut acquired = 0i32;
         for i in 0..12u32 {
             let mut req = AcquireRequest::new(format!("w{i}"), Duration::from_secs(30));
             req.limit = 1 + i % 3;
             if i % 2 == 0 {
                 req.kinds = vec!["a".into()];
             }
-            assert!(!acquire(&mut c, &req, 2_000 + i64::from(i)).is_empty());
+            let got = acquire(&mut c, &req, 2_000 + i64::from(i));
+            assert!(!got.is_empty());
+            acquired += i32::try_from(got.len()).expect("small");
         }
         let mut runs = Vec::new();
         for sql in [ACQUIRE, HEAD, HEAD_OF_KIND, LEASE_ONE] {
@@ -275,13 +278,18 @@ mod tests {
                 "binding new values must not make SQLite recompile {sql}"
             );
         }
+        // SQLite counts a run of the dependency trigger's program (schema version 10; it stops
+        // at its `WHEN` for these items) for every row an `UPDATE OF status` moves: one per
+        // item, whether LEASE_ONE (one row per statement run) or the batch moved it.
+        let lease_one_rows = runs[3] / 2;
+        let batch_rows = acquired - lease_one_rows;
         assert_eq!(
-            runs[..3].iter().sum::<i32>(),
+            runs[..3].iter().sum::<i32>() - batch_rows,
             12,
-            "each acquisition ran one cached read or batch statement: {runs:?}"
+            "each acquisition ran one cached read or batch statement: {runs:?}, {acquired} acquired"
         );
         assert_eq!(
-            runs[3], 4,
+            lease_one_rows, 4,
             "each single-item acquisition leased by id: {runs:?}"
         );
     }

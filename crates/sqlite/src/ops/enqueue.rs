@@ -1,11 +1,11 @@
 //! `items_enqueue`: all or nothing.
 
-use leasehold_core::{ItemId, NewItem, StoreError, Timestamp};
-use rusqlite::{params, Connection, Transaction};
+use leasehold_core::{DependantStart, ItemId, ItemStatus, NewItem, StoreError, Timestamp};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::db::write;
 use crate::error::OpResult;
-use crate::row::json_text;
+use crate::row::{self, json_text};
 
 pub(crate) const INSERT: &str = "INSERT INTO items \
      (kind, input, status, attempts, max_attempts, priority, run_at, group_id, epoch, \
@@ -20,12 +20,34 @@ pub(crate) const INSERT_KEYED: &str = "INSERT INTO items \
       created_at, updated_at, timeout_ms, unique_key) \
      VALUES (?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6, 0, ?7, ?7, ?8, ?9) \
      ON CONFLICT (unique_key) \
-         WHERE unique_key IS NOT NULL AND (status = 'pending' OR status = 'in_progress' OR status = 'awaiting') \
+         WHERE unique_key IS NOT NULL AND (status = 'pending' OR status = 'in_progress' OR status = 'awaiting' \
+                                           OR status = 'blocked') \
      DO NOTHING";
 
 /// The open item holding a key (at most one, by `items_unique_open`).
 pub(crate) const OPEN_WITH_KEY: &str = "SELECT id FROM items \
-     WHERE unique_key = ?1 AND (status = 'pending' OR status = 'in_progress' OR status = 'awaiting')";
+     WHERE unique_key = ?1 AND (status = 'pending' OR status = 'in_progress' OR status = 'awaiting' \
+                                OR status = 'blocked')";
+
+/// An item with dependencies, in the status [`DependantStart`] judged, keyed or not (a `NULL`
+/// key never conflicts).
+const INSERT_DEPENDANT: &str = "INSERT INTO items \
+     (kind, input, status, attempts, max_attempts, priority, run_at, group_id, epoch, \
+      created_at, updated_at, timeout_ms, unique_key, deps_left, error, finished_at) \
+     VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, 0, ?8, ?8, ?9, ?10, ?11, ?12, ?13) \
+     ON CONFLICT (unique_key) \
+         WHERE unique_key IS NOT NULL AND (status = 'pending' OR status = 'in_progress' OR status = 'awaiting' \
+                                           OR status = 'blocked') \
+     DO NOTHING";
+
+/// A dependency's state at its dependant's enqueue.
+const DEPENDENCY: &str = "SELECT status, error FROM items WHERE id = ?1";
+
+/// One edge; `done` when the dependency has already completed.
+const EDGE: &str = "INSERT INTO item_deps (item_id, needs_id, done) VALUES (?1, ?2, ?3)";
+
+/// Arms the dependency triggers for this dependency (schema version 10).
+const MARK: &str = "UPDATE items SET has_dependants = 1 WHERE id = ?1 AND has_dependants = 0";
 
 /// Items checked and their inputs serialised, ready to insert: made off the connection thread
 /// where possible, and before any write, so one invalid item refuses the batch untouched.
@@ -76,7 +98,11 @@ pub(crate) fn insert(
     now: Timestamp,
 ) -> OpResult<Vec<ItemId>> {
     let mut ids = Vec::with_capacity(checked.items.len());
-    for (item, input) in checked.items.iter().zip(&checked.inputs) {
+    for (i, (item, input)) in checked.items.iter().zip(&checked.inputs).enumerate() {
+        if !item.depends_on.is_empty() {
+            ids.push(insert_dependant(tx, item, input, now, i)?);
+            continue;
+        }
         if let Some(key) = &item.unique_key {
             let inserted = tx.prepare_cached(INSERT_KEYED)?.execute(params![
                 item.kind,
@@ -112,4 +138,64 @@ pub(crate) fn insert(
         ids.push(ItemId(tx.last_insert_rowid()));
     }
     Ok(ids)
+}
+
+/// Inserts one item with dependencies: reads each dependency (one that does not exist yet, an
+/// unknown id or a later item of the batch, refuses the batch naming it), inserts the item in
+/// the status they call for, then its edges, and arms the triggers on its dependencies. An
+/// item whose unique key an open item holds is not inserted: its id is that item's.
+fn insert_dependant(
+    tx: &Transaction<'_>,
+    item: &NewItem,
+    input: &str,
+    now: Timestamp,
+    index: usize,
+) -> OpResult<ItemId> {
+    let mut states = Vec::with_capacity(item.depends_on.len());
+    for id in &item.depends_on {
+        let state = tx
+            .prepare_cached(DEPENDENCY)?
+            .query_row(params![id.0], |r| {
+                Ok((row::status(r, 0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .optional()?;
+        let Some((status, error)) = state else {
+            return Err(StoreError::InvalidInput(format!(
+                "item {index} of the batch: dependency {id} does not exist (an item may only \
+                 depend on items that exist already or come earlier in its batch)"
+            ))
+            .into());
+        };
+        states.push((*id, status, error));
+    }
+    let start = DependantStart::judge(states.iter().map(|(id, s, e)| (*id, *s, e.as_deref())));
+    let finished_at = (start.status == ItemStatus::Cancelled).then_some(now.0);
+    let inserted = tx.prepare_cached(INSERT_DEPENDANT)?.execute(params![
+        item.kind,
+        input,
+        start.status.as_str(),
+        item.max_attempts,
+        item.priority,
+        now.plus(item.delay).0,
+        item.group_id,
+        now.0,
+        item.timeout_ms(),
+        item.unique_key,
+        start.deps_left,
+        start.error,
+        finished_at,
+    ])?;
+    if inserted == 0 {
+        let id = tx
+            .prepare_cached(OPEN_WITH_KEY)?
+            .query_row(params![item.unique_key], |r| r.get(0))?;
+        return Ok(ItemId(id));
+    }
+    let id = tx.last_insert_rowid();
+    for (needs, status, _) in &states {
+        tx.prepare_cached(EDGE)?
+            .execute(params![id, needs.0, *status == ItemStatus::Completed])?;
+        tx.prepare_cached(MARK)?.execute(params![needs.0])?;
+    }
+    Ok(ItemId(id))
 }

@@ -14,11 +14,12 @@ pub(crate) const GET: &str = concat!("SELECT ", item_columns!(), " FROM items WH
 
 /// Each status from the partial index that holds it, never from the table: pending items from
 /// `items_pending_ready`, leased ones from `items_lease_expiry`, finished ones from
-/// `items_finished` (which leads with `status`), parked ones from `items_awaiting`. The hot path maintains no index over every
+/// `items_finished` (which leads with `status`), parked ones from `items_awaiting`, blocked ones from `items_blocked`. The hot path maintains no index over every
 /// item's status.
 pub(crate) const COUNT: &str = "SELECT 'pending', count(*) FROM items WHERE status = 'pending' \
      UNION ALL SELECT 'in_progress', count(*) FROM items WHERE status = 'in_progress' \
      UNION ALL SELECT 'awaiting', count(*) FROM items WHERE status = 'awaiting' \
+     UNION ALL SELECT 'blocked', count(*) FROM items WHERE status = 'blocked' \
      UNION ALL SELECT status, count(*) FROM items WHERE finished_at IS NOT NULL GROUP BY status";
 
 const LEASE: &str = "SELECT status, owner, epoch, lease_expires_at, last_heartbeat_at \
