@@ -193,7 +193,7 @@ pub async fn request(
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let (content, body) = match body {
-        Some((ty, b)) if ty.is_empty() => (format!("Content-Length: {}\r\n", b.len()), b),
+        Some(("", b)) => (format!("Content-Length: {}\r\n", b.len()), b),
         Some((ty, b)) => (
             format!("Content-Type: {ty}\r\nContent-Length: {}\r\n", b.len()),
             b,
