@@ -449,10 +449,10 @@ async fn enqueue_summary(
     clock: &dyn Clock,
     args: &Args,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    // dependencies: the one place that changes when `NewItem` can name the items it needs.
-    // Today the summary is enqueued here once no stage item of the run is open
-    // (`report::chains_finished`, checked by the caller); with dependencies it names the run's
-    // stage items it waits for, and the store makes it ready when the last of them completes.
+    // The summary is enqueued here once no stage item of the run is open
+    // (`report::chains_finished`, checked by the caller), not with `NewItem::after`: a
+    // dependency that fails permanently cancels its dependants, and the summary must count the
+    // leads that failed too. (Its unique key makes a second enqueue, after a crash, a no-op.)
     let item = NewItem::new(
         SUMMARY_KIND,
         json!({ "seed": args.seed, "total_leads": args.leads }),
