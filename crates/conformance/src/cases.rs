@@ -15,6 +15,7 @@
 //! - [`read`]: lease status, an owner's leases, counts, listing, checkpoints, progress.
 //! - [`registry`]: the worker registry and [`RegistryLiveness`](leasehold_core::RegistryLiveness).
 //! - [`pipeline`]: follow-ups enqueued in the completion's commit, unique keys.
+//! - [`schedule`]: schedules: registration and the one-winner claim of a due tick.
 //! - [`decision`]: the decision step (park, decide).
 //! - [`emergency`]: the operator's registry-judged reap and dead-node release.
 //! - [`input`]: invalid arguments are refused before anything is written.
@@ -33,6 +34,7 @@ pub mod read;
 pub mod reap;
 pub mod recover;
 pub mod registry;
+pub mod schedule;
 
 pub use acquire::*;
 pub use attempts::*;
@@ -47,3 +49,4 @@ pub use read::*;
 pub use reap::*;
 pub use recover::*;
 pub use registry::*;
+pub use schedule::*;

@@ -154,6 +154,11 @@ macro_rules! conformance_tests {
             invalid_follow_up_refuses_the_completion_and_writes_nothing,
             unique_key_returns_the_open_items_id_and_is_freed_when_it_finishes,
             concurrent_enqueues_of_one_key_create_one_item,
+            // schedules
+            schedule_upsert_keeps_the_next_run_unless_the_expression_changed,
+            schedule_claim_lets_one_claimer_win_each_tick,
+            concurrent_schedule_claims_enqueue_each_tick_once,
+            schedule_claim_enqueues_every_tick_and_refuses_bad_input,
             // attempt history and operators' actions
             history_records_each_ended_attempt_with_how_it_ended,
             history_lease_lost_record_is_written_by_the_taker_not_the_zombie,

@@ -33,10 +33,11 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The tables leasehold owns: a version-0 database that already has one of these was written
 /// by someone else and is refused rather than migrated over.
-const OWN_TABLES: [&str; 8] = [
+const OWN_TABLES: [&str; 9] = [
     "items",
     "item_attempts",
     "paused_kinds",
+    "schedules",
     "checkpoints",
     "workers",
     "durable_checkpoints",
@@ -48,7 +49,7 @@ const OWN_TABLES: [&str; 8] = [
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Schema migrations, oldest first; `MIGRATIONS[n]` takes version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// Version 1: items, their checkpoints, and the worker registry.
 ///
@@ -389,6 +390,24 @@ CREATE UNIQUE INDEX items_unique_open ON items (unique_key)
       AND (status = 'pending' OR status = 'in_progress' OR status = 'awaiting');
 ";
 
+/// Version 10: schedules, one row per name. `next_run_at` is the next due tick; a node claims it
+/// by moving it on with a conditional update in the transaction that enqueues the tick's items
+/// (`ops/schedule.rs`), so one node wins each tick. `catch_up_max` is set exactly for `all`.
+const V10: &str = "
+CREATE TABLE schedules (
+    name         TEXT    PRIMARY KEY CHECK (name <> ''),
+    cron         TEXT    NOT NULL CHECK (cron <> ''),
+    kind         TEXT    NOT NULL CHECK (kind <> ''),
+    input        TEXT    NOT NULL CHECK (json_valid(input)),
+    catch_up     TEXT    NOT NULL CHECK (catch_up = 'skip' OR catch_up = 'all'),
+    catch_up_max INTEGER CHECK ((catch_up = 'all') = (catch_up_max IS NOT NULL) AND (catch_up_max IS NULL OR catch_up_max >= 1)),
+    next_run_at  INTEGER NOT NULL,
+    last_run_at  INTEGER,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+) STRICT;
+";
+
 /// Opens (creating if needed) the database at `path`, checks it, configures the connection and
 /// migrates it to [`SCHEMA_VERSION`].
 pub(crate) async fn open(
@@ -528,7 +547,7 @@ fn check_version(c: &Connection, path: &Path) -> OpResult<()> {
     if version == 0 {
         let mut stmt = c.prepare(
             "SELECT name FROM sqlite_schema WHERE type = 'table' \
-             AND name IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             AND name IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         let taken: Vec<String> = stmt
             .query_map(OWN_TABLES, |r| r.get(0))?
