@@ -280,6 +280,7 @@ impl Store for Mutant {
                 let mut claim = claim.clone();
                 let step = claim.next.0 - claim.due.0;
                 claim.due = row.next_run_at;
+                claim.last_tick = row.next_run_at;
                 claim.next = Timestamp(row.next_run_at.0 + step.max(1));
                 return self.inner.schedule_claim(&claim, now).await;
             }

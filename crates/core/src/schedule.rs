@@ -113,6 +113,9 @@ pub struct ScheduleClaim {
     pub name: String,
     /// The `next_run_at` the claimer read: the claim applies only if the row still has it.
     pub due: Timestamp,
+    /// The latest tick the claim enqueues (written as `last_run_at`): at or after `due`,
+    /// before `next`.
+    pub last_tick: Timestamp,
     /// The `next_run_at` to write: after `due`.
     pub next: Timestamp,
     /// The tick's items (one per tick enqueued), inserted in the claim's transaction.
@@ -130,6 +133,12 @@ impl ScheduleClaim {
             return Err(format!(
                 "schedule {:?}: next run {} must be after the due tick {}",
                 self.name, self.next, self.due
+            ));
+        }
+        if self.last_tick < self.due || self.last_tick >= self.next {
+            return Err(format!(
+                "schedule {:?}: last tick {} must be from the due tick {} to before the next {}",
+                self.name, self.last_tick, self.due, self.next
             ));
         }
         if self.items.is_empty() {
@@ -161,7 +170,7 @@ pub struct ScheduleRecord {
     pub catch_up: CatchUp,
     /// The next tick due.
     pub next_run_at: Timestamp,
-    /// The due tick of the last claim, if any.
+    /// The latest tick enqueued by the last claim, if any.
     pub last_run_at: Option<Timestamp>,
     /// When the schedule was last registered.
     pub updated_at: Timestamp,

@@ -205,6 +205,7 @@ impl Compiled {
         ScheduleClaim {
             name: self.spec.name.clone(),
             due,
+            last_tick: *plan.ticks.last().unwrap_or(&due),
             next: plan.next,
             items: plan
                 .ticks

@@ -26,6 +26,7 @@ fn tick(name: &str, due: Timestamp, next: Timestamp) -> ScheduleClaim {
     ScheduleClaim {
         name: name.into(),
         due,
+        last_tick: due,
         next,
         items: vec![NewItem::new("digest", json!({ "to": "ops" }))
             .unique_key(format!("schedule:{name}:{}", due.0))],
@@ -207,6 +208,7 @@ pub async fn schedule_claim_enqueues_every_tick_and_refuses_bad_input(store: Arc
     );
     // Three missed ticks caught up in one claim.
     let mut all = tick("digest", at_s(300), at_s(1200));
+    all.last_tick = at_s(900);
     all.items = [300, 600, 900]
         .iter()
         .map(|t| {
@@ -220,4 +222,9 @@ pub async fn schedule_claim_enqueues_every_tick_and_refuses_bad_input(store: Arc
         .expect("won");
     assert_eq!(ids.len(), 3);
     assert!(ids[0] < ids[1] && ids[1] < ids[2], "in order: {ids:?}");
+    let row = &s.schedules_list().await.expect("list")[0];
+    assert_eq!(
+        (row.next_run_at, row.last_run_at),
+        (at_s(1200), Some(at_s(900)))
+    );
 }

@@ -27,7 +27,7 @@ const UPSERT: &str = "INSERT INTO schedules AS s \
 
 /// The claim. Of two claimers racing for one tick, the second's update waits on the first's
 /// row lock, then re-reads the committed row, finds `next_run_at` moved on and changes nothing.
-const CLAIM: &str = "UPDATE schedules SET next_run_at = $3, last_run_at = $2 \
+const CLAIM: &str = "UPDATE schedules SET next_run_at = $3, last_run_at = $4 \
      WHERE name = $1 AND next_run_at = $2";
 
 const LIST: &str = "SELECT name, cron, kind, input, catch_up, catch_up_max, next_run_at, \
@@ -80,7 +80,10 @@ pub(crate) async fn claim(
     let outcome = async {
         let update = prepared(&tx, CLAIM).await?;
         let moved = tx
-            .execute(&update, &[&claim.name, &claim.due.0, &claim.next.0])
+            .execute(
+                &update,
+                &[&claim.name, &claim.due.0, &claim.next.0, &claim.last_tick.0],
+            )
             .await
             .map_err(from_pg)?;
         if moved == 0 {

@@ -24,7 +24,7 @@ const UPSERT: &str = "INSERT INTO schedules \
 
 /// The claim: only the claimer that read `due` moves the row on (one writer at a time holds
 /// the database, so the second of two racing claimers finds `next` and changes nothing).
-const CLAIM: &str = "UPDATE schedules SET next_run_at = ?3, last_run_at = ?2 \
+const CLAIM: &str = "UPDATE schedules SET next_run_at = ?3, last_run_at = ?4 \
      WHERE name = ?1 AND next_run_at = ?2";
 
 const COLUMNS: &str =
@@ -66,9 +66,12 @@ pub(crate) fn claim(
     claim.validate().map_err(StoreError::InvalidInput)?;
     let checked = Checked::new(claim.items.clone(), "scheduled item")?;
     write(c, |tx| {
-        let moved =
-            tx.prepare_cached(CLAIM)?
-                .execute(params![claim.name, claim.due.0, claim.next.0])?;
+        let moved = tx.prepare_cached(CLAIM)?.execute(params![
+            claim.name,
+            claim.due.0,
+            claim.next.0,
+            claim.last_tick.0
+        ])?;
         if moved == 0 {
             return Ok(None);
         }
