@@ -83,6 +83,8 @@ const PAGE: &str = r##"<!doctype html>
   </div>
   <h2 style="margin-top:12px">Open work by kind</h2>
   <table><thead><tr><th>kind</th><th>pending</th><th>in progress</th></tr></thead><tbody id="kinds"></tbody></table>
+  <h2 style="margin-top:12px">Schedules</h2>
+  <table><thead><tr><th>schedule</th><th>cron</th><th>kind</th><th>next run</th><th>last run</th></tr></thead><tbody id="schedules"></tbody></table>
 </section>
 <section>
   <h2>Finished per minute (last <span id="chart-minutes">15</span> min)</h2>
@@ -283,6 +285,12 @@ function ago(ms, now) {
   return s < 60 ? s + "s ago" : Math.floor(s / 60) + "m" + String(s % 60).padStart(2, "0") + "s ago";
 }
 
+function until(ms, now) {
+  const s = Math.round((ms - now) / 1000);
+  if (s < 0) return "due";
+  return s < 60 ? "in " + s + "s" : "in " + Math.floor(s / 60) + "m" + String(s % 60).padStart(2, "0") + "s";
+}
+
 function chart(buckets) {
   const svg = $("chart");
   const ns = "http://www.w3.org/2000/svg";
@@ -332,6 +340,7 @@ async function refreshOverview() {
     const [s, workers] = await Promise.all([get("/api/status"), get("/api/workers")]);
     for (const k of ["pending", "in_progress", "completed", "failed", "cancelled", "awaiting"]) set("count-" + k, s.items[k]);
     set("count-total", s.total);
+    fill("schedules", s.schedules.map(x => row([x.name, x.cron, x.kind, until(x.next_run_at, s.now), ago(x.last_run_at, s.now)], { "data-schedule": x.name })));
     fill("kinds", s.by_kind.map(k => row([k.kind, { text: k.pending, cls: "pending" }, { text: k.in_progress, cls: "in_progress" }], { "data-kind": k.kind })));
     for (const k of ["alive", "dead", "stopped"]) set("workers-" + k, s.workers[k]);
     fill("worker-types", s.workers_by_type.map(t => row([t.worker_type, t.alive, t.dead, t.stopped], { "data-type": t.worker_type })));

@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use leasehold_core::{
-    leased_items, FinishedBucket, ItemStatus, KindDepth, NodeRecord, StatusCounts, Store,
-    StoreResult, Timestamp, WorkerCounts, WorkerState, WorkerTypeCounts, WorkerView,
+    leased_items, FinishedBucket, ItemStatus, KindDepth, NodeRecord, ScheduleRecord, StatusCounts,
+    Store, StoreResult, Timestamp, WorkerCounts, WorkerState, WorkerTypeCounts, WorkerView,
 };
 
 /// Minutes of finished items the chart shows.
@@ -42,6 +42,8 @@ pub struct Status {
     pub recovery: RecoveryView,
     /// Missed heartbeat intervals after which a node counts as dead.
     pub dead_after_missed: u32,
+    /// The schedules, by name, with their next run.
+    pub schedules: Vec<ScheduleRecord>,
 }
 
 /// Finished items per minute.
@@ -131,6 +133,7 @@ pub(crate) async fn status(store: &dyn Store, now: Timestamp, missed: u32) -> St
         })
         .collect();
     let recovery = recovery(store, &nodes, now, missed).await?;
+    let schedules = store.schedules_list().await?;
     Ok(Status {
         now,
         total: items.total(),
@@ -142,6 +145,7 @@ pub(crate) async fn status(store: &dyn Store, now: Timestamp, missed: u32) -> St
         recent_failures,
         recovery,
         dead_after_missed: missed,
+        schedules,
     })
 }
 
