@@ -21,7 +21,7 @@ pub use leasehold_core::*;
 pub use leasehold_postgres::PgStore;
 pub use leasehold_runtime::{
     ClockSource, Escalation, JobContext, JobError, Leasehold, LeaseholdBuilder, NodeEvent,
-    NodeHandle, RuntimeConfig, RuntimeError, TreeState,
+    NodeHandle, RuntimeConfig, RuntimeError, Schedule, TreeState,
 };
 pub use leasehold_sqlite::SqliteStore;
 

@@ -795,3 +795,49 @@ fn db_help_names_every_accepted_form() {
         assert!(help.contains(form), "--db help should name {form}: {help}");
     }
 }
+
+#[tokio::test]
+async fn status_shows_schedules_with_their_next_run() {
+    let db = TestDb::new();
+    db.enqueue("email", &[]);
+    // Without schedules the output is what it always was.
+    assert_eq!(db.status(), counts(1, 0, 0, 0, 0));
+    let now = SystemClock.now();
+    let next = now.plus(Duration::from_secs(300));
+    db.store()
+        .await
+        .schedule_upsert(
+            &leasehold_core::ScheduleSpec {
+                name: "digest".into(),
+                cron: "0 */5 * * * *".into(),
+                kind: "send-digest".into(),
+                input: json!({}),
+                catch_up: leasehold_core::CatchUp::All { max: 3 },
+                first_run_at: next,
+            },
+            now,
+        )
+        .await
+        .expect("register a schedule");
+    let status = db.status();
+    assert_eq!(status["pending"], json!(1));
+    let schedules = status["schedules"].as_array().expect("schedules listed");
+    assert_eq!(schedules.len(), 1, "{status}");
+    assert_eq!(schedules[0]["name"], json!("digest"));
+    assert_eq!(schedules[0]["cron"], json!("0 */5 * * * *"));
+    assert_eq!(schedules[0]["next_run_at"], json!(next.as_millis()));
+    assert_eq!(schedules[0]["last_run_at"], Value::Null);
+    assert_eq!(
+        schedules[0]["catch_up"],
+        json!({ "policy": "all", "max": 3 })
+    );
+    let text = db.ok(&["status"]);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("digest"))
+        .unwrap_or_else(|| panic!("a line for the schedule: {text}"));
+    assert!(
+        line.contains("send-digest") && line.contains("all (max 3)") && line.contains("in 4m"),
+        "{line}"
+    );
+}

@@ -16,6 +16,7 @@
 //! - [`registry`]: the worker registry and [`RegistryLiveness`](leasehold_core::RegistryLiveness).
 //! - [`pipeline`]: follow-ups enqueued in the completion's commit, unique keys.
 //! - [`dependencies`]: items that wait for others (fan-in, failure and cancel cascades).
+//! - [`schedule`]: schedules: registration and the one-winner claim of a due tick.
 //! - [`decision`]: the decision step (park, decide).
 //! - [`emergency`]: the operator's registry-judged reap and dead-node release.
 //! - [`input`]: invalid arguments are refused before anything is written.
@@ -35,6 +36,7 @@ pub mod read;
 pub mod reap;
 pub mod recover;
 pub mod registry;
+pub mod schedule;
 
 pub use acquire::*;
 pub use attempts::*;
@@ -50,3 +52,4 @@ pub use read::*;
 pub use reap::*;
 pub use recover::*;
 pub use registry::*;
+pub use schedule::*;

@@ -159,6 +159,11 @@ macro_rules! conformance_tests {
             failed_dependency_cancels_its_dependants_transitively,
             cancelled_dependency_cancels_its_dependants,
             unknown_or_forward_dependency_is_refused_and_nothing_is_written,
+            // schedules
+            schedule_upsert_keeps_the_next_run_unless_the_expression_changed,
+            schedule_claim_lets_one_claimer_win_each_tick,
+            concurrent_schedule_claims_enqueue_each_tick_once,
+            schedule_claim_enqueues_every_tick_and_refuses_bad_input,
             // attempt history and operators' actions
             history_records_each_ended_attempt_with_how_it_ended,
             history_lease_lost_record_is_written_by_the_taker_not_the_zombie,

@@ -14,6 +14,8 @@
 //! - [`Heedless`] remembers a pause without storing it: acquisition goes on taking the kind.
 //! - [`Unfenced`] parks an item for a holder whose lease was taken over.
 //! - [`Pushover`] answers a decision with an answer the question does not accept.
+//! - [`Greedy`] claims a schedule's tick by reading the row and then writing, unconditionally,
+//!   so a slow claimer enqueues a tick another node already won.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -27,8 +29,8 @@ use leasehold_core::{
     DecisionRequest, Dependency, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter,
     ItemId, ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck,
     NewItem, NoLiveness, NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem,
-    RecoveryStats, ReleaseOutcome, RetryRequest, StatusCounts, Store, StoreError, StoreResult,
-    Timestamp,
+    RecoveryStats, ReleaseOutcome, RetryRequest, ScheduleClaim, ScheduleRecord, ScheduleSpec,
+    StatusCounts, Store, StoreError, StoreResult, Timestamp,
 };
 use leasehold_sqlite::SqliteStore;
 use proptest::test_runner::{TestCaseError, TestRunner};
@@ -60,6 +62,8 @@ enum Flaw {
     Pushover,
     /// `items_enqueue` drops every item's dependencies: it is ready at once.
     Impatient,
+    /// `schedule_claim` claims whatever tick the row holds now, not the one the claimer read.
+    Greedy,
 }
 
 #[derive(Debug)]
@@ -263,6 +267,35 @@ impl Store for Mutant {
             return Ok(self.paused.lock().expect("paused kinds").clone());
         }
         self.inner.kinds_paused().await
+    }
+    async fn schedule_upsert(
+        &self,
+        spec: &ScheduleSpec,
+        now: Timestamp,
+    ) -> StoreResult<ScheduleRecord> {
+        self.inner.schedule_upsert(spec, now).await
+    }
+    async fn schedule_claim(
+        &self,
+        claim: &ScheduleClaim,
+        now: Timestamp,
+    ) -> StoreResult<Option<Vec<ItemId>>> {
+        if matches!(self.flaw, Flaw::Greedy) {
+            // Read, then write: the row's current tick, whatever the claimer read.
+            let rows = self.inner.schedules_list().await?;
+            if let Some(row) = rows.iter().find(|r| r.name == claim.name) {
+                let mut claim = claim.clone();
+                let step = claim.next.0 - claim.due.0;
+                claim.due = row.next_run_at;
+                claim.last_tick = row.next_run_at;
+                claim.next = Timestamp(row.next_run_at.0 + step.max(1));
+                return self.inner.schedule_claim(&claim, now).await;
+            }
+        }
+        self.inner.schedule_claim(claim, now).await
+    }
+    async fn schedules_list(&self) -> StoreResult<Vec<ScheduleRecord>> {
+        self.inner.schedules_list().await
     }
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
         self.inner.item_attempts(id).await
@@ -685,6 +718,25 @@ async fn dependency_cases_catch_a_store_that_ignores_dependencies() {
         )
         .await,
         "a case without dependencies passes on this mutant"
+    );
+}
+
+#[tokio::test]
+async fn schedule_claim_case_catches_a_store_that_claims_without_the_condition() {
+    assert!(
+        fails(
+            Flaw::Greedy,
+            cases::schedule_claim_lets_one_claimer_win_each_tick
+        )
+        .await
+    );
+    assert!(
+        !fails(
+            Flaw::Greedy,
+            cases::schedule_upsert_keeps_the_next_run_unless_the_expression_changed
+        )
+        .await,
+        "a case without a claim passes on this mutant"
     );
 }
 

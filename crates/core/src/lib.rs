@@ -18,6 +18,8 @@
 //! - [`activity`]: the operators' reads: open work by kind, finished items over time.
 //! - [`metrics`]: [`NodeMetrics`](metrics::NodeMetrics), what a node counts about its work
 //!   and publishes in its registry row (fixed histogram buckets, per kind).
+//! - [`schedule`]: periodic work: a schedule's row, its catch-up policy, and the claim of a
+//!   due tick.
 //! - [`retry`]: the backoff schedule of retryable failures.
 //! - [`durable`]: checkpoints with evidence, the tool ledger, the LLM output cache and their
 //!   store trait [`DurableStore`](durable::DurableStore).
@@ -45,6 +47,7 @@ pub mod item;
 pub mod metrics;
 pub mod registry;
 pub mod retry;
+pub mod schedule;
 pub mod store;
 
 pub use action::{
@@ -68,6 +71,7 @@ pub use registry::{
     DEFAULT_MISSED_INTERVALS, METADATA_HOST, METADATA_PID,
 };
 pub use retry::Backoff;
+pub use schedule::{CatchUp, ScheduleClaim, ScheduleRecord, ScheduleSpec};
 pub use store::{
     Liveness, LivenessCheck, NoLiveness, ReapCandidate, ReapCursor, ReapRequest, RecoveryStats,
     RegistryLiveness, Store,

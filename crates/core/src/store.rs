@@ -21,6 +21,7 @@ use crate::item::{
     LeaseRef, LeaseStatus, Leased, NewItem, RecoveredItem, ReleaseOutcome, StatusCounts,
 };
 use crate::registry::{CleanupReport, CleanupRequest, NodeClaim, NodeRecord};
+use crate::schedule::{ScheduleClaim, ScheduleRecord, ScheduleSpec};
 
 /// The durable store: items, leases, checkpoints and the worker registry.
 ///
@@ -193,6 +194,33 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// The paused kinds, by name.
     async fn kinds_paused(&self) -> StoreResult<Vec<PausedKind>>;
+
+    /// Registers a schedule (a node does this at start for each of its schedules): inserts its
+    /// row with `next_run_at = spec.first_run_at`, or updates an existing row's expression,
+    /// kind, input and catch-up policy. An existing row keeps its `next_run_at` while its cron
+    /// expression is unchanged (so ticks missed while no node ran are still due) and takes
+    /// `spec.first_run_at` when the expression changed. Returns the row as stored. A spec that
+    /// does not validate is `InvalidInput` and changes nothing.
+    async fn schedule_upsert(
+        &self,
+        spec: &ScheduleSpec,
+        now: Timestamp,
+    ) -> StoreResult<ScheduleRecord>;
+
+    /// Claims a schedule's due tick: in one transaction, moves the row's `next_run_at` from
+    /// `claim.due` to `claim.next` (conditional on it still being `claim.due`) and enqueues
+    /// `claim.items` as [`items_enqueue`](Self::items_enqueue) does. Returns their ids, or
+    /// `None` when the row no longer has `claim.due` (another node won the tick, or the schedule
+    /// is gone): then nothing is written. Exactly one claimer wins each tick, however many
+    /// nodes race for it. A claim that does not validate is `InvalidInput` and changes nothing.
+    async fn schedule_claim(
+        &self,
+        claim: &ScheduleClaim,
+        now: Timestamp,
+    ) -> StoreResult<Option<Vec<ItemId>>>;
+
+    /// Every schedule, by name.
+    async fn schedules_list(&self) -> StoreResult<Vec<ScheduleRecord>>;
 
     /// The item's ended attempts, oldest first: the last `history_keep` of them (a store
     /// option, default [`DEFAULT_HISTORY_KEEP`](crate::history::DEFAULT_HISTORY_KEEP)). Each

@@ -418,6 +418,12 @@ function ago(ms, now) {
   return s < 60 ? s + "s ago" : Math.floor(s / 60) + "m" + String(s % 60).padStart(2, "0") + "s ago";
 }
 
+function until(ms, now) {
+  const s = Math.round((ms - now) / 1000);
+  if (s < 0) return "due";
+  return s < 60 ? "in " + s + "s" : "in " + Math.floor(s / 60) + "m" + String(s % 60).padStart(2, "0") + "s";
+}
+
 function chart(buckets) {
   const svg = $("chart");
   const ns = "http://www.w3.org/2000/svg";

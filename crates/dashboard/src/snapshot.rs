@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use leasehold_core::{
     leased_items, FinishedBucket, ItemFilter, ItemStatus, KindDepth, NodeRecord, PausedKind,
-    StatusCounts, Store, StoreResult, Timestamp, WorkerCounts, WorkerState, WorkerTypeCounts,
-    WorkerView,
+    ScheduleRecord, StatusCounts, Store, StoreResult, Timestamp, WorkerCounts, WorkerState,
+    WorkerTypeCounts, WorkerView,
 };
 
 /// Minutes of finished items the chart shows.
@@ -57,6 +57,8 @@ pub struct Status {
     pub awaiting: Vec<AwaitingView>,
     /// The overall health.
     pub health: Health,
+    /// The schedules, by name, with their next run.
+    pub schedules: Vec<ScheduleRecord>,
 }
 
 /// An item parked awaiting a decision, as the overview lists it.
@@ -258,6 +260,7 @@ pub(crate) async fn status(store: &dyn Store, now: Timestamp, missed: u32) -> St
         })
         .collect();
     let health = Health::judge(&nodes, now, missed, &throughput);
+    let schedules = store.schedules_list().await?;
     Ok(Status {
         now,
         total: items.total(),
@@ -272,6 +275,7 @@ pub(crate) async fn status(store: &dyn Store, now: Timestamp, missed: u32) -> St
         paused_kinds,
         awaiting,
         health,
+        schedules,
     })
 }
 

@@ -49,6 +49,21 @@ async fn fixture(token: Option<&str>) -> Fixture {
 #[tokio::test]
 async fn status_reports_what_the_store_holds() {
     let f = fixture(None).await;
+    let next = f.now.plus(std::time::Duration::from_secs(300));
+    f.store
+        .schedule_upsert(
+            &leasehold_core::ScheduleSpec {
+                name: "digest".into(),
+                cron: "0 */5 * * * *".into(),
+                kind: "email".into(),
+                input: serde_json::json!({}),
+                catch_up: leasehold_core::CatchUp::Skip,
+                first_run_at: next,
+            },
+            f.now,
+        )
+        .await
+        .unwrap();
     let r = get(f.addr, "/api/status", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let s = r.json();
@@ -67,6 +82,8 @@ async fn status_reports_what_the_store_holds() {
         (4, 2, 2, 1, 1)
     );
     assert_eq!(s["total"], 10);
+    assert_eq!(s["schedules"][0]["name"], "digest");
+    assert_eq!(s["schedules"][0]["next_run_at"], next.0);
     assert_eq!(
         s["by_kind"],
         serde_json::json!([

@@ -62,8 +62,8 @@ use leasehold_core::{
     DecisionRequest, Dependency, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter,
     ItemId, ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck,
     NewItem, NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats,
-    ReleaseOutcome, RetryRequest, SharedClock, StatusCounts, Store, StoreError, StoreResult,
-    SystemClock, Timestamp,
+    ReleaseOutcome, RetryRequest, ScheduleClaim, ScheduleRecord, ScheduleSpec, SharedClock,
+    StatusCounts, Store, StoreError, StoreResult, SystemClock, Timestamp,
 };
 use serde_json::Value;
 use tokio::sync::{broadcast, OnceCell};
@@ -81,7 +81,7 @@ use crate::notify::{Listener, Subscription};
 use crate::ops::{
     activity, cancel, checkpoint, cleanup, decide, delete, dependencies, emergency, enqueue,
     follow_up, history, park, pause, progress, read, reap, recover, registry, release, renew,
-    retry,
+    retry, schedule,
 };
 
 /// How long a connection attempt may take before the open (or an operation) fails.
@@ -376,6 +376,26 @@ impl Store for PgStore {
 
     async fn kinds_paused(&self) -> StoreResult<Vec<PausedKind>> {
         pause::list(&self.db).await
+    }
+
+    async fn schedule_upsert(
+        &self,
+        spec: &ScheduleSpec,
+        now: Timestamp,
+    ) -> StoreResult<ScheduleRecord> {
+        schedule::upsert(&self.db, spec, now).await
+    }
+
+    async fn schedule_claim(
+        &self,
+        claim: &ScheduleClaim,
+        now: Timestamp,
+    ) -> StoreResult<Option<Vec<ItemId>>> {
+        schedule::claim(&self.db, &self.channel, claim, now).await
+    }
+
+    async fn schedules_list(&self) -> StoreResult<Vec<ScheduleRecord>> {
+        schedule::list(&self.db).await
     }
 
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {

@@ -23,11 +23,12 @@ use crate::options::PgOptions;
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The tables leasehold owns: an unversioned schema that already has one is someone else's.
-const OWN_TABLES: [&str; 10] = [
+const OWN_TABLES: [&str; 11] = [
     "items",
     "item_attempts",
     "item_deps",
     "paused_kinds",
+    "schedules",
     "checkpoints",
     "workers",
     "schema_migrations",
@@ -37,7 +38,7 @@ const OWN_TABLES: [&str; 10] = [
 ];
 
 /// Schema migrations, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 /// Version 1: items, their checkpoints, and the worker registry, as in the SQLite backend.
 ///
@@ -581,6 +582,24 @@ CREATE TRIGGER items_dependants AFTER UPDATE OF status ON items
     WHEN (NEW.has_dependants AND NEW.status IN ('completed', 'failed', 'cancelled')
           AND OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION leasehold_dependants_settle();
+";
+
+/// Version 11: schedules, one row per name, as SQLite's version 10. `next_run_at` is the next
+/// due tick; a node claims it by moving it on with a conditional update in the transaction that
+/// enqueues the tick's items (`ops/schedule.rs`), so one node wins each tick.
+const V11: &str = "
+CREATE TABLE schedules (
+    name         TEXT   PRIMARY KEY CHECK (name <> ''),
+    cron         TEXT   NOT NULL CHECK (cron <> ''),
+    kind         TEXT   NOT NULL CHECK (kind <> ''),
+    input        JSONB  NOT NULL,
+    catch_up     TEXT   NOT NULL CHECK (catch_up IN ('skip', 'all')),
+    catch_up_max BIGINT CHECK ((catch_up = 'all') = (catch_up_max IS NOT NULL) AND (catch_up_max IS NULL OR catch_up_max >= 1)),
+    next_run_at  BIGINT NOT NULL,
+    last_run_at  BIGINT,
+    created_at   BIGINT NOT NULL,
+    updated_at   BIGINT NOT NULL
+);
 ";
 
 /// The version table, created with the schema (before the first migration).

@@ -78,6 +78,7 @@ async fn reopening_an_up_to_date_schema_changes_nothing_and_concurrent_opens_mig
             "items",
             "llm_cache",
             "paused_kinds",
+            "schedules",
             "schema_migrations",
             "tool_ledger",
             "workers"
@@ -404,7 +405,7 @@ async fn a_version_1_schema_migrates_to_the_durable_tables_keeping_its_items() {
         &schema,
         &format!(
             "DROP TABLE {s}.tool_ledger, {s}.llm_cache, {s}.durable_checkpoints, \
-             {s}.item_attempts, {s}.paused_kinds"
+             {s}.item_attempts, {s}.paused_kinds, {s}.schedules"
         ),
     )
     .await;

@@ -43,6 +43,7 @@ impl Leasehold {
             record_completions: false,
             events: tokio::sync::broadcast::channel(EVENT_CAPACITY).0,
             on_node_dead: None,
+            schedules: Vec::new(),
         }
     }
 }
@@ -233,6 +234,7 @@ pub struct LeaseholdBuilder {
     record_completions: bool,
     events: tokio::sync::broadcast::Sender<NodeEvent>,
     on_node_dead: Option<crate::monitor::DeadNodeCallback>,
+    schedules: Vec<crate::schedule::Schedule>,
 }
 
 impl std::fmt::Debug for LeaseholdBuilder {
@@ -475,6 +477,18 @@ impl LeaseholdBuilder {
         self
     }
 
+    /// Adds a schedule: periodic work from a cron expression
+    /// ([`Schedule`](crate::Schedule)). At start the expression is parsed (a bad one refuses
+    /// the start with [`RuntimeError::Schedule`] naming the schedule and the expression) and
+    /// the schedule is registered in the store under its name; then the node's scheduler
+    /// claims each due tick. Nodes that add a schedule of the same name share it: each tick
+    /// is enqueued once, by whichever of them claims it first. The kind need not have a handler
+    /// on this node (another node may run it).
+    pub fn schedule(mut self, schedule: crate::Schedule) -> Self {
+        self.schedules.push(schedule);
+        self
+    }
+
     /// The clock lease times come from. By default the node asks its store
     /// ([`Store::clock_sync`]): on PostgreSQL it takes the
     /// database server's clock (resynced every [`clock_resync`](Self::clock_resync)), so hosts
@@ -583,6 +597,19 @@ impl LeaseholdBuilder {
                 }));
             }
         }
+        let mut schedules = Vec::with_capacity(self.schedules.len());
+        for s in self.schedules {
+            if schedules
+                .iter()
+                .any(|c: &crate::schedule::Compiled| c.name() == s.name())
+            {
+                return Err(RuntimeError::Schedule {
+                    name: s.name().to_string(),
+                    reason: "two schedules of this node share the name".into(),
+                });
+            }
+            schedules.push(s.compile()?);
+        }
         let chosen = clock_sync::choose(self.clock, self.store.as_ref()).await?;
         let clock = chosen.clock.clone();
         let node_id = self
@@ -635,9 +662,33 @@ impl LeaseholdBuilder {
             store_reachable: AtomicBool::new(true),
             events: self.events,
             on_node_dead: self.on_node_dead,
+            schedules,
         });
         let (store, clock) = (ctx.store.clone(), ctx.clock.clone());
-        let started = NodeHandle::start(ctx, chosen).await;
+        // Registered before the tree runs, so `status` shows them once `start` returns and a
+        // refusal reaches the caller.
+        let mut registered = Ok(());
+        for s in &ctx.schedules {
+            let now = clock.now();
+            let spec = match s.spec_at(now) {
+                Ok(spec) => spec,
+                Err(reason) => {
+                    registered = Err(RuntimeError::Schedule {
+                        name: s.name().to_string(),
+                        reason,
+                    });
+                    break;
+                }
+            };
+            if let Err(e) = store.schedule_upsert(&spec, now).await {
+                registered = Err(e.into());
+                break;
+            }
+        }
+        let started = match registered {
+            Ok(()) => NodeHandle::start(ctx, chosen).await,
+            Err(e) => Err(e),
+        };
         if started.is_err() {
             // Nothing runs under this incarnation: free the id now rather than after the window.
             let _ = store.node_stop(&node_id, incarnation, clock.now()).await;

@@ -38,6 +38,15 @@ pub enum RuntimeError {
         /// How long ago its last heartbeat was.
         since: Duration,
     },
+    /// A schedule was refused at start (its cron expression does not parse, or its name or
+    /// kind is empty, or two schedules share a name); nothing was started.
+    #[error("schedule {name:?} refused: {reason}")]
+    Schedule {
+        /// The schedule's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The store refused or failed an operation.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -135,6 +135,16 @@ pub enum NodeEvent {
         /// The live incarnation waited for.
         incarnation: i64,
     },
+    /// This node claimed a schedule's due tick: the tick's items were enqueued in the claim's
+    /// commit (one per tick; several when missed ticks were caught up).
+    ScheduleFired {
+        /// The schedule's name.
+        name: String,
+        /// The ticks claimed, oldest first.
+        ticks: Vec<leasehold_core::Timestamp>,
+        /// The items enqueued, one per tick.
+        items: Vec<leasehold_core::ItemId>,
+    },
     /// The restart intensity was exceeded and the tree stopped.
     Escalated {
         /// Why.

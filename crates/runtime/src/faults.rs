@@ -36,7 +36,8 @@ use leasehold_core::{
     DecisionRequest, Dependency, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter,
     ItemId, ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck,
     NewItem, NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats,
-    ReleaseOutcome, RetryRequest, StatusCounts, Store, StoreError, StoreResult, Timestamp,
+    ReleaseOutcome, RetryRequest, ScheduleClaim, ScheduleRecord, ScheduleSpec, StatusCounts, Store,
+    StoreError, StoreResult, Timestamp,
 };
 
 use crate::node::NodeCtx;
@@ -580,6 +581,26 @@ impl Store for FaultyStore {
     async fn kinds_paused(&self) -> StoreResult<Vec<PausedKind>> {
         self.gate().await?;
         self.inner.kinds_paused().await
+    }
+    async fn schedule_upsert(
+        &self,
+        spec: &ScheduleSpec,
+        now: Timestamp,
+    ) -> StoreResult<ScheduleRecord> {
+        self.gate().await?;
+        self.inner.schedule_upsert(spec, now).await
+    }
+    async fn schedule_claim(
+        &self,
+        claim: &ScheduleClaim,
+        now: Timestamp,
+    ) -> StoreResult<Option<Vec<ItemId>>> {
+        self.gate().await?;
+        self.inner.schedule_claim(claim, now).await
+    }
+    async fn schedules_list(&self) -> StoreResult<Vec<ScheduleRecord>> {
+        self.gate().await?;
+        self.inner.schedules_list().await
     }
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
         self.gate().await?;

@@ -7,7 +7,8 @@
 //! ├── Worker 1 …
 //! ├── Reaper      (sweeps expired leases in batches, pings owners, requeues or dead-letters)
 //! ├── Registry    (this node's row in the worker registry)
-//! └── Monitor     (on by default: takes back dead nodes' silent items and alerts; see [`monitor`])
+//! ├── Monitor     (on by default: takes back dead nodes' silent items and alerts; see [`monitor`])
+//! └── Scheduler   (with schedules: claims each due cron tick once across nodes; see [`schedule`])
 //! ```
 //!
 //! Build a node with [`Leasehold::builder`], register handlers by kind, and [`start`](LeaseholdBuilder::start)
@@ -44,6 +45,8 @@
 //!   PostgreSQL by default) and the task that resyncs it.
 //! - `wakeups`: the task that wakes idle workers on the store's wake-ups
 //!   ([`Store::wakeups`](leasehold_core::Store::wakeups)), e.g. PostgreSQL's NOTIFY.
+//! - [`schedule`]: [`Schedule`] (periodic work from a cron expression) and the scheduler
+//!   actor that claims each due tick once across nodes.
 //! - [`monitor`]: the monitor actor, [`DeadNode`] and its reports.
 //! - [`liveness`]: how the reaper judges an owner (local ping or the worker registry).
 //! - [`chaos`]: a seeded chaos run with random kills, checked by the invariant checker.
@@ -70,6 +73,7 @@ pub mod monitor;
 mod node;
 mod reaper;
 mod registry;
+pub mod schedule;
 mod supervisor;
 mod wakeups;
 mod worker;
@@ -84,6 +88,8 @@ pub use handle::{
 };
 pub use handler::{JobContext, JobError};
 pub use leasehold_core::metrics::{KindMetrics, NodeMetrics};
+pub use leasehold_core::CatchUp;
 pub use liveness::NodeLiveness;
 pub use metrics::JobMetrics;
 pub use monitor::{DeadNode, MonitorOutcome, MonitorReport};
+pub use schedule::Schedule;

@@ -46,6 +46,8 @@ pub(crate) struct NodeCtx {
     pub(crate) events: tokio::sync::broadcast::Sender<NodeEvent>,
     /// The user's alert for a dead node (the monitor calls it).
     pub(crate) on_node_dead: Option<crate::monitor::DeadNodeCallback>,
+    /// This node's schedules, parsed; the scheduler runs when there is one.
+    pub(crate) schedules: Vec<crate::schedule::Compiled>,
 }
 
 impl NodeCtx {

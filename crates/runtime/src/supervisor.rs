@@ -17,6 +17,7 @@ use crate::monitor::Monitor;
 use crate::node::{Metrics, NodeCtx};
 use crate::reaper::Reaper;
 use crate::registry::{Registry, RegistryMsg};
+use crate::schedule::Scheduler;
 use crate::worker::{DrainOutcome, Worker, WorkerArgs, WorkerMsg};
 
 /// How long an escalation waits to mark its registry row stopped.
@@ -42,6 +43,7 @@ pub(crate) enum Child {
     Reaper,
     Registry,
     Monitor,
+    Scheduler,
 }
 
 pub(crate) struct Supervisor;
@@ -87,6 +89,9 @@ impl Actor for Supervisor {
         }
         if state.ctx.cfg.monitor {
             state.spawn(&myself, Child::Monitor).await?;
+        }
+        if !state.ctx.schedules.is_empty() {
+            state.spawn(&myself, Child::Scheduler).await?;
         }
         Ok(state)
     }
@@ -207,6 +212,15 @@ impl SupervisorState {
                     .0
                     .get_cell()
             }
+            Child::Scheduler => Actor::spawn_linked(
+                Some(ctx.actor_name("scheduler")),
+                Scheduler,
+                ctx.clone(),
+                sup,
+            )
+            .await?
+            .0
+            .get_cell(),
             Child::Registry => {
                 let started = ctx.clock.now();
                 Actor::spawn_linked(
@@ -323,7 +337,7 @@ impl SupervisorState {
                 _ => report.unaccounted += 1,
             }
         }
-        for judge in [Child::Reaper, Child::Monitor] {
+        for judge in [Child::Scheduler, Child::Reaper, Child::Monitor] {
             if let Some(cell) = self.cell(judge).cloned() {
                 let _ = cell
                     .stop_and_wait(None, Some(Duration::from_secs(10)))

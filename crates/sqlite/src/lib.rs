@@ -48,7 +48,8 @@ use leasehold_core::{
     DecisionRequest, Dependency, FailDisposition, FailOutcome, FinishedBucket, Item, ItemFilter,
     ItemId, ItemSelector, ItemStatus, KindDepth, LeaseRef, LeaseStatus, Leased, LivenessCheck,
     NewItem, NodeClaim, NodeRecord, PausedKind, ReapRequest, RecoveredItem, RecoveryStats,
-    ReleaseOutcome, RetryRequest, StatusCounts, Store, StoreError, StoreResult, Timestamp,
+    ReleaseOutcome, RetryRequest, ScheduleClaim, ScheduleRecord, ScheduleSpec, StatusCounts, Store,
+    StoreError, StoreResult, Timestamp,
 };
 use serde_json::Value;
 
@@ -56,7 +57,7 @@ use crate::db::Db;
 use crate::ops::{
     acquire, activity, cancel, checkpoint, cleanup, complete, decide, delete, dependencies,
     enqueue, fail, follow_up, history, park, pause, progress, read, reap, recover, registry,
-    release, renew, retry,
+    release, renew, retry, schedule,
 };
 
 /// What [`SqliteStore::set_group_commit_hook`] calls before each group commit: the names of the
@@ -309,6 +310,28 @@ impl Store for SqliteStore {
 
     async fn kinds_paused(&self) -> StoreResult<Vec<PausedKind>> {
         self.db.call(pause::list).await
+    }
+
+    async fn schedule_upsert(
+        &self,
+        spec: &ScheduleSpec,
+        now: Timestamp,
+    ) -> StoreResult<ScheduleRecord> {
+        let spec = spec.clone();
+        self.db.call(move |c| schedule::upsert(c, &spec, now)).await
+    }
+
+    async fn schedule_claim(
+        &self,
+        claim: &ScheduleClaim,
+        now: Timestamp,
+    ) -> StoreResult<Option<Vec<ItemId>>> {
+        let claim = claim.clone();
+        self.db.call(move |c| schedule::claim(c, &claim, now)).await
+    }
+
+    async fn schedules_list(&self) -> StoreResult<Vec<ScheduleRecord>> {
+        self.db.call(schedule::list).await
     }
 
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {

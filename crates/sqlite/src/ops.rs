@@ -31,6 +31,7 @@ pub(crate) mod registry;
 pub(crate) mod release;
 pub(crate) mod renew;
 pub(crate) mod retry;
+pub(crate) mod schedule;
 pub(crate) mod select;
 pub(crate) mod take_back;
 

@@ -33,11 +33,12 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The tables leasehold owns: a version-0 database that already has one of these was written
 /// by someone else and is refused rather than migrated over.
-const OWN_TABLES: [&str; 9] = [
+const OWN_TABLES: [&str; 10] = [
     "items",
     "item_attempts",
     "item_deps",
     "paused_kinds",
+    "schedules",
     "checkpoints",
     "workers",
     "durable_checkpoints",
@@ -49,7 +50,7 @@ const OWN_TABLES: [&str; 9] = [
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Schema migrations, oldest first; `MIGRATIONS[n]` takes version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 /// Version 1: items, their checkpoints, and the worker registry.
 ///
@@ -447,6 +448,24 @@ BEGIN
 END;
 ";
 
+/// Version 11: schedules, one row per name. `next_run_at` is the next due tick; a node claims it
+/// by moving it on with a conditional update in the transaction that enqueues the tick's items
+/// (`ops/schedule.rs`), so one node wins each tick. `catch_up_max` is set exactly for `all`.
+const V11: &str = "
+CREATE TABLE schedules (
+    name         TEXT    PRIMARY KEY CHECK (name <> ''),
+    cron         TEXT    NOT NULL CHECK (cron <> ''),
+    kind         TEXT    NOT NULL CHECK (kind <> ''),
+    input        TEXT    NOT NULL CHECK (json_valid(input)),
+    catch_up     TEXT    NOT NULL CHECK (catch_up = 'skip' OR catch_up = 'all'),
+    catch_up_max INTEGER CHECK ((catch_up = 'all') = (catch_up_max IS NOT NULL) AND (catch_up_max IS NULL OR catch_up_max >= 1)),
+    next_run_at  INTEGER NOT NULL,
+    last_run_at  INTEGER,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+) STRICT;
+";
+
 /// Opens (creating if needed) the database at `path`, checks it, configures the connection and
 /// migrates it to [`SCHEMA_VERSION`].
 pub(crate) async fn open(
@@ -586,7 +605,7 @@ fn check_version(c: &Connection, path: &Path) -> OpResult<()> {
     if version == 0 {
         let mut stmt = c.prepare(
             "SELECT name FROM sqlite_schema WHERE type = 'table' \
-             AND name IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             AND name IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
         let taken: Vec<String> = stmt
             .query_map(OWN_TABLES, |r| r.get(0))?

@@ -1,11 +1,12 @@
-//! `leasehold status`: counts of items by status, and the paused kinds.
+//! `leasehold status`: counts of items by status, the paused kinds and the schedules.
 
-use leasehold_core::{ItemStatus, PausedKind, StatusCounts};
+use leasehold_core::{ItemStatus, PausedKind, ScheduleRecord, StatusCounts};
 use serde::Serialize;
 
 use crate::commands::Ctx;
 use crate::db::{self, Access};
 use crate::error::CliError;
+use crate::output::{relative, table};
 use crate::utc;
 
 /// Arguments of `status` (none besides the global ones).
@@ -19,12 +20,14 @@ struct StatusJson {
     counts: StatusCounts,
     total: u64,
     paused_kinds: Vec<PausedKind>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    schedules: Vec<ScheduleRecord>,
 }
 
 /// Opens an existing database and prints its counts, then a line per paused kind (none when
 /// no kind is paused).
 pub(crate) async fn run(_args: Args, ctx: &Ctx) -> Result<(), CliError> {
-    let store = db::open(&ctx.db, Access::Existing).await?;
+    let db::Clocked { store, clock, .. } = db::open_clocked(&ctx.db, Access::Existing).await?;
     let counts = store
         .items_count()
         .await
@@ -33,11 +36,16 @@ pub(crate) async fn run(_args: Args, ctx: &Ctx) -> Result<(), CliError> {
         .kinds_paused()
         .await
         .map_err(|e| CliError::store(&ctx.db, e))?;
+    let schedules = store
+        .schedules_list()
+        .await
+        .map_err(|e| CliError::store(&ctx.db, e))?;
     if ctx.out.is_json() {
         return ctx.out.json(&StatusJson {
             counts,
             total: counts.total(),
             paused_kinds,
+            schedules,
         });
     }
     let mut text = String::new();
@@ -51,6 +59,28 @@ pub(crate) async fn run(_args: Args, ctx: &Ctx) -> Result<(), CliError> {
             "paused",
             p.kind,
             utc::format(p.paused_at)
+        ));
+    }
+    if !schedules.is_empty() {
+        let now = clock.now();
+        let rows: Vec<Vec<String>> = schedules
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.cron.clone(),
+                    s.kind.clone(),
+                    s.catch_up.to_string(),
+                    relative(s.next_run_at, now),
+                    s.last_run_at
+                        .map_or_else(|| "-".to_string(), |t| relative(t, now)),
+                ]
+            })
+            .collect();
+        text.push_str("\nschedules\n");
+        text.push_str(&table(
+            &["NAME", "CRON", "KIND", "CATCH-UP", "NEXT RUN", "LAST RUN"],
+            &rows,
         ));
     }
     ctx.out.text(&text)
