@@ -11,15 +11,6 @@
 //!   dirtied; many leases and completions dirty the same few index pages, so one commit for a
 //!   group costs little more than one for a single write.
 //!
-//! The next group waits for the workers the last one served (`linger`). With one connection,
-//! the workers a group answers come back (a completion and their next acquisition) while the
-//! next group's flush is already queued on the connection thread; committed at once, 16
-//! workers split into two halves, each paying a whole commit for about 8 items. So before the
-//! connection thread takes the queue, it waits until the holders of the items the last group
-//! leased have queued their completions or failed attempts, or for at most [`LINGER_MAX`] (and
-//! no longer than the last group took), whichever comes first. A group after one that leased
-//! nothing does not wait. The wait is on the connection thread, never on a tokio worker.
-//!
 //! Faults it survives:
 //! - A panic inside an operation kills tokio-rusqlite's connection thread for good (its
 //!   transaction rolls back as the connection drops). The call that panicked fails; the handle
@@ -32,8 +23,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
 use leasehold_core::{StoreError, StoreResult};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -44,10 +34,6 @@ use crate::error::{from_call, OpError, OpResult};
 /// Called on the connection thread right before a group's transaction commits, with the names
 /// of its operations in order. A fault-injection hook: tests stop or kill the process there.
 pub(crate) use crate::GroupCommitHook as CommitHook;
-
-/// The longest the connection thread waits for the holders the last group handed items to
-/// (see `Group::linger`).
-const LINGER_MAX: Duration = Duration::from_millis(1);
 
 /// Opens a fresh connection to the store's file (checked and configured as at open).
 pub(crate) type Opener = Arc<
@@ -132,27 +118,11 @@ impl Db {
         F: FnOnce(&Transaction<'_>) -> OpResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        self.grouped_leasing(name, |_| 0, f).await
-    }
-
-    /// [`grouped`](Self::grouped) for an acquisition: `leased` counts the items its result
-    /// leased, whose holders the next group waits for (see `Group::linger`).
-    pub(crate) async fn grouped_leasing<T, F>(
-        &self,
-        name: &'static str,
-        leased: fn(&T) -> usize,
-        f: F,
-    ) -> StoreResult<T>
-    where
-        F: FnOnce(&Transaction<'_>) -> OpResult<T> + Send + 'static,
-        T: Send + 'static,
-    {
         let (reply, answer) = oneshot::channel();
         let op = Box::new(Pending {
             name,
             f: Some(f),
             result: None,
-            leased,
             reply,
         });
         if self.group.push(op) {
@@ -269,38 +239,20 @@ impl Drop for Unflushed {
 struct Group {
     queue: Mutex<Queue>,
     hook: Mutex<Option<CommitHook>>,
-    /// Signalled when a completion or a failed attempt is queued (for `linger`).
-    settle_queued: Condvar,
 }
 
 #[derive(Default)]
 struct Queue {
     ops: Vec<Box<dyn GroupedOp>>,
-    /// How many of `ops` settle an item (a completion or a failed attempt).
-    settles: usize,
     /// A flush is in flight that has not yet taken the queue.
     scheduled: bool,
-    /// Set by a group's commit for the next one: how many settles the queue holds once the
-    /// holders of the items it leased are back (0: do not wait), and how long it took.
-    awaited: usize,
-    took: Duration,
-}
-
-/// Whether an operation settles its item: its holder coming back, with its next acquisition.
-fn settles(name: &str) -> bool {
-    matches!(name, "complete" | "complete_with_follow_ups" | "fail")
 }
 
 impl Group {
     /// Queues `op`; returns whether the caller must schedule a flush.
     fn push(&self, op: Box<dyn GroupedOp>) -> bool {
-        let settle = settles(op.name());
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         q.ops.push(op);
-        if settle {
-            q.settles += 1;
-            self.settle_queued.notify_one();
-        }
         !std::mem::replace(&mut q.scheduled, true)
     }
 
@@ -308,40 +260,7 @@ impl Group {
     fn take(&self) -> Vec<Box<dyn GroupedOp>> {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         q.scheduled = false;
-        q.settles = 0;
-        q.awaited = 0;
         std::mem::take(&mut q.ops)
-    }
-
-    /// Waits, on the connection thread, for the holders the last group handed items to: until
-    /// the queue holds as many settles as it did when that group committed plus the items it
-    /// leased (their holders cannot have answered before the commit), or until [`LINGER_MAX`]
-    /// (and no longer than the last group took: waiting never costs more than the commit it
-    /// saves) has passed, whichever is first. After a group that leased nothing, or a failed
-    /// one, it does not wait, so an idle node's acquisitions and heartbeats go at once; a slow
-    /// handler delays one group by at most the deadline.
-    fn linger(&self) {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let awaited = std::mem::take(&mut q.awaited);
-        let deadline = Instant::now() + q.took.min(LINGER_MAX);
-        while q.settles < awaited {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            q = self
-                .settle_queued
-                .wait_timeout(q, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-
-    /// Records, for the next group, what a committed group leased and how long it took.
-    fn committed(&self, leased: usize, took: Duration) {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.awaited = if leased == 0 { 0 } else { q.settles + leased };
-        q.took = took;
     }
 
     fn hook(&self) -> Option<CommitHook> {
@@ -354,8 +273,6 @@ trait GroupedOp: Send {
     fn name(&self) -> &'static str;
     /// Runs the write; returns the error if it ended the whole transaction.
     fn run(&mut self, tx: &Transaction<'_>) -> Option<String>;
-    /// How many items the write leased (0 for anything but a successful acquisition).
-    fn leased(&self) -> usize;
     /// Answers the caller: its own result if the group committed, else the group's failure.
     fn answer(self: Box<Self>, committed: Result<(), &str>);
 }
@@ -364,8 +281,6 @@ struct Pending<T, F> {
     name: &'static str,
     f: Option<F>,
     result: Option<OpResult<T>>,
-    /// Counts the items a successful result leased.
-    leased: fn(&T) -> usize,
     reply: oneshot::Sender<StoreResult<T>>,
 }
 
@@ -390,13 +305,6 @@ where
         fatal
     }
 
-    fn leased(&self) -> usize {
-        match &self.result {
-            Some(Ok(out)) => (self.leased)(out),
-            _ => 0,
-        }
-    }
-
     fn answer(self: Box<Self>, committed: Result<(), &str>) {
         let out = match (committed, self.result) {
             (Ok(()), Some(result)) => result.map_err(StoreError::from),
@@ -416,8 +324,6 @@ fn group_failed(why: &str) -> StoreError {
 /// Runs every queued write in one write transaction, commits, then answers each caller. Runs on
 /// the connection thread.
 fn commit_group(c: &mut Connection, group: &Group) {
-    group.linger();
-    let began = Instant::now();
     let mut ops = group.take();
     if ops.is_empty() {
         return;
@@ -438,11 +344,7 @@ fn commit_group(c: &mut Connection, group: &Group) {
     }
     // Answers go out only now: an acknowledged write has committed.
     match tx.commit() {
-        Ok(()) => {
-            // Recorded before the answers go out: the holders come back after them.
-            group.committed(ops.iter().map(|op| op.leased()).sum(), began.elapsed());
-            answer_all(ops, Ok(()));
-        }
+        Ok(()) => answer_all(ops, Ok(())),
         Err(e) => answer_all(ops, Err(&e.to_string())),
     }
 }

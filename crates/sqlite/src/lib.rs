@@ -167,7 +167,7 @@ impl Store for SqliteStore {
         acquire::validate(req)?;
         let req = req.clone();
         self.db
-            .grouped_leasing("acquire", Vec::len, move |tx| acquire::run(tx, &req, now))
+            .grouped("acquire", move |tx| acquire::run(tx, &req, now))
             .await
     }
 
