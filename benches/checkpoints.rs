@@ -1,7 +1,7 @@
 //! Checkpoints with evidence (seed 003: "< 10 ms per checkpoint creation, < 50 ms per
 //! verification"), measured with criterion on SQLite (a real file) and on PostgreSQL (a fresh
 //! schema on the server `LEASEHOLD_PG_URL` names; skipped, with a printed line, when it is unset
-//! or the server does not answer):
+//! or the server does not answer, unless `LEASEHOLD_REQUIRE_PG=1` asks for it):
 //!
 //! - `checkpoint_create/<backend>`: one step begun and committed through [`CheckpointManager`]
 //!   with an evidence pack of one claim of each kind (exit code, artifact, file hash, database
@@ -25,7 +25,7 @@ use tokio::runtime::Runtime;
 
 use leasehold::core::durable::{DurableStore, Evidence, EvidencePack, RowProbe, Verification};
 use leasehold::durable::{evidence, CheckpointManager};
-use leasehold::postgres::testing::{TestSchema, URL_ENV};
+use leasehold::postgres::testing::TestSchema;
 use leasehold::{AcquireRequest, LeaseRef, ManualClock, NewItem, Store, Timestamp};
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -56,15 +56,13 @@ fn backends(rt: &Runtime, dir: &tempfile::TempDir) -> Vec<Bench> {
     let mut out = Vec::new();
     let path = dir.path().join("checkpoints.db");
     out.push(rt.block_on(open("sqlite", &path.display().to_string(), None)));
-    match std::env::var(URL_ENV) {
-        Err(_) => println!("skipped the PostgreSQL checkpoint benches: {URL_ENV} is not set"),
-        Ok(url) => match rt.block_on(TestSchema::at(&url, "bench_cp")) {
-            Err(why) => println!("skipped the PostgreSQL checkpoint benches: {why}"),
-            Ok(schema) => {
-                let url = schema.url();
-                out.push(rt.block_on(open("postgres", &url, Some(schema))));
-            }
-        },
+    // `create` announces a skip (and fails under `LEASEHOLD_REQUIRE_PG=1`), as in the tests.
+    match rt.block_on(TestSchema::create("bench_cp")) {
+        Err(why) => println!("skipped the PostgreSQL checkpoint benches: {why}"),
+        Ok(schema) => {
+            let url = schema.url();
+            out.push(rt.block_on(open("postgres", &url, Some(schema))));
+        }
     }
     out
 }
@@ -130,7 +128,13 @@ async fn claims(b: &Bench, artifact: &std::path::Path) -> Vec<(&'static str, Evi
 async fn checkpoint(b: &Bench, step: i64, pack: EvidencePack) -> i64 {
     let id = b
         .manager
-        .begin_step(&b.lease, step, "step", "iteration_start", json!({ "step": step }))
+        .begin_step(
+            &b.lease,
+            step,
+            "step",
+            "iteration_start",
+            json!({ "step": step }),
+        )
         .await
         .expect("begin");
     b.manager
