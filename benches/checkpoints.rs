@@ -43,7 +43,6 @@ fn runtime() -> Runtime {
 /// One backend's store, the lease of an item it holds, and what keeps its database alive.
 struct Bench {
     name: &'static str,
-    store: Arc<dyn Store>,
     manager: CheckpointManager,
     lease: LeaseRef,
     /// The PostgreSQL schema, dropped when the bench ends.
@@ -85,7 +84,6 @@ async fn open(name: &'static str, url: &str, schema: Option<TestSchema>) -> Benc
     let manager = CheckpointManager::new(durable, Arc::new(ManualClock::new(T0)));
     Bench {
         name,
-        store,
         manager,
         lease,
         _schema: schema,
