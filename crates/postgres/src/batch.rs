@@ -43,7 +43,7 @@ use tokio_postgres::{Row, Statement};
 
 use crate::db::Db;
 use crate::error::{from_pg, lease_lost, no_nul};
-use crate::ops::acquire::{self, Acquisitions, Filter, ACQUIRE_MANY};
+use crate::ops::acquire::{self, Acquisitions, Filter, PLAN_AS_USUAL, PLAN_IN_QUEUE_ORDER};
 use crate::ops::complete::{Completions, COMPLETE_MANY};
 use crate::ops::fail::{Failures, FAIL_MANY};
 use crate::ops::renew::{Renewals, RENEW_MANY};
@@ -483,6 +483,11 @@ impl Parts {
                 } => parts.renewals.push(lease, *duration, *now),
             }
         }
+        // Those planned in queue order first (see `transaction`); a stable sort keeps the
+        // order the requests came in within each.
+        parts
+            .acquisitions
+            .sort_by_key(|a| !a.filter().in_queue_order());
         parts
     }
 }
@@ -558,7 +563,31 @@ async fn transaction(
     let renew = prepare(c, !parts.renewals.is_empty(), RENEW_MANY).await?;
     let fail = prepare(c, !parts.failures.is_empty(), FAIL_MANY).await?;
     let complete = prepare(c, !parts.completions.is_empty(), COMPLETE_MANY).await?;
-    let acquire = prepare(c, !parts.acquisitions.is_empty(), ACQUIRE_MANY).await?;
+    let mut acquire = Vec::with_capacity(parts.acquisitions.len());
+    for a in &parts.acquisitions {
+        acquire.push(c.prepare_cached(a.filter().sql()).await?);
+    }
+    // `Parts::of` put the acquisitions planned in queue order first.
+    let in_order = parts
+        .acquisitions
+        .iter()
+        .take_while(|a| a.filter().in_queue_order())
+        .count();
+    let run_acquisitions = |range: std::ops::Range<usize>| {
+        futures::future::join_all(
+            parts.acquisitions[range.clone()]
+                .iter()
+                .zip(&acquire[range])
+                .map(|(a, s)| a.run(c, s)),
+        )
+    };
+    let set_planner = |needed: bool, sql: &'static str| async move {
+        if needed {
+            c.batch_execute(sql).await
+        } else {
+            Ok(())
+        }
+    };
 
     // `futures::join!` polls in the order written, and tokio-postgres sends a request when
     // its future is first polled: BEGIN goes first, then the writes in this order (renewals
@@ -583,15 +612,21 @@ async fn transaction(
                     None => Ok(HashSet::new()),
                 }
             },
-            futures::future::join_all(parts.acquisitions.iter().map(|a| async {
-                match &acquire {
-                    Some(s) => a.run(c, s).await,
-                    None => Ok(Vec::new()),
-                }
-            })),
+            async {
+                let n = parts.acquisitions.len();
+                let (ordered, in_order_rows, usual, other_rows) = futures::join!(
+                    set_planner(in_order > 0, PLAN_IN_QUEUE_ORDER),
+                    run_acquisitions(0..in_order),
+                    set_planner(in_order > 0 && n > in_order, PLAN_AS_USUAL),
+                    run_acquisitions(in_order..n),
+                );
+                ordered?;
+                usual?;
+                Ok::<_, tokio_postgres::Error>(in_order_rows.into_iter().chain(other_rows))
+            },
         );
         let mut leased: HashMap<usize, Vec<Row>> = HashMap::new();
-        for rows in acquired {
+        for rows in acquired? {
             for (who, row) in rows? {
                 leased.entry(who).or_default().push(row);
             }

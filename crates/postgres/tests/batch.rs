@@ -8,8 +8,10 @@
 
 use std::time::Duration;
 
-use leasehold_conformance::support::{acquire, at_s, enqueue_n, expect_lease_lost, get, req, T0};
-use leasehold_core::{FailDisposition, FailOutcome, ItemStatus, Store};
+use leasehold_conformance::support::{
+    acquire, at_s, enqueue, enqueue_n, expect_lease_lost, get, new_item, req, T0,
+};
+use leasehold_core::{FailDisposition, FailOutcome, ItemStatus, Leased, Store, StoreResult};
 use leasehold_postgres::testing::store_or_skip;
 use leasehold_postgres::BatchStats;
 use serde_json::json;
@@ -124,6 +126,56 @@ async fn idle_workers_acquisitions_share_one_statement_and_never_share_an_item()
     );
     // The statement leased one item per worker, so the rest wait as pending.
     assert_eq!(store.items_count().await.unwrap().in_progress, 5);
+}
+
+/// A batch's acquisitions with a group filter run after those without, under the planner's
+/// usual settings (see `PLAN_IN_QUEUE_ORDER` in `ops::acquire`): each filter still gets its
+/// own items, whichever order the requests came in.
+#[tokio::test]
+async fn acquisitions_with_different_filters_in_one_batch_each_get_their_own_items() {
+    let Some((store, _schema)) = store_or_skip(
+        "acquisitions_with_different_filters_in_one_batch_each_get_their_own_items",
+        "lh_batch",
+    )
+    .await
+    else {
+        return;
+    };
+    let in_g = enqueue(&store, new_item("job", 0).group("g"), T0).await;
+    let in_h = enqueue(&store, new_item("job", 1).group("h"), T0).await;
+    let mail = enqueue(&store, new_item("mail", 2), T0).await;
+    let task = enqueue(&store, new_item("task", 3), T0).await;
+    let (g, h, m, t, none) = (
+        req("wg").group("g"),
+        req("wh").kinds(["job"]).group("h"),
+        req("wm").kinds(["mail"]),
+        req("wt").kinds(["task"]),
+        req("wn").kinds(["job"]).group("nobody"),
+    );
+    let before = store.batch_stats();
+    // The grouped requests come first, ahead of the ungrouped ones they will run after.
+    let (g, h, none, m, t) = tokio::join!(
+        store.item_acquire(&g, at_s(1)),
+        store.item_acquire(&h, at_s(1)),
+        store.item_acquire(&none, at_s(1)),
+        store.item_acquire(&m, at_s(1)),
+        store.item_acquire(&t, at_s(1)),
+    );
+    assert_eq!(store.batch_stats().batches, before.batches + 1, "one batch");
+    let id = |l: StoreResult<Option<Leased>>, who: &str| {
+        l.expect("acquire")
+            .unwrap_or_else(|| panic!("{who} got nothing"))
+            .item
+            .id
+    };
+    assert_eq!(id(g, "wg"), in_g);
+    assert_eq!(id(h, "wh"), in_h);
+    assert_eq!(id(m, "wm"), mail);
+    assert_eq!(id(t, "wt"), task);
+    assert!(
+        none.expect("acquire").is_none(),
+        "no item is in group nobody"
+    );
 }
 
 #[tokio::test]
