@@ -417,8 +417,10 @@ async fn a_version_1_schema_migrates_to_the_durable_tables_keeping_its_items() {
         ),
     )
     .await;
-    // Version 10: dependencies (the trigger goes with its function).
+    // Versions 10 and 12: dependencies, forgetting a deleted item's history (each trigger
+    // goes with its function).
     for sql in [
+        format!("DROP FUNCTION {s}.leasehold_forget_attempts CASCADE"),
         format!("DROP TABLE {s}.item_deps"),
         format!("DROP FUNCTION {s}.leasehold_dependants_settle CASCADE"),
         format!("DROP INDEX {s}.items_blocked"),

@@ -343,8 +343,8 @@ pub async fn cleanup_removes_only_the_named_unchanged_rows_and_dry_run_removes_n
 }
 
 /// `cleanup` removes finished items (completed, failed, cancelled) finished at or before the
-/// cut-off, with their checkpoints, and nothing open or newer; a dry run counts the same and
-/// removes nothing.
+/// cut-off, with their checkpoints and attempt history, and nothing open or newer; a dry run
+/// counts the same and removes nothing.
 pub async fn cleanup_removes_old_finished_items_with_their_checkpoints_only(store: Arc<dyn Store>) {
     use crate::support::{acquire, enqueue_n, get, req};
     use leasehold_core::{FailDisposition, ItemStatus};
@@ -392,6 +392,9 @@ pub async fn cleanup_removes_old_finished_items_with_their_checkpoints_only(stor
         1
     );
 
+    let history = |id| async move { s.item_attempts(id).await.expect("item_attempts").len() };
+    assert_eq!((history(ids[0]).await, history(ids[3]).await), (1, 1));
+
     request.dry_run = false;
     let done = s.cleanup(&request).await.expect("cleanup");
     assert_eq!((done.items_removed, done.checkpoints_removed), (3, 1));
@@ -407,11 +410,17 @@ pub async fn cleanup_removes_old_finished_items_with_their_checkpoints_only(stor
         .await
         .expect("checkpoints")
         .is_empty());
+    assert_eq!(
+        history(ids[0]).await,
+        0,
+        "a removed item's history goes with it"
+    );
     assert_eq!(get(s, ids[3]).await.status, ItemStatus::Completed);
     assert_eq!(
         s.checkpoints_list(ids[3]).await.expect("checkpoints").len(),
         1
     );
+    assert_eq!(history(ids[3]).await, 1, "a kept item keeps its history");
     assert_eq!(get(s, ids[4]).await.status, ItemStatus::InProgress);
     assert_eq!(get(s, ids[5]).await.status, ItemStatus::Pending);
 }
