@@ -372,7 +372,7 @@ impl Store for PgStore {
     }
 
     async fn kind_resume(&self, kind: &str) -> StoreResult<bool> {
-        pause::resume(&self.db, kind).await
+        pause::resume(&self.db, &self.channel, kind).await
     }
 
     async fn kinds_paused(&self) -> StoreResult<Vec<PausedKind>> {

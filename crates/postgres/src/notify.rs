@@ -1,8 +1,9 @@
 //! LISTEN/NOTIFY: wake-ups for idle workers on every node.
 //!
 //! Enqueueing ready items, and requeueing items (the reaper, `recover_mine`, a dead node's
-//! recovery), sends `NOTIFY leasehold_<schema>, '<count>'` inside the writing transaction, so
-//! the notification is delivered at commit, when the items can be acquired. A store that
+//! recovery, an operator's retry), sends `NOTIFY leasehold_<schema>, '<count>'` inside the
+//! writing transaction, so the notification is delivered at commit, when the items can be
+//! acquired; resuming a paused kind sends [`WAKE_ALL`]. A store that
 //! [subscribes](crate::PgStore::subscribe) keeps one dedicated connection (outside the pool)
 //! listening on that channel and broadcasts each notification's count. After a lost
 //! connection it reconnects and sends one [`WAKE_ALL`], since notifications sent meanwhile

@@ -164,3 +164,40 @@ async fn wakeups_carry_the_counts_of_ready_items_other_stores_commit() {
     assert_eq!(end, None);
     println!("{test}: one wake-up of 3 for a batch of 3, then the end when the store went");
 }
+
+/// Resuming a paused kind wakes every listening node's idle workers (its items may have
+/// waited while their polls backed off); pausing, and resuming a kind that was not paused,
+/// wake nobody.
+#[tokio::test]
+async fn resuming_a_paused_kind_wakes_every_listening_node() {
+    let test = "resuming_a_paused_kind_wakes_every_listening_node";
+    let Some((store, schema)) = store_or_skip(test, "lh_wake").await else {
+        return;
+    };
+    let mut wakeups = store
+        .wakeups()
+        .await
+        .expect("listen")
+        .expect("PostgreSQL has wake-ups");
+    let other = PgStore::open(&schema.url())
+        .await
+        .expect("open a second store");
+    let now = SystemClock.now();
+    assert!(other.kind_pause("mail", now).await.expect("pause"));
+    assert!(
+        !other.kind_resume("sms").await.expect("resume"),
+        "sms was not paused"
+    );
+    assert!(other.kind_resume("mail").await.expect("resume"));
+    let first = tokio::time::timeout(GIVE_UP, wakeups.next())
+        .await
+        .expect("a wake-up");
+    assert_eq!(first, Some(WAKE_ALL), "the resume's, and nothing before it");
+    // Nothing else was sent: an enqueue of two is the next wake-up.
+    let items = (0..2).map(|i| NewItem::new("k", json!(i))).collect();
+    other.items_enqueue(items, now).await.expect("enqueue");
+    let next = tokio::time::timeout(GIVE_UP, wakeups.next())
+        .await
+        .expect("a wake-up");
+    assert_eq!(next, Some(2));
+}

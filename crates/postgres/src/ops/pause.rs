@@ -4,11 +4,17 @@ use leasehold_core::{PausedKind, StoreError, StoreResult, Timestamp};
 
 use crate::db::Db;
 use crate::error::no_nul;
+use crate::notify::WAKE_ALL;
 use crate::row;
 
 const PAUSE: &str =
     "INSERT INTO paused_kinds (kind, paused_at) VALUES ($1, $2) ON CONFLICT (kind) DO NOTHING";
-const RESUME: &str = "DELETE FROM paused_kinds WHERE kind = $1";
+/// Resumes the kind and, if it was paused, wakes every listening node's idle workers (delivered
+/// at commit): its ready items may have waited while the nodes' idle polls backed off. How
+/// many are ready is not counted, which would read every pending item of the kind: a resume is
+/// rare, and a worker woken for nothing only polls once more.
+const RESUME: &str = "WITH resumed AS (DELETE FROM paused_kinds WHERE kind = $1 RETURNING kind) \
+     SELECT pg_notify($2, $3) FROM resumed";
 const LIST: &str = "SELECT kind, paused_at FROM paused_kinds ORDER BY kind";
 
 /// Pauses `kind`; whether it was not paused already.
@@ -21,9 +27,10 @@ pub(crate) async fn pause(db: &Db, kind: &str, now: Timestamp) -> StoreResult<bo
 }
 
 /// Resumes `kind`; whether it was paused.
-pub(crate) async fn resume(db: &Db, kind: &str) -> StoreResult<bool> {
+pub(crate) async fn resume(db: &Db, channel: &str, kind: &str) -> StoreResult<bool> {
     no_nul("kind", kind)?;
-    Ok(db.execute(RESUME, &[&kind]).await? == 1)
+    let wake_all = WAKE_ALL.to_string();
+    Ok(db.query(RESUME, &[&kind, &channel, &wake_all]).await?.len() == 1)
 }
 
 /// The paused kinds, by name.
