@@ -224,7 +224,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// The item's ended attempts, oldest first: the last `history_keep` of them (a store
     /// option, default [`DEFAULT_HISTORY_KEEP`](crate::history::DEFAULT_HISTORY_KEEP)). Each
-    /// record is written in the transaction that ended the attempt. An unknown id has none.
+    /// record is written in the transaction that ended the attempt; a completed attempt's is
+    /// the completed item itself (completion is final), read back as a record. An unknown id
+    /// has none.
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>>;
 
     /// The items `id` was enqueued to wait for ([`NewItem::after`]), in id order, with their

@@ -444,7 +444,6 @@ struct Parts {
 impl Parts {
     fn of(batch: &[Call], keep: u32) -> Parts {
         let mut parts = Parts {
-            completions: Completions::new(keep),
             failures: Failures::new(keep),
             ..Parts::default()
         };

@@ -310,16 +310,7 @@ impl Store for PgStore {
             self.batch.complete(lease, output, now).await?;
             return Ok(Vec::new());
         }
-        follow_up::run(
-            &self.db,
-            &self.channel,
-            lease,
-            output,
-            follow_ups,
-            self.opts.history_keep,
-            now,
-        )
-        .await
+        follow_up::run(&self.db, &self.channel, lease, output, follow_ups, now).await
     }
 
     async fn item_fail(
@@ -400,7 +391,7 @@ impl Store for PgStore {
     }
 
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
-        history::list(&self.db, id).await
+        history::list(&self.db, id, self.opts.history_keep).await
     }
 
     async fn item_dependencies(&self, id: ItemId) -> StoreResult<Vec<Dependency>> {

@@ -206,10 +206,9 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let lease = lease.clone();
         let output = row::json_text(&output)?;
-        let keep = self.keep;
         self.db
             .grouped("complete", move |tx| {
-                complete::run(tx, &lease, &output, keep, now)
+                complete::run(tx, &lease, &output, now)
             })
             .await
     }
@@ -224,10 +223,9 @@ impl Store for SqliteStore {
         let lease = lease.clone();
         let output = row::json_text(&output)?;
         let follow_ups = enqueue::Checked::new(follow_ups, "follow-up")?;
-        let keep = self.keep;
         self.db
             .grouped("complete_with_follow_ups", move |tx| {
-                follow_up::run(tx, &lease, &output, &follow_ups, keep, now)
+                follow_up::run(tx, &lease, &output, &follow_ups, now)
             })
             .await
     }
@@ -335,7 +333,8 @@ impl Store for SqliteStore {
     }
 
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>> {
-        self.db.call(move |c| history::list(c, id)).await
+        let keep = self.keep;
+        self.db.call(move |c| history::list(c, id, keep)).await
     }
 
     async fn item_dependencies(&self, id: ItemId) -> StoreResult<Vec<Dependency>> {

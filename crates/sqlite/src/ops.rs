@@ -102,7 +102,7 @@ mod ceiling {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .expect("begin");
             for lease in held.drain(..) {
-                complete::run(&tx, &lease, "null", 25, Timestamp(now)).expect("complete");
+                complete::run(&tx, &lease, "null", Timestamp(now)).expect("complete");
             }
             for req in &requests {
                 let got = acquire::run(&tx, req, Timestamp(now)).expect("acquire");

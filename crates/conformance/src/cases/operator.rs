@@ -179,7 +179,8 @@ pub async fn history_lease_lost_record_is_written_by_the_taker_not_the_zombie(
 }
 
 /// The history keeps the newest `DEFAULT_HISTORY_KEEP` (25) records of an item: older ones are
-/// trimmed as newer ones are written; other items' records are untouched.
+/// trimmed as newer ones are written, the completing attempt included; other items' records
+/// are untouched.
 pub async fn history_keeps_the_newest_attempts_per_item(store: Arc<dyn Store>) {
     let s = &*store;
     let id = enqueue(s, new_item("many", 1), T0).await;
@@ -199,6 +200,25 @@ pub async fn history_keeps_the_newest_attempts_per_item(store: Arc<dyn Store>) {
     let epochs: Vec<i64> = history.iter().map(|a| a.epoch).collect();
     assert_eq!(epochs, (6..=30).collect::<Vec<i64>>(), "the newest 25 kept");
     assert_eq!(outcomes(s, other).await, [AttemptOutcome::Completed]);
+    // The completing attempt is the newest, and still only 25 are kept.
+    let l = acquire(s, &w, at_s(31)).await;
+    s.item_complete(&l.lease, json!(31), at_s(32))
+        .await
+        .expect("complete");
+    let history = s.item_attempts(id).await.expect("item_attempts");
+    let epochs: Vec<i64> = history.iter().map(|a| a.epoch).collect();
+    assert_eq!(epochs, (7..=31).collect::<Vec<i64>>(), "the newest 25 kept");
+    let last = history.last().expect("a record");
+    assert_eq!(
+        (
+            last.outcome,
+            last.started_at,
+            last.ended_at,
+            last.owner.as_str()
+        ),
+        (AttemptOutcome::Completed, Some(at_s(31)), at_s(32), "w")
+    );
+    assert_eq!(last.owner_node.as_deref(), Some("node-of-w"));
 }
 
 /// A retry sends failed and cancelled items back to pending, ready at once, their attempt count

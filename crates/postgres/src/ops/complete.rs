@@ -6,13 +6,11 @@ use leasehold_core::{LeaseRef, Timestamp};
 use serde_json::Value;
 use tokio_postgres::{Client, Statement};
 
-use crate::ops::history::{attempt_insert, trim_done};
-
 /// Fenced per row, so output is committed once, by the current holder only: owner and epoch
 /// are part of the join, and a row whose lease was taken over is simply not in the result.
-/// The owner columns stay as a record of who finished the item; the lease expiry goes. The
-/// same statement records each completed attempt in `item_attempts` (nothing it reads was
-/// changed by the update, so `RETURNING` gives it) and trims the history past `$6`.
+/// The owner columns stay as a record of who finished the item; the lease expiry goes. They
+/// are also the attempt's history: a completed attempt has no `item_attempts` row (see
+/// `history::list`).
 ///
 /// The status test is written `(…) IS TRUE`, here and in the other fenced batch statements
 /// (`RENEW_MANY`, `FAIL_MANY`), so that it cannot select the partial index
@@ -20,30 +18,18 @@ use crate::ops::history::{attempt_insert, trim_done};
 /// otherwise reads every entry of that index (one per acquisition, until a vacuum) and joins
 /// it to the arrays, where the primary key, driven from the arrays, touches only the batch's
 /// rows (60 completions: 1.0–1.1 ms against 2.3–3.9 ms in `EXPLAIN ANALYZE`).
-pub(crate) const COMPLETE_MANY: &str = concat!(
-    "WITH done AS ( \
-         UPDATE items SET status = 'completed', output = b.output, finished_at = b.now, \
-             updated_at = b.now, lease_expires_at = NULL \
-         FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::json[], $5::bigint[]) \
-             AS b(id, owner, epoch, output, now) \
-         WHERE items.id = b.id AND (items.status = 'in_progress') IS TRUE \
-           AND items.owner = b.owner \
-           AND items.epoch = b.epoch \
-         RETURNING items.id, items.epoch, items.attempts, items.started_at, b.now AS ended_at, \
-             items.owner, items.owner_node, items.owner_incarnation), \
-     rec AS (",
-    attempt_insert!(),
-    "SELECT id, epoch, attempts, started_at, ended_at, owner, owner_node, owner_incarnation, \
-             'completed', NULL FROM done), ",
-    trim_done!("$6"),
-    "SELECT id FROM done"
-);
+pub(crate) const COMPLETE_MANY: &str = "UPDATE items SET status = 'completed', \
+         output = b.output, finished_at = b.now, updated_at = b.now, lease_expires_at = NULL \
+     FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::json[], $5::bigint[]) \
+         AS b(id, owner, epoch, output, now) \
+     WHERE items.id = b.id AND (items.status = 'in_progress') IS TRUE \
+       AND items.owner = b.owner \
+       AND items.epoch = b.epoch \
+     RETURNING items.id";
 
 /// One batch's completions, as the columns [`COMPLETE_MANY`] takes.
 #[derive(Default)]
 pub(crate) struct Completions {
-    /// Ended attempts kept per item.
-    keep: i64,
     ids: Vec<i64>,
     owners: Vec<String>,
     epochs: Vec<i64>,
@@ -52,14 +38,6 @@ pub(crate) struct Completions {
 }
 
 impl Completions {
-    /// No completions yet; the history keeps `keep` attempts per item.
-    pub(crate) fn new(keep: u32) -> Completions {
-        Completions {
-            keep: i64::from(keep),
-            ..Completions::default()
-        }
-    }
-
     pub(crate) fn push(&mut self, lease: &LeaseRef, output: Value, now: Timestamp) {
         self.ids.push(lease.item.0);
         self.owners.push(lease.owner.clone());
@@ -87,7 +65,6 @@ impl Completions {
                     &self.epochs,
                     &self.outputs,
                     &self.nows,
-                    &self.keep,
                 ],
             )
             .await?;

@@ -21,7 +21,6 @@ pub(crate) async fn run(
     lease: &LeaseRef,
     output: Value,
     follow_ups: Vec<NewItem>,
-    keep: u32,
     now: Timestamp,
 ) -> StoreResult<Vec<ItemId>> {
     enqueue::check(&follow_ups, "follow-up")?;
@@ -39,7 +38,6 @@ pub(crate) async fn run(
                     &vec![lease.epoch],
                     &vec![&output],
                     &vec![now.0],
-                    &i64::from(keep),
                 ],
             )
             .await

@@ -50,10 +50,18 @@ const TRIM: &str = "DELETE FROM item_attempts WHERE item_id = $1 AND $2 > $3::bi
        AND epoch <= (SELECT epoch FROM item_attempts WHERE item_id = $1 \
                      ORDER BY epoch DESC OFFSET $3::bigint LIMIT 1)";
 
+/// The stored records and, for a completed item, its completed attempt, read from the item's
+/// row (see [`list`]), oldest first.
 const LIST: &str = concat!(
     "SELECT ",
     attempt_columns!(),
-    " FROM item_attempts WHERE item_id = $1 ORDER BY epoch"
+    " FROM item_attempts WHERE item_id = $1 \
+     UNION ALL \
+     SELECT id, attempts, epoch, started_at, finished_at, owner, owner_node, owner_incarnation, \
+         'completed', NULL FROM items \
+     WHERE id = $1 AND status = 'completed' AND owner IS NOT NULL AND finished_at IS NOT NULL \
+       AND NOT EXISTS (SELECT 1 FROM item_attempts a WHERE a.item_id = $1 AND a.epoch = items.epoch) \
+     ORDER BY epoch"
 );
 
 /// Records the end of an attempt taken back from `c`'s holder, and trims.
@@ -92,8 +100,20 @@ pub(crate) async fn record_taken(
     Ok(())
 }
 
-/// The item's records, oldest first.
-pub(crate) async fn list(db: &Db, id: ItemId) -> StoreResult<Vec<Attempt>> {
+/// The item's ended attempts, oldest first, the `keep` newest.
+///
+/// A completed attempt has no stored record: completion is final (no retry, no requeue), and
+/// the item's row keeps everything the record would hold (epoch, attempt count, start, end,
+/// holder), so it is read from there, and the batched completion writes nothing but the
+/// item's row. A record stored for a completion by an earlier version is used as it is. The
+/// stored records are trimmed to `keep`, so with the completed one there may be one more.
+pub(crate) async fn list(db: &Db, id: ItemId, keep: u32) -> StoreResult<Vec<Attempt>> {
     let rows = db.query(LIST, &[&id.0]).await?;
-    rows.iter().map(row::attempt).collect()
+    let mut attempts = rows
+        .iter()
+        .map(row::attempt)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let excess = attempts.len().saturating_sub(keep as usize);
+    attempts.drain(..excess);
+    Ok(attempts)
 }

@@ -17,12 +17,11 @@ pub(crate) fn run(
     lease: &LeaseRef,
     output: &str,
     follow_ups: &Checked,
-    keep: u32,
     now: Timestamp,
 ) -> OpResult<Vec<ItemId>> {
     tx.execute_batch("SAVEPOINT follow_ups")?;
-    let written = complete::run(tx, lease, output, keep, now)
-        .and_then(|()| enqueue::insert(tx, follow_ups, now));
+    let written =
+        complete::run(tx, lease, output, now).and_then(|()| enqueue::insert(tx, follow_ups, now));
     match written {
         Ok(ids) => {
             tx.execute_batch("RELEASE follow_ups")?;

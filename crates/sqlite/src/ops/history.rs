@@ -28,10 +28,18 @@ const TRIM: &str = "DELETE FROM item_attempts WHERE item_id = ?1 AND epoch <= \
      (SELECT epoch FROM item_attempts WHERE item_id = ?1 ORDER BY epoch DESC \
       LIMIT 1 OFFSET ?2)";
 
+/// The stored records and, for a completed item, its completed attempt, read from the item's
+/// row (see [`list`]), oldest first.
 const LIST: &str = concat!(
     "SELECT ",
     attempt_columns!(),
-    " FROM item_attempts WHERE item_id = ?1 ORDER BY epoch"
+    " FROM item_attempts WHERE item_id = ?1 \
+     UNION ALL \
+     SELECT id, attempts, epoch, started_at, finished_at, owner, owner_node, owner_incarnation, \
+         'completed', NULL FROM items \
+     WHERE id = ?1 AND status = 'completed' AND owner IS NOT NULL AND finished_at IS NOT NULL \
+       AND NOT EXISTS (SELECT 1 FROM item_attempts a WHERE a.item_id = ?1 AND a.epoch = items.epoch) \
+     ORDER BY epoch"
 );
 
 /// Records the end of `lease`'s attempt; `LeaseLost` (nothing written) when the lease is not
@@ -91,9 +99,24 @@ fn trim(tx: &Transaction<'_>, item: ItemId, epoch: i64, keep: u32) -> OpResult<(
     Ok(())
 }
 
-/// The item's records, oldest first.
-pub(crate) fn list(c: &mut Connection, id: ItemId) -> OpResult<Vec<Attempt>> {
+/// The item's ended attempts, oldest first, the `keep` newest.
+///
+/// A completed attempt has no stored record: completion is final (no retry, no requeue), and
+/// the item's row keeps everything the record would hold (epoch, attempt count, start, end,
+/// holder), so it is read from there. That spares every completion, the hot path's commonest
+/// write, an insert (4–6.5 µs of an item's 20–25 in the statements alone). A record stored for
+/// a completion by an earlier version is used as it is.
+pub(crate) fn list(c: &mut Connection, id: ItemId, keep: u32) -> OpResult<Vec<Attempt>> {
     let mut stmt = c.prepare_cached(LIST)?;
     let rows = stmt.query_map(params![id.0], row::attempt)?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    let mut attempts = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    newest(&mut attempts, keep);
+    Ok(attempts)
+}
+
+/// Keeps the `keep` newest of `attempts` (oldest first): with the completed attempt read from
+/// the item, the stored records (trimmed to `keep`) may be one more.
+fn newest(attempts: &mut Vec<Attempt>, keep: u32) {
+    let excess = attempts.len().saturating_sub(keep as usize);
+    attempts.drain(..excess);
 }
