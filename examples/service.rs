@@ -230,7 +230,9 @@ async fn work(ctx: JobContext, journal: Option<PathBuf>) -> Result<Value, JobErr
     Ok(json!({ "input": ctx.input(), "pid": std::process::id() }))
 }
 
-/// Appends one line to the journal, off the runtime's threads.
+/// Appends one line to the journal, off the runtime's threads. The line and its newline go in
+/// one `write` to a file opened for appending, so lines two jobs write at once never interleave
+/// (`writeln!` may write the text and the newline separately).
 async fn note(journal: &Option<PathBuf>, line: String) {
     let Some(path) = journal.clone() else { return };
     let written = tokio::task::spawn_blocking(move || {
@@ -239,7 +241,7 @@ async fn note(journal: &Option<PathBuf>, line: String) {
             .create(true)
             .append(true)
             .open(&path)?;
-        writeln!(f, "{line}")
+        f.write_all(format!("{line}\n").as_bytes())
     })
     .await;
     if !matches!(written, Ok(Ok(()))) {

@@ -250,7 +250,7 @@ async fn cancel_pending_and_mark_running_refusing_finished_items() {
 
     refused(
         &run(&db, &["cancel", &f.completed.to_string()]),
-        "is completed; cancel needs it pending, blocked or in_progress",
+        "is completed; cancel needs it pending, blocked, awaiting or in_progress",
     );
     refused(
         &run(&db, &["cancel", &pending, &f.failed.to_string()]),
@@ -258,7 +258,7 @@ async fn cancel_pending_and_mark_running_refusing_finished_items() {
     );
     refused(
         &run(&db, &["cancel", "--status", "failed"]),
-        "cancel applies to pending, blocked or in_progress items, not failed",
+        "cancel applies to pending, blocked, awaiting or in_progress items, not failed",
     );
     let dry = json_ok(&db, &["cancel", &pending, &running, "--dry-run"]);
     assert_eq!(dry["dry_run"], json!(true));

@@ -183,6 +183,7 @@ macro_rules! conformance_tests {
             park_then_decide_resumes_the_item_with_the_answer,
             park_is_fenced_and_refuses_an_invalid_question,
             decide_refuses_an_item_not_parked_and_an_answer_not_allowed,
+            cancel_ends_an_awaiting_item_and_a_later_decision_is_refused,
             // invalid input
             enqueue_refuses_invalid_items_and_writes_nothing,
             acquire_refuses_invalid_requests_and_writes_nothing,

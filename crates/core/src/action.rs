@@ -81,6 +81,7 @@ impl ItemAction {
             ItemAction::Cancel => &[
                 ItemStatus::Pending,
                 ItemStatus::Blocked,
+                ItemStatus::Awaiting,
                 ItemStatus::InProgress,
             ],
             ItemAction::Delete => &[
@@ -95,7 +96,7 @@ impl ItemAction {
     pub fn expected(self) -> &'static str {
         match self {
             ItemAction::Retry => "failed or cancelled",
-            ItemAction::Cancel => "pending, blocked or in_progress",
+            ItemAction::Cancel => "pending, blocked, awaiting or in_progress",
             ItemAction::Delete => "finished (completed, failed or cancelled)",
         }
     }

@@ -140,17 +140,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         now: Timestamp,
     ) -> StoreResult<ReleaseOutcome>;
 
-    /// Cancels one item as [`items_cancel`](Self::items_cancel) does: a pending item becomes
-    /// `cancelled`, an in-progress one is marked for cancellation; any other status is
-    /// `InvalidState`.
+    /// Cancels one item as [`items_cancel`](Self::items_cancel) does: a pending, blocked or
+    /// awaiting item becomes `cancelled`, an in-progress one is marked for cancellation; any
+    /// other status is `InvalidState`.
     async fn item_cancel(&self, id: ItemId, now: Timestamp) -> StoreResult<()> {
         self.items_cancel(&ItemSelector::Ids(vec![id]), false, now)
             .await
             .map(|_| ())
     }
 
-    /// An operator's cancel. A `pending` or `blocked` item becomes `cancelled` at once (and
-    /// its blocked dependants with it). An `in_progress`
+    /// An operator's cancel. A `pending`, `blocked` or `awaiting` item becomes `cancelled` at
+    /// once (and its blocked dependants with it; an awaiting item keeps its question, and a
+    /// later decision is refused). An `in_progress`
     /// item is marked for cancellation (`cancel_requested_at`) and stays leased: its holder's
     /// next renewal is refused with [`StoreError::CancelRequested`](crate::StoreError) and the
     /// holder ends the attempt with [`item_cancel_confirm`](Self::item_cancel_confirm); a

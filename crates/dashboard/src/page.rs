@@ -180,7 +180,7 @@ const PAGE: &str = r##"<!doctype html>
     <dt>finished</dt><dd id="item-finished">–</dd>
   </dl>
   <!-- Filled by the script for the item's status: Retry (failed, cancelled), Cancel
-       (pending, in progress), a decision form (awaiting). -->
+       (pending, blocked, awaiting, in progress), a decision form (awaiting). -->
   <div id="item-actions" class="actions"></div>
 </section>
 <section>
@@ -384,7 +384,7 @@ function itemActions(i) {
   itemActionsKey = key;
   const nodes = [];
   if (i.status === "failed" || i.status === "cancelled") nodes.push(actionButton("Retry", "retry", i.id, "action-retry"));
-  if ((i.status === "pending" || i.status === "in_progress") && i.cancel_requested_at == null) nodes.push(actionButton("Cancel", "cancel", i.id, "action-cancel"));
+  if (["pending", "blocked", "awaiting", "in_progress"].includes(i.status) && i.cancel_requested_at == null) nodes.push(actionButton("Cancel", "cancel", i.id, "action-cancel"));
   if (i.cancel_requested_at != null && i.status === "in_progress") {
     const s = document.createElement("span");
     s.id = "item-cancel-requested"; s.textContent = "cancel requested " + when(i.cancel_requested_at) + ": its worker stops at its next renewal";

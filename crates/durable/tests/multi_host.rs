@@ -302,7 +302,8 @@ async fn a_ledger_entry_written_by_a_killed_node_is_replayed_by_another<S: Backe
     assert_eq!(done.status, ItemStatus::Completed);
 }
 
-/// The tool: appends a line to `marker` (so runs are counted across processes).
+/// The tool: appends a line to `marker` (so runs are counted across processes), in one
+/// `write` so that lines from two processes never interleave.
 fn run_tool(marker: &std::path::Path, node: &str) -> Result<ToolOutput, DurableError> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
@@ -310,7 +311,8 @@ fn run_tool(marker: &std::path::Path, node: &str) -> Result<ToolOutput, DurableE
         .append(true)
         .open(marker)
         .map_err(DurableError::permanent)?;
-    writeln!(f, "{node}").map_err(DurableError::permanent)?;
+    f.write_all(format!("{node}\n").as_bytes())
+        .map_err(DurableError::permanent)?;
     f.sync_all().map_err(DurableError::permanent)?;
     Ok(ToolOutput {
         result: json!({ "deployed_by": node }),

@@ -187,3 +187,34 @@ pub async fn decide_refuses_an_item_not_parked_and_an_answer_not_allowed(store: 
         other => panic!("an unknown item must be NotFound, got {other:?}"),
     }
 }
+
+/// An operator may cancel an item that waits for a decision: it ends `cancelled` at once, its
+/// question kept on the item, and a decision that comes later is refused and changes nothing.
+pub async fn cancel_ends_an_awaiting_item_and_a_later_decision_is_refused(store: Arc<dyn Store>) {
+    let s = &*store;
+    enqueue(s, new_item("lead", 4), T0).await;
+    let held = acquire(s, &req("worker-a"), T0).await;
+    s.item_park(&held.lease, &ask(), at_s(1))
+        .await
+        .expect("park");
+    s.item_cancel(held.item.id, at_s(2))
+        .await
+        .expect("an awaiting item can be cancelled");
+    let cancelled = get(s, held.item.id).await;
+    assert_eq!(cancelled.status, ItemStatus::Cancelled);
+    assert_eq!(cancelled.finished_at, Some(at_s(2)));
+    assert_eq!(
+        cancelled.decision.as_ref().map(|d| d.question.as_str()),
+        Some(ask().question.as_str()),
+        "the question stays on the item"
+    );
+    match s.item_decide(held.item.id, "skip", at_s(3)).await {
+        Err(StoreError::InvalidState { status, .. }) => assert_eq!(status, ItemStatus::Cancelled),
+        other => panic!("deciding a cancelled item must be InvalidState, got {other:?}"),
+    }
+    assert_eq!(
+        get(s, held.item.id).await,
+        cancelled,
+        "the refusal changed nothing"
+    );
+}

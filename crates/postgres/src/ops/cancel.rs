@@ -13,7 +13,7 @@ use crate::ops::select;
 
 const CANCEL_PENDING: &str = "UPDATE items SET status = 'cancelled', finished_at = $2, \
          updated_at = $2 \
-     WHERE id = ANY($1) AND status IN ('pending', 'blocked')";
+     WHERE id = ANY($1) AND status IN ('pending', 'blocked', 'awaiting')";
 
 /// The mark keeps its first time: cancelling twice changes nothing more.
 const MARK: &str = "UPDATE items SET cancel_requested_at = coalesce(cancel_requested_at, $2), \
@@ -56,6 +56,7 @@ pub(crate) async fn run(
             for (sql, status) in [
                 (CANCEL_PENDING, ItemStatus::Pending),
                 (CANCEL_PENDING, ItemStatus::Blocked),
+                (CANCEL_PENDING, ItemStatus::Awaiting),
                 (MARK, ItemStatus::InProgress),
             ] {
                 let ids = select::ids_in(&selected, status);
@@ -72,7 +73,9 @@ pub(crate) async fn run(
                 kind,
                 from,
                 to: match from {
-                    ItemStatus::Pending | ItemStatus::Blocked => ItemStatus::Cancelled,
+                    ItemStatus::Pending | ItemStatus::Blocked | ItemStatus::Awaiting => {
+                        ItemStatus::Cancelled
+                    }
                     other => other,
                 },
             })

@@ -13,7 +13,7 @@ use crate::ops::{history, select};
 
 const CANCEL_PENDING: &str = "UPDATE items SET status = 'cancelled', finished_at = ?2, \
          updated_at = ?2 \
-     WHERE id = ?1 AND (status = 'pending' OR status = 'blocked')";
+     WHERE id = ?1 AND (status = 'pending' OR status = 'blocked' OR status = 'awaiting')";
 
 /// The mark keeps its first time: cancelling twice changes nothing more.
 const MARK: &str = "UPDATE items SET cancel_requested_at = coalesce(cancel_requested_at, ?2), \
@@ -42,7 +42,7 @@ pub(crate) fn run(
         let mut items = Vec::with_capacity(selected.len());
         for (id, kind, from) in selected {
             let (sql, to) = match from {
-                ItemStatus::Pending | ItemStatus::Blocked => {
+                ItemStatus::Pending | ItemStatus::Blocked | ItemStatus::Awaiting => {
                     (CANCEL_PENDING, ItemStatus::Cancelled)
                 }
                 _ => (MARK, ItemStatus::InProgress),
