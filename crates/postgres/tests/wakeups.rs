@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use leasehold_core::store::Wakeups;
 use leasehold_core::{Clock, ItemStatus, NewItem, Store, SystemClock};
-use leasehold_postgres::testing::store_or_skip;
+use leasehold_postgres::testing::{store_or_skip, TestSchema};
 use leasehold_postgres::{PgStore, WAKE_ALL};
 use leasehold_runtime::faults::FaultyStore;
 use leasehold_runtime::{JobContext, JobError, Leasehold, NodeEvent};
@@ -42,6 +43,23 @@ async fn next_event(
     tokio::time::timeout(GIVE_UP, wait)
         .await
         .expect("no matching event in time")
+}
+
+/// A store listening to its wake-ups, and a second store (its own pool) on the same schema
+/// whose writes the first should hear; `None` when the test is skipped.
+async fn listener_and_writer(
+    test: &str,
+) -> Option<(PgStore, Box<dyn Wakeups>, PgStore, TestSchema)> {
+    let (store, schema) = store_or_skip(test, "lh_wake").await?;
+    let wakeups = store
+        .wakeups()
+        .await
+        .expect("listen")
+        .expect("PostgreSQL has wake-ups");
+    let other = PgStore::open(&schema.url())
+        .await
+        .expect("open a second store");
+    Some((store, wakeups, other, schema))
 }
 
 #[tokio::test]
@@ -137,17 +155,9 @@ async fn an_idle_node_picks_up_an_item_another_store_enqueued_without_waiting_fo
 #[tokio::test]
 async fn wakeups_carry_the_counts_of_ready_items_other_stores_commit() {
     let test = "wakeups_carry_the_counts_of_ready_items_other_stores_commit";
-    let Some((store, schema)) = store_or_skip(test, "lh_wake").await else {
+    let Some((store, mut wakeups, other, _schema)) = listener_and_writer(test).await else {
         return;
     };
-    let mut wakeups = store
-        .wakeups()
-        .await
-        .expect("listen")
-        .expect("PostgreSQL has wake-ups");
-    let other = PgStore::open(&schema.url())
-        .await
-        .expect("open a second store");
     let now = SystemClock.now();
     let items = (0..3).map(|i| NewItem::new("k", json!(i))).collect();
     other.items_enqueue(items, now).await.expect("enqueue");
@@ -171,17 +181,9 @@ async fn wakeups_carry_the_counts_of_ready_items_other_stores_commit() {
 #[tokio::test]
 async fn resuming_a_paused_kind_wakes_every_listening_node() {
     let test = "resuming_a_paused_kind_wakes_every_listening_node";
-    let Some((store, schema)) = store_or_skip(test, "lh_wake").await else {
+    let Some((_store, mut wakeups, other, _schema)) = listener_and_writer(test).await else {
         return;
     };
-    let mut wakeups = store
-        .wakeups()
-        .await
-        .expect("listen")
-        .expect("PostgreSQL has wake-ups");
-    let other = PgStore::open(&schema.url())
-        .await
-        .expect("open a second store");
     let now = SystemClock.now();
     assert!(other.kind_pause("mail", now).await.expect("pause"));
     assert!(

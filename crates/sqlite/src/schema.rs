@@ -391,42 +391,14 @@ CREATE UNIQUE INDEX items_unique_open ON items (unique_key)
       AND (status = 'pending' OR status = 'in_progress' OR status = 'awaiting');
 ";
 
-/// Version 10: dependencies. `item_deps` holds one row per (dependant, dependency), `done` once
-/// that dependency has completed; `items.deps_left` counts a blocked item's dependencies not yet
-/// done, and `items.has_dependants` marks the items some item waits for.
-///
-/// One trigger on `UPDATE OF status`, `items_dependants`, moves the dependants, so every write
-/// path that ends an item (completion, failure, reap, recover, release, cancel, take-back, an
-/// operator's action) does it in its own transaction without its statement changing. Its
-/// `WHEN` reads only the updated row: an item nobody waits for (the common case) costs one
-/// flag test (SQLite runs the trigger's program for each updated row and that program's first
-/// step is the test).
-/// - completed: each blocked dependant whose edge is not yet done counts it down, and becomes
-///   `pending` when it was the last; the edges are marked done, so a completed dependency that
-///   an operator retries and that completes again does not count twice.
-/// - failed or cancelled: each blocked dependant whose edge is not done ends `cancelled`
-///   naming it. That update fires the trigger again for the dependant's own dependants
-///   (transitively: the connection sets `recursive_triggers`, see `configure`).
-///
-/// A blocked item holds its unique key: `items_unique_open` counts it as open.
-const V10: &str = "
-ALTER TABLE items ADD COLUMN deps_left INTEGER NOT NULL DEFAULT 0 CHECK (deps_left >= 0);
-ALTER TABLE items ADD COLUMN has_dependants INTEGER NOT NULL DEFAULT 0;
-CREATE TABLE item_deps (
-    item_id  INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
-    needs_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
-    done     INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (item_id, needs_id)
-) STRICT, WITHOUT ROWID;
-CREATE INDEX item_deps_needs ON item_deps (needs_id, item_id);
-CREATE INDEX items_blocked ON items (id) WHERE status = 'blocked';
-DROP INDEX items_unique_open;
-CREATE UNIQUE INDEX items_unique_open ON items (unique_key)
-    WHERE unique_key IS NOT NULL
-      AND (status = 'pending' OR status = 'in_progress' OR status = 'awaiting'
-           OR status = 'blocked');
-
-CREATE TRIGGER items_dependants AFTER UPDATE OF status ON items
+/// The dependency trigger, watching `$column` (version 10: `status`; version 12: `finished_at`).
+/// Its `WHEN` reads only the updated row, so an item nobody waits for costs one flag test.
+macro_rules! dependants_trigger {
+    ($column:literal) => {
+        concat!(
+            "CREATE TRIGGER items_dependants AFTER UPDATE OF ",
+            $column,
+            " ON items
 WHEN NEW.has_dependants = 1
      AND (NEW.status = 'completed' OR NEW.status = 'failed' OR NEW.status = 'cancelled')
      AND OLD.status <> NEW.status
@@ -446,7 +418,51 @@ BEGIN
        AND id IN (SELECT item_id FROM item_deps WHERE needs_id = NEW.id AND done = 0);
     UPDATE item_deps SET done = 1 WHERE NEW.status = 'completed' AND needs_id = NEW.id AND done = 0;
 END;
-";
+"
+        )
+    };
+}
+
+/// Version 10: dependencies. `item_deps` holds one row per (dependant, dependency), `done` once
+/// that dependency has completed; `items.deps_left` counts a blocked item's dependencies not yet
+/// done, and `items.has_dependants` marks the items some item waits for.
+///
+/// One trigger on `UPDATE OF status`, `items_dependants` (on `finished_at` since version 12),
+/// moves the dependants, so every write
+/// path that ends an item (completion, failure, reap, recover, release, cancel, take-back, an
+/// operator's action) does it in its own transaction without its statement changing. Its
+/// `WHEN` reads only the updated row: an item nobody waits for (the common case) costs one
+/// flag test (SQLite runs the trigger's program for each updated row and that program's first
+/// step is the test).
+/// - completed: each blocked dependant whose edge is not yet done counts it down, and becomes
+///   `pending` when it was the last; the edges are marked done, so a completed dependency that
+///   an operator retries and that completes again does not count twice.
+/// - failed or cancelled: each blocked dependant whose edge is not done ends `cancelled`
+///   naming it. That update fires the trigger again for the dependant's own dependants
+///   (transitively: the connection sets `recursive_triggers`, see `configure`).
+///
+/// A blocked item holds its unique key: `items_unique_open` counts it as open.
+const V10: &str = concat!(
+    "
+ALTER TABLE items ADD COLUMN deps_left INTEGER NOT NULL DEFAULT 0 CHECK (deps_left >= 0);
+ALTER TABLE items ADD COLUMN has_dependants INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE item_deps (
+    item_id  INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    needs_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    done     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (item_id, needs_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX item_deps_needs ON item_deps (needs_id, item_id);
+CREATE INDEX items_blocked ON items (id) WHERE status = 'blocked';
+DROP INDEX items_unique_open;
+CREATE UNIQUE INDEX items_unique_open ON items (unique_key)
+    WHERE unique_key IS NOT NULL
+      AND (status = 'pending' OR status = 'in_progress' OR status = 'awaiting'
+           OR status = 'blocked');
+
+",
+    dependants_trigger!("status")
+);
 
 /// Version 11: schedules, one row per name. `next_run_at` is the next due tick; a node claims it
 /// by moving it on with a conditional update in the transaction that enqueues the tick's items
@@ -473,29 +489,12 @@ CREATE TABLE schedules (
 /// although no acquisition ends an item. Every write that ends an item sets `finished_at` in
 /// the same `SET` (the `items_finished` index and retention rely on it, and the trigger's own
 /// cascade sets it), so the trigger still sees every ending; the body is version 10's.
-const V12: &str = "
+const V12: &str = concat!(
+    "
 DROP TRIGGER items_dependants;
-CREATE TRIGGER items_dependants AFTER UPDATE OF finished_at ON items
-WHEN NEW.has_dependants = 1
-     AND (NEW.status = 'completed' OR NEW.status = 'failed' OR NEW.status = 'cancelled')
-     AND OLD.status <> NEW.status
-BEGIN
-    UPDATE items SET deps_left = deps_left - 1,
-           status = CASE WHEN deps_left = 1 THEN 'pending' ELSE 'blocked' END,
-           updated_at = NEW.updated_at
-     WHERE NEW.status = 'completed' AND status = 'blocked'
-       AND id IN (SELECT item_id FROM item_deps WHERE needs_id = NEW.id AND done = 0);
-    UPDATE items SET status = 'cancelled',
-           error = CASE WHEN NEW.status = 'failed'
-                        THEN 'dependency ' || NEW.id || ' failed: ' || coalesce(NEW.error, 'no error recorded')
-                        ELSE 'dependency ' || NEW.id || ' was cancelled' END,
-           finished_at = NEW.updated_at,
-           updated_at = NEW.updated_at
-     WHERE NEW.status <> 'completed' AND status = 'blocked'
-       AND id IN (SELECT item_id FROM item_deps WHERE needs_id = NEW.id AND done = 0);
-    UPDATE item_deps SET done = 1 WHERE NEW.status = 'completed' AND needs_id = NEW.id AND done = 0;
-END;
-";
+",
+    dependants_trigger!("finished_at")
+);
 
 /// Opens (creating if needed) the database at `path`, checks it, configures the connection and
 /// migrates it to [`SCHEMA_VERSION`].
