@@ -157,6 +157,7 @@ macro_rules! conformance_tests {
             // dependencies
             dependant_of_many_is_released_by_the_last_completion,
             failed_dependency_cancels_its_dependants_transitively,
+            retried_dependant_waits_again_for_its_unfinished_dependency,
             cancelled_dependency_cancels_its_dependants,
             unknown_or_forward_dependency_is_refused_and_nothing_is_written,
             // schedules

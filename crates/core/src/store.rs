@@ -173,9 +173,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// nothing.
     async fn item_cancel_confirm(&self, lease: &LeaseRef, now: Timestamp) -> StoreResult<()>;
 
-    /// An operator's retry: `failed` or `cancelled` items back to `pending`, ready at `now`,
-    /// their attempt count (and release count) back to 0 and, with `req.max_attempts`, a new
-    /// budget. Error, output and history are kept; the epoch stays (the next acquisition moves
+    /// An operator's retry: `failed` or `cancelled` items back to `pending`, ready at `now`
+    /// (or to `blocked`, an item with dependencies that have not all completed: it waits for
+    /// them again), their attempt count (and release count) back to 0 and, with
+    /// `req.max_attempts`, a new budget. Error, output and history are kept; the epoch stays (the next acquisition moves
     /// it on). Any other status refuses the whole call with `InvalidState` (see
     /// [`ItemSelector`]). With `req.dry_run` nothing changes and the same report comes back.
     async fn items_retry(&self, req: &RetryRequest, now: Timestamp) -> StoreResult<ActionReport>;

@@ -243,3 +243,67 @@ pub async fn unknown_or_forward_dependency_is_refused_and_nothing_is_written(
         .expect("an earlier item may be named");
     assert_eq!(get(s, chained[1]).await.status, ItemStatus::Blocked);
 }
+
+/// An operator's retry of a dependant that a failed dependency cancelled sends it back to
+/// `blocked`, not to `pending`: it waits for that dependency again (the report says so), and
+/// runs only once a retry of the dependency completes. A dependant whose dependencies all
+/// completed meanwhile goes straight to `pending`.
+pub async fn retried_dependant_waits_again_for_its_unfinished_dependency(store: Arc<dyn Store>) {
+    use leasehold_core::RetryRequest;
+    let s = &*store;
+    let root = enqueue(s, new_item("research", 0), T0).await;
+    let dependant = enqueue(s, new_item("summary", 1).after([root]), T0).await;
+    let held = acquire(s, &req("worker-a"), at_s(1)).await;
+    assert_eq!(held.lease.item, root);
+    s.item_fail(
+        &held.lease,
+        "rate limited",
+        FailDisposition::Permanent,
+        at_s(2),
+    )
+    .await
+    .expect("fail");
+    assert_eq!(get(s, dependant).await.status, ItemStatus::Cancelled);
+
+    let retry = |id: ItemId, dry_run: bool| RetryRequest {
+        target: ItemSelector::Ids(vec![id]),
+        max_attempts: None,
+        dry_run,
+    };
+    let dry = s
+        .items_retry(&retry(dependant, true), at_s(3))
+        .await
+        .expect("dry run");
+    assert_eq!(dry.items[0].to, ItemStatus::Blocked, "{dry:?}");
+    assert_eq!(get(s, dependant).await.status, ItemStatus::Cancelled);
+    let report = s
+        .items_retry(&retry(dependant, false), at_s(3))
+        .await
+        .expect("retry the dependant");
+    assert_eq!(report.items[0].to, ItemStatus::Blocked, "{report:?}");
+    let waiting = get(s, dependant).await;
+    assert_eq!(waiting.status, ItemStatus::Blocked);
+    assert_eq!(waiting.finished_at, None);
+    acquire_none(s, &req("worker-b"), at_s(4)).await;
+
+    s.items_retry(&retry(root, false), at_s(5))
+        .await
+        .expect("retry the dependency");
+    run_to_completion(s, root, json!({ "lead": 1 }), 6).await;
+    assert_eq!(get(s, dependant).await.status, ItemStatus::Pending);
+    run_to_completion(s, dependant, json!("summary"), 7).await;
+
+    // Both finished: a failed dependant whose dependency completed is retried to pending.
+    let other = enqueue(s, new_item("summary", 2).after([root]), at_s(8)).await;
+    let held = acquire(s, &req("worker-a"), at_s(9)).await;
+    assert_eq!(held.lease.item, other);
+    s.item_fail(&held.lease, "boom", FailDisposition::Permanent, at_s(10))
+        .await
+        .expect("fail");
+    let report = s
+        .items_retry(&retry(other, false), at_s(11))
+        .await
+        .expect("retry");
+    assert_eq!(report.items[0].to, ItemStatus::Pending, "{report:?}");
+    assert_eq!(get(s, other).await.status, ItemStatus::Pending);
+}
