@@ -49,6 +49,9 @@ pub(crate) async fn tree_survives_a_store_down_at_start(real: Arc<dyn Store>, no
             .expect("an item for the crashed predecessor");
     }
     let faulty = Arc::new(FaultyStore::new(real.clone()));
+    // The node's registration gets through (its start would otherwise wait out the outage on
+    // the real clock, before the workers ever ran); everything the running tree does fails.
+    faulty.spare_registration(true);
     faulty.fail_for(OUTAGE);
     let builder = Leasehold::builder(faulty.clone())
         .node_id(node_id)
