@@ -88,6 +88,18 @@ impl Body for DecideBody {
     const SHAPE: &'static str = r#"{"answer": "<one of the question's answers>"}"#;
 }
 
+/// A write's path target and body, checked in the order their refusals are reported: no query
+/// parameters, then the target (`item_id` or `kind_name` of the path), then the body.
+fn checked<P, T: Body>(
+    query: Params,
+    target: Result<P, ApiError>,
+    req: Result<Json<Value>, JsonRejection>,
+) -> Result<(P, T), ApiError> {
+    params(query, &[])?;
+    let target = target?;
+    Ok((target, body(req)?))
+}
+
 fn item_id(raw: &str) -> Result<ItemId, ApiError> {
     ItemId::from_str(raw).map_err(|e| ApiError::bad_request(format!("id: {e}")))
 }
@@ -107,9 +119,7 @@ pub(crate) async fn retry(
     query: Params,
     req: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    params(query, &[])?;
-    let id = item_id(&raw)?;
-    let req: RetryBody = body(req)?;
+    let (id, req): (_, RetryBody) = checked(query, item_id(&raw), req)?;
     let report = app
         .store
         .items_retry(
@@ -125,17 +135,15 @@ pub(crate) async fn retry(
     Ok(Json(report).into_response())
 }
 
-/// `POST /api/items/{id}/cancel` with `{}`: a pending item cancelled, an in-progress one
-/// marked for cancellation. Answers the store's [`ActionReport`](leasehold_core::ActionReport).
+/// `POST /api/items/{id}/cancel` with `{}`: a pending, blocked or awaiting item cancelled, an
+/// in-progress one marked for cancellation. Answers the store's [`ActionReport`](leasehold_core::ActionReport).
 pub(crate) async fn cancel(
     State(app): State<AppState>,
     Path(raw): Path<String>,
     query: Params,
     req: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    params(query, &[])?;
-    let id = item_id(&raw)?;
-    body::<EmptyBody>(req)?;
+    let (id, EmptyBody {}) = checked(query, item_id(&raw), req)?;
     let report = app
         .store
         .items_cancel(&ItemSelector::Ids(vec![id]), false, app.cfg.clock.now())
@@ -152,9 +160,7 @@ pub(crate) async fn decide(
     query: Params,
     req: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    params(query, &[])?;
-    let id = item_id(&raw)?;
-    let req: DecideBody = body(req)?;
+    let (id, req): (_, DecideBody) = checked(query, item_id(&raw), req)?;
     let item = app
         .store
         .item_decide(id, &req.answer, app.cfg.clock.now())
@@ -171,9 +177,7 @@ pub(crate) async fn pause(
     query: Params,
     req: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    params(query, &[])?;
-    let kind = kind_name(&raw)?;
-    body::<EmptyBody>(req)?;
+    let (kind, EmptyBody {}) = checked(query, kind_name(&raw), req)?;
     let changed = app.store.kind_pause(&kind, app.cfg.clock.now()).await?;
     tracing::info!(%kind, changed, "dashboard: pause");
     Ok(Json(KindState {
@@ -191,9 +195,7 @@ pub(crate) async fn resume(
     query: Params,
     req: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    params(query, &[])?;
-    let kind = kind_name(&raw)?;
-    body::<EmptyBody>(req)?;
+    let (kind, EmptyBody {}) = checked(query, kind_name(&raw), req)?;
     let changed = app.store.kind_resume(&kind).await?;
     tracing::info!(%kind, changed, "dashboard: resume");
     Ok(Json(KindState {
