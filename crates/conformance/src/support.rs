@@ -325,3 +325,47 @@ impl LivenessCheck for RenewingLiveness {
         Liveness::Dead
     }
 }
+
+/// The unique-key race across stores on one database (several connections, pools or hosts):
+/// `tasks` tasks, spread over `stores` in turn, each enqueue the same 50 keys starting from a
+/// different place, so they collide throughout. Asserts every caller of a key got the same id
+/// and the database holds one item per key. Call it on a multi-threaded runtime.
+pub async fn same_keys_from_many_stores_make_one_item_each(
+    stores: &[Arc<dyn Store>],
+    tasks: usize,
+) {
+    const KEYS: usize = 50;
+    let tasks = (0..tasks).map(|t| {
+        let store = stores[t % stores.len()].clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            for k in 0..KEYS {
+                let key = format!("key-{}", (k + t * 7) % KEYS);
+                let id = store
+                    .item_enqueue(
+                        NewItem::new("sync", json!({ "task": t })).unique_key(&key),
+                        T0,
+                    )
+                    .await
+                    .expect("enqueue");
+                got.push((key, id));
+            }
+            got
+        })
+    });
+    let mut by_key: std::collections::BTreeMap<String, ItemId> = Default::default();
+    for task in futures::future::join_all(tasks).await {
+        for (key, id) in task.expect("task") {
+            let first = *by_key.entry(key.clone()).or_insert(id);
+            assert_eq!(first, id, "key {key} answered with two ids");
+        }
+    }
+    let all = stores[0]
+        .items_list(&leasehold_core::ItemFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("items_list");
+    assert_eq!(all.len(), KEYS, "one item per key");
+}
