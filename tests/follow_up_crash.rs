@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +19,6 @@ use leasehold::{ItemFilter, ItemStatus, NewItem, NodeEvent, SqliteStore, Store};
 
 const CHILD_DB: &str = "LEASEHOLD_FOLLOW_UP_CHILD_DB";
 const NODE: &str = "follow-up-crash";
-const AT_COMMIT: &str = "AT_COMMIT";
 /// Short, so the killed child's registry row goes stale soon and the restart is not refused
 /// for long.
 const BEAT: Duration = Duration::from_millis(200);
@@ -43,7 +41,7 @@ async fn kill_before_the_completions_commit_leaves_no_follow_up_and_retries_the_
         "child_completes_with_a_follow_up_and_stops_at_commit",
         CHILD_DB,
         &db,
-        AT_COMMIT,
+        support::AT_COMMIT,
         "the child reached the commit of its completion",
     );
 
@@ -113,16 +111,7 @@ async fn child_completes_with_a_follow_up_and_stops_at_commit() {
         return;
     };
     let sqlite = SqliteStore::open(&db).await.unwrap();
-    sqlite.set_group_commit_hook(Some(Arc::new(|ops: &[&'static str]| {
-        if ops.contains(&"complete_with_follow_ups") {
-            println!("{AT_COMMIT}");
-            std::io::stdout().flush().unwrap();
-            // Hold the connection thread (and with it the commit) until the parent kills us.
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
-    })));
+    support::hold_group_commit_of(&sqlite, "complete_with_follow_ups");
     let builder = Leasehold::builder(Arc::new(sqlite))
         .node_id(NODE)
         .heartbeat(BEAT)

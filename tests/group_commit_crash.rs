@@ -22,7 +22,6 @@ use leasehold::{Clock, ItemFilter, ItemStatus, LeaseRef, NewItem, NodeEvent, Sql
 
 const CHILD_DB: &str = "LEASEHOLD_GROUP_COMMIT_CHILD_DB";
 const NODE: &str = "group-commit-crash";
-const AT_COMMIT: &str = "AT_COMMIT";
 /// Both processes' heartbeat: short, so the killed child's registry row goes stale soon and the
 /// restart under its node id is not refused for long.
 const BEAT: Duration = Duration::from_millis(200);
@@ -35,7 +34,7 @@ async fn kill_before_the_group_commit_loses_nothing_and_completes_once() {
         "child_runs_one_item_and_stops_at_commit",
         CHILD_DB,
         &db,
-        AT_COMMIT,
+        support::AT_COMMIT,
         "the child reached the commit of its completion",
     );
 
@@ -117,16 +116,7 @@ async fn child_runs_one_item_and_stops_at_commit() {
         return;
     };
     let sqlite = SqliteStore::open(&db).await.unwrap();
-    sqlite.set_group_commit_hook(Some(Arc::new(|ops: &[&'static str]| {
-        if ops.contains(&"complete") {
-            println!("{AT_COMMIT}");
-            std::io::stdout().flush().unwrap();
-            // Hold the connection thread (and with it the commit) until the parent kills us.
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
-    })));
+    support::hold_group_commit_of(&sqlite, "complete");
     let builder = Leasehold::builder(Arc::new(sqlite))
         .node_id(NODE)
         .heartbeat(BEAT)

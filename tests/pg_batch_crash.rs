@@ -28,7 +28,6 @@ const NODE: &str = "pg-batch-crash";
 /// Both processes' heartbeat: short, so the killed child's registry row goes stale soon and the
 /// restart under its node id waits for it briefly.
 const BEAT: Duration = Duration::from_millis(200);
-const AT_COMMIT: &str = "AT_COMMIT";
 const ITEMS: usize = 8;
 const WORKERS: usize = 4;
 
@@ -43,7 +42,7 @@ async fn kill_before_a_batch_commits_loses_nothing_and_completes_once() {
         "child_runs_items_and_stops_at_commit",
         CHILD_URL,
         schema.url(),
-        AT_COMMIT,
+        support::AT_COMMIT,
         "the child reached the commit of a batch of completions",
     );
 
@@ -149,7 +148,7 @@ async fn child_runs_items_and_stops_at_commit() {
             return Box::pin(async {})
                 as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
         }
-        println!("{AT_COMMIT} {}", calls.len());
+        println!("{} {}", support::AT_COMMIT, calls.len());
         std::io::stdout().flush().unwrap();
         // Hold the batch (and with it the commit) until the parent kills us.
         Box::pin(std::future::pending())
