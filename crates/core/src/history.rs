@@ -13,6 +13,21 @@ use crate::item::ItemId;
 /// trimmed when a newer one is recorded.
 pub const DEFAULT_HISTORY_KEEP: u32 = 25;
 
+/// Keeps the `keep` newest of `attempts` (oldest first). A store's stored records are trimmed
+/// to `keep` when written; the completed attempt, which the item's own row holds, may make one
+/// more when they are read.
+///
+/// ```
+/// # use leasehold_core::history::keep_newest;
+/// let mut epochs = vec![1, 2, 3, 4];
+/// keep_newest(&mut epochs, 3);
+/// assert_eq!(epochs, [2, 3, 4]);
+/// ```
+pub fn keep_newest<T>(attempts: &mut Vec<T>, keep: u32) {
+    let excess = attempts.len().saturating_sub(keep as usize);
+    attempts.drain(..excess);
+}
+
 /// How an attempt ended.
 ///
 /// The last three are the ways a holder *loses* its lease: the record is written by whoever

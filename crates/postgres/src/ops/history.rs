@@ -113,7 +113,6 @@ pub(crate) async fn list(db: &Db, id: ItemId, keep: u32) -> StoreResult<Vec<Atte
         .iter()
         .map(row::attempt)
         .collect::<StoreResult<Vec<_>>>()?;
-    let excess = attempts.len().saturating_sub(keep as usize);
-    attempts.drain(..excess);
+    leasehold_core::history::keep_newest(&mut attempts, keep);
     Ok(attempts)
 }

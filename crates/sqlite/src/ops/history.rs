@@ -110,13 +110,6 @@ pub(crate) fn list(c: &mut Connection, id: ItemId, keep: u32) -> OpResult<Vec<At
     let mut stmt = c.prepare_cached(LIST)?;
     let rows = stmt.query_map(params![id.0], row::attempt)?;
     let mut attempts = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-    newest(&mut attempts, keep);
+    leasehold_core::history::keep_newest(&mut attempts, keep);
     Ok(attempts)
-}
-
-/// Keeps the `keep` newest of `attempts` (oldest first): with the completed attempt read from
-/// the item, the stored records (trimmed to `keep`) may be one more.
-fn newest(attempts: &mut Vec<Attempt>, keep: u32) {
-    let excess = attempts.len().saturating_sub(keep as usize);
-    attempts.drain(..excess);
 }
