@@ -22,7 +22,11 @@
 //!    (`id, status, owner, epoch, lease_expires_at, payload`, one partial index on pending
 //!    rows), leasing 64 rows per transaction with one
 //!    `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT 64) RETURNING` and completing
-//!    them with one `UPDATE … WHERE id = ANY($1)`, prepared statements. The output says
+//!    them with one `UPDATE … WHERE id = ANY($1)`, prepared statements. Then the same floor in
+//!    the shape of the tree's batches (`floor_at_workers_per_s`, `ratio_to_floor_at_workers`):
+//!    each transaction completes what the previous one leased and leases `--workers` rows, all
+//!    pipelined in one round trip, which is as many items as one node's batch may carry. The
+//!    output says
 //!    whether the server runs autovacuum (`autovacuum` in the JSON line); neither the floor nor
 //!    the store relies on it (both take fresh statistics themselves after their bulk load, and
 //!    neither vacuums).
@@ -70,16 +74,6 @@ const ENQUEUE_BATCH: usize = 1000;
 const FLOOR_LEASE: &str = "UPDATE jobs SET status = 1, owner = ?1, lease_expires_at = ?2 \
      WHERE id IN (SELECT id FROM jobs WHERE status = 0 ORDER BY id LIMIT 64) \
      RETURNING id, payload";
-/// The PostgreSQL floor's lease: 64 pending rows in id order (its partial index's order),
-/// passed over when another transaction holds them, as the store's acquisition does.
-const PG_FLOOR_LEASE: &str = "UPDATE floor_jobs SET status = 1, owner = $1, epoch = epoch + 1, \
-         lease_expires_at = $2 \
-     WHERE id IN (SELECT id FROM floor_jobs WHERE status = 0 ORDER BY id LIMIT 64 \
-                  FOR UPDATE SKIP LOCKED) \
-     RETURNING id, payload";
-/// The PostgreSQL floor's completion of one leased batch, fenced by owner like the store's.
-const PG_FLOOR_COMPLETE: &str = "UPDATE floor_jobs SET status = 2, lease_expires_at = NULL \
-     WHERE id = ANY($1) AND status = 1 AND owner = $2";
 /// Single-item pickups measured after the bulk run.
 const PICKUP_SAMPLES: usize = 200;
 /// The longest the bulk run may take before the example gives up.
@@ -312,6 +306,7 @@ async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::err
 
     // 5. The floor.
     let mut autovacuum = None;
+    let mut floor_at_workers_per_s = 0.0;
     let floor_per_s = match (args.no_floor, target) {
         (true, _) => 0.0,
         (false, Target::Sqlite(path)) => {
@@ -325,6 +320,8 @@ async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::err
             let url = args.db.as_deref().unwrap_or_default();
             let (per_s, av) = pg_floor(url, schema.schema(), args.jobs).await?;
             autovacuum = Some(av);
+            floor_at_workers_per_s =
+                pg_floor_at(url, schema.schema(), args.jobs, args.workers).await?;
             per_s
         }
     };
@@ -333,6 +330,11 @@ async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::err
     let process_per_s = args.jobs as f64 / process_s;
     let ratio = if floor_per_s > 0.0 {
         process_per_s / floor_per_s
+    } else {
+        0.0
+    };
+    let ratio_at_workers = if floor_at_workers_per_s > 0.0 {
+        process_per_s / floor_at_workers_per_s
     } else {
         0.0
     };
@@ -363,7 +365,11 @@ async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::err
             String::new()
         },
         match &autovacuum {
-            Some(av) => format!("; the server runs with autovacuum={av}"),
+            Some(av) => format!(
+                "; floor at {} rows per transaction {floor_at_workers_per_s:.0}/s (ratio \
+                 {ratio_at_workers:.3}); the server runs with autovacuum={av}",
+                args.workers
+            ),
             None => String::new(),
         }
     );
@@ -377,6 +383,8 @@ async fn throughput(args: &Args, target: &Target) -> Result<(), Box<dyn std::err
                 "process_per_s": process_per_s.round(),
                 "floor_per_s": floor_per_s.round(),
                 "ratio_to_floor": (ratio * 1000.0).round() / 1000.0,
+                "floor_at_workers_per_s": floor_at_workers_per_s.round(),
+                "ratio_to_floor_at_workers": (ratio_at_workers * 1000.0).round() / 1000.0,
                 "p50_pickup_ms": (p50 * 1000.0).round() / 1000.0,
                 "p99_pickup_ms": (p99 * 1000.0).round() / 1000.0,
                 "peak_rss_mb": (rss * 10.0).round() / 10.0,
@@ -656,44 +664,16 @@ fn floor(path: &Path, jobs: usize) -> Result<f64, rusqlite::Error> {
 /// The raw PostgreSQL floor, on one connection of its own to the server `url` names: `jobs`
 /// rows in a minimal table in `schema` (dropped with it), leased 64 per transaction and
 /// completed with one statement per leased batch. Returns rows processed per second (the
-/// insert and its `ANALYZE` are not timed) and the server's `autovacuum` setting. The table is
-/// analyzed after the load, as the store analyzes its own: with autovacuum off, the planner
-/// would otherwise take it for empty.
+/// insert and its `ANALYZE` are not timed) and the server's `autovacuum` setting.
 async fn pg_floor(
     url: &str,
     schema: &str,
     jobs: usize,
 ) -> Result<(f64, String), Box<dyn std::error::Error>> {
-    let (client, connection) = url
-        .parse::<tokio_postgres::Config>()?
-        .connect(NoTls)
-        .await?;
-    let conn = tokio::spawn(connection);
+    let (client, conn) = pg_floor_table(url, schema, "floor_jobs", jobs).await?;
     let autovacuum: String = client.query_one("SHOW autovacuum", &[]).await?.get(0);
-    client
-        .batch_execute(&format!(
-            "SET search_path = {schema};
-             CREATE TABLE floor_jobs (
-                 id               BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-                 status           SMALLINT NOT NULL DEFAULT 0,
-                 owner            TEXT,
-                 epoch            BIGINT NOT NULL DEFAULT 0,
-                 lease_expires_at BIGINT,
-                 payload          JSON NOT NULL
-             );
-             CREATE INDEX floor_jobs_pending ON floor_jobs (id) WHERE status = 0;"
-        ))
-        .await?;
-    client
-        .execute(
-            "INSERT INTO floor_jobs (payload) \
-             SELECT json_build_object('n', n) FROM generate_series(1, $1::bigint) AS n",
-            &[&(jobs as i64)],
-        )
-        .await?;
-    client.batch_execute("ANALYZE floor_jobs").await?;
-    let lease = client.prepare(PG_FLOOR_LEASE).await?;
-    let complete = client.prepare(PG_FLOOR_COMPLETE).await?;
+    let lease = client.prepare(&pg_floor_lease("floor_jobs", 64)).await?;
+    let complete = client.prepare(&pg_floor_complete("floor_jobs")).await?;
     let started = Instant::now();
     let mut done = 0usize;
     loop {
@@ -718,6 +698,123 @@ async fn pg_floor(
         return Err(format!("the PostgreSQL floor processed {done} of {jobs} rows").into());
     }
     Ok((jobs as f64 / secs, autovacuum))
+}
+
+/// The same floor in the shape of the tree's batches: each transaction completes the rows
+/// the previous one leased and leases `per_tx` more (a node's idle workers' worth), `BEGIN`,
+/// both statements and `COMMIT` pipelined in one round trip, as the store's batcher sends
+/// them. What the floor's own minimal table and statements do with the batch size the tree is
+/// allowed: the ceiling of any store that leases no more than its idle workers can start.
+async fn pg_floor_at(
+    url: &str,
+    schema: &str,
+    jobs: usize,
+    per_tx: usize,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let (client, conn) = pg_floor_table(url, schema, "floor_jobs_at", jobs).await?;
+    let lease = client
+        .prepare(&pg_floor_lease("floor_jobs_at", per_tx))
+        .await?;
+    let complete = client.prepare(&pg_floor_complete("floor_jobs_at")).await?;
+    let started = Instant::now();
+    let mut done = 0usize;
+    let mut held: Vec<i64> = Vec::new();
+    loop {
+        let expires = SystemClock.now().0 + 300_000;
+        let complete_args: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&held, &"floor"];
+        let lease_args: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&"floor", &expires];
+        let (begun, completed, leased, committed) = futures::join!(
+            client.batch_execute("BEGIN"),
+            client.execute(&complete, &complete_args),
+            client.query(&lease, &lease_args),
+            client.batch_execute("COMMIT"),
+        );
+        begun?;
+        let completed = completed? as usize;
+        assert_eq!(completed, held.len(), "the floor completed what it leased");
+        committed?;
+        done += completed;
+        held = leased?.iter().map(|r| r.get(0)).collect();
+        if held.is_empty() {
+            break;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    drop(client);
+    let _ = conn.await;
+    if done != jobs {
+        return Err(
+            format!("the PostgreSQL batch-shaped floor processed {done} of {jobs} rows").into(),
+        );
+    }
+    Ok(jobs as f64 / secs)
+}
+
+/// The floor's lease of `rows` pending rows of `table` in id order (its partial index's
+/// order), passed over when another transaction holds them, as the store's acquisition does.
+/// The limit is written into the text, as the SQLite floor's is.
+fn pg_floor_lease(table: &str, rows: usize) -> String {
+    format!(
+        "UPDATE {table} SET status = 1, owner = $1, epoch = epoch + 1, lease_expires_at = $2 \
+         WHERE id IN (SELECT id FROM {table} WHERE status = 0 ORDER BY id LIMIT {rows} \
+                      FOR UPDATE SKIP LOCKED) \
+         RETURNING id, payload"
+    )
+}
+
+/// The floor's completion of the rows it leased, fenced by owner like the store's.
+fn pg_floor_complete(table: &str) -> String {
+    format!(
+        "UPDATE {table} SET status = 2, lease_expires_at = NULL \
+         WHERE id = ANY($1) AND status = 1 AND owner = $2"
+    )
+}
+
+/// Creates the floor's minimal table `table` in `schema` with `jobs` pending rows, analyzed
+/// as the store analyzes its own after a bulk load (with autovacuum off, the planner would
+/// otherwise take it for empty); returns the connection, its `search_path` set to `schema`.
+async fn pg_floor_table(
+    url: &str,
+    schema: &str,
+    table: &str,
+    jobs: usize,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    ),
+    Box<dyn std::error::Error>,
+> {
+    let (client, connection) = url
+        .parse::<tokio_postgres::Config>()?
+        .connect(NoTls)
+        .await?;
+    let conn = tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "SET search_path = {schema};
+             CREATE TABLE {table} (
+                 id               BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+                 status           SMALLINT NOT NULL DEFAULT 0,
+                 owner            TEXT,
+                 epoch            BIGINT NOT NULL DEFAULT 0,
+                 lease_expires_at BIGINT,
+                 payload          JSON NOT NULL
+             );
+             CREATE INDEX {table}_pending ON {table} (id) WHERE status = 0;"
+        ))
+        .await?;
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {table} (payload) \
+                 SELECT json_build_object('n', n) FROM generate_series(1, $1::bigint) AS n"
+            ),
+            &[&(jobs as i64)],
+        )
+        .await?;
+    client.batch_execute(&format!("ANALYZE {table}")).await?;
+    Ok((client, conn))
 }
 
 /// A field of /proc/self/status in MB (`VmHWM`: peak resident set; `VmRSS`: current).
