@@ -184,6 +184,10 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 tracing::error!(%reason, "the tree escalated; exiting");
                 Err(format!("the tree escalated: {reason}").into())
             }
+            TreeExit::Superseded(reason) => {
+                tracing::error!(%reason, "another process took over this node id; exiting");
+                Err(reason.into())
+            }
             TreeExit::Shutdown => Ok(()),
         },
     };

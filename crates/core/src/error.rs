@@ -51,6 +51,23 @@ pub enum StoreError {
         /// Its epoch.
         epoch: i64,
     },
+    /// A node's registry write for an incarnation that a newer one of the same node id has
+    /// replaced: the row went stale (the process stalled, or lost the database, for longer than
+    /// the dead-after window) and another process registered the id. The write changed
+    /// nothing. The older incarnation's leases are fenced (the newer one's recovery takes them
+    /// back), so it must stop: whatever it still runs ends in [`StoreError::LeaseLost`].
+    #[error(
+        "node {node_id:?}: incarnation {incarnation} was superseded by incarnation {current}; \
+         another process now runs under this node id"
+    )]
+    Superseded {
+        /// The node id.
+        node_id: String,
+        /// The incarnation that tried to write.
+        incarnation: i64,
+        /// The incarnation that holds the row.
+        current: i64,
+    },
     /// No item has this id.
     #[error("item {0} not found")]
     NotFound(ItemId),
@@ -105,6 +122,12 @@ impl StoreError {
     /// Whether this is [`StoreError::ClaimNotHeld`]: another lease holds the cache key.
     pub fn is_claim_not_held(&self) -> bool {
         matches!(self, StoreError::ClaimNotHeld { .. })
+    }
+
+    /// Whether this is [`StoreError::Superseded`]: a newer incarnation of the node id holds
+    /// its registry row, and this one must stop.
+    pub fn is_superseded(&self) -> bool {
+        matches!(self, StoreError::Superseded { .. })
     }
 
     /// Whether the store itself is failing (as opposed to refusing a request): the reaper stands

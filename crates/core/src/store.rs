@@ -384,7 +384,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Writes (inserts or replaces) a node's registry row. A write for an older incarnation
     /// than the row's, or for an incarnation already marked stopped, changes nothing: a
     /// lingering predecessor, or a late tick after a graceful stop, never overwrites the row
-    /// that other nodes judge liveness by.
+    /// that other nodes judge liveness by. The predecessor is told:
+    /// [`StoreError::Superseded`](crate::StoreError::Superseded) names the incarnation that
+    /// holds the row (a late tick of a stopped incarnation is not an error).
     async fn node_heartbeat(&self, node: &NodeRecord) -> StoreResult<()>;
 
     /// Marks a node's incarnation stopped (graceful shutdown). A newer incarnation's row is

@@ -76,6 +76,12 @@ pub enum TreeState {
         /// Why.
         reason: String,
     },
+    /// A newer incarnation of the node id replaced this one in the registry, and the tree
+    /// stopped itself.
+    Superseded {
+        /// The store's account: which incarnation replaced which.
+        reason: String,
+    },
 }
 
 impl TreeState {
@@ -160,6 +166,7 @@ impl NodeHandle {
         match self.exit_status() {
             Some(TreeExit::Shutdown) => TreeState::Stopped,
             Some(TreeExit::Escalated(reason)) => TreeState::Escalated { reason },
+            Some(TreeExit::Superseded(reason)) => TreeState::Superseded { reason },
             None if self.is_draining() => TreeState::Draining,
             None => TreeState::Running {
                 store_reachable: self
@@ -236,7 +243,7 @@ impl Actor for Anchor {
                 myself.stop(Some(SHUTDOWN_REASON.into()));
                 return Ok(());
             }
-            Some(TreeExit::Escalated(reason)) => reason,
+            Some(TreeExit::Escalated(reason) | TreeExit::Superseded(reason)) => reason,
             None => "the tree's supervisor ended without a reason".to_string(),
         };
         Err(Box::new(Escalation {

@@ -64,6 +64,10 @@ pub enum RuntimeError {
     /// The tree stopped itself because its restart intensity was exceeded.
     #[error("the node's tree escalated and stopped: {0}")]
     Escalated(String),
+    /// The tree stopped itself because a newer incarnation of its node id replaced it in the
+    /// worker registry (see [`TreeExit::Superseded`](crate::TreeExit::Superseded)).
+    #[error("the node's tree stopped: {0}")]
+    Superseded(String),
 }
 
 impl RuntimeError {

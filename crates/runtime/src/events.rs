@@ -150,4 +150,12 @@ pub enum NodeEvent {
         /// Why.
         reason: String,
     },
+    /// A newer incarnation of this node id holds the registry row (another process registered
+    /// the id while this one's row was stale), and the tree stopped itself.
+    Superseded {
+        /// This tree's incarnation.
+        incarnation: i64,
+        /// The incarnation that replaced it.
+        by: i64,
+    },
 }

@@ -36,6 +36,11 @@ pub enum TreeExit {
     Shutdown,
     /// The restart intensity was exceeded; the supervisor stopped the tree.
     Escalated(String),
+    /// Another process registered this node id after this incarnation's registry row went
+    /// stale (a stall or a lost database longer than the dead-after window): the tree stopped
+    /// itself, as everything it held is being taken back by the newer incarnation. The store's
+    /// message says which incarnation replaced it.
+    Superseded(String),
 }
 
 /// What a graceful shutdown did, worker by worker.
@@ -599,6 +604,7 @@ impl NodeHandle {
             None => Ok(()),
             Some(TreeExit::Shutdown) => Err(RuntimeError::NotRunning("it was shut down".into())),
             Some(TreeExit::Escalated(why)) => Err(RuntimeError::Escalated(why)),
+            Some(TreeExit::Superseded(why)) => Err(RuntimeError::Superseded(why)),
         }
     }
 }

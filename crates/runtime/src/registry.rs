@@ -7,9 +7,10 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::json;
 
-use leasehold_core::{clock::duration_millis, NodeRecord, NodeStatus, Timestamp};
+use leasehold_core::{clock::duration_millis, NodeRecord, NodeStatus, StoreError, Timestamp};
 
 use crate::node::NodeCtx;
+use crate::supervisor::SupervisorMsg;
 
 /// Messages the registry actor handles.
 pub(crate) enum RegistryMsg {
@@ -29,23 +30,26 @@ pub(crate) struct Registry;
 pub(crate) struct RegistryState {
     ctx: Arc<NodeCtx>,
     started_at: Timestamp,
-    /// Marked stopped: no later tick may write the row back to active.
+    /// Told when a newer incarnation holds the row.
+    supervisor: ActorRef<SupervisorMsg>,
+    /// Marked stopped, or superseded: no later tick writes the row.
     stopped: bool,
 }
 
 impl Actor for Registry {
     type Msg = RegistryMsg;
     type State = RegistryState;
-    type Arguments = (Arc<NodeCtx>, Timestamp);
+    type Arguments = (Arc<NodeCtx>, Timestamp, ActorRef<SupervisorMsg>);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<RegistryMsg>,
-        (ctx, started_at): (Arc<NodeCtx>, Timestamp),
+        (ctx, started_at, supervisor): (Arc<NodeCtx>, Timestamp, ActorRef<SupervisorMsg>),
     ) -> Result<RegistryState, ActorProcessingErr> {
         Ok(RegistryState {
             ctx,
             started_at,
+            supervisor,
             stopped: false,
         })
     }
@@ -128,7 +132,9 @@ fn node_totals(m: &crate::node::Metrics) -> serde_json::Value {
 }
 
 impl RegistryState {
-    async fn write(&self, status: NodeStatus) {
+    /// Writes the row. A newer incarnation in it means another process runs under this node
+    /// id: this one writes no more and tells the supervisor, which stops the tree.
+    async fn write(&mut self, status: NodeStatus) {
         let ctx = &self.ctx;
         let busy = ctx.busy_items();
         let workers = ctx.worker_tasks();
@@ -166,6 +172,17 @@ impl RegistryState {
         };
         match ctx.store.node_heartbeat(&record).await {
             Ok(()) => ctx.store_reachable.store(true, Ordering::Relaxed),
+            Err(e @ StoreError::Superseded { .. }) => {
+                // The store answered: it is this incarnation that is gone.
+                ctx.store_reachable.store(true, Ordering::Relaxed);
+                if let (false, StoreError::Superseded { current, .. }) = (self.stopped, &e) {
+                    let _ = self.supervisor.cast(SupervisorMsg::Superseded {
+                        by: *current,
+                        reason: e.to_string(),
+                    });
+                }
+                self.stopped = true;
+            }
             Err(e) => {
                 ctx.store_reachable.store(false, Ordering::Relaxed);
                 tracing::warn!(error = %e, "registry heartbeat failed; the reaper stands down until it succeeds");

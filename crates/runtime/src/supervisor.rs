@@ -34,6 +34,13 @@ pub(crate) enum SupervisorMsg {
     HeartbeatDied { worker: usize, reason: String },
     /// Try again to restart a child whose restart failed.
     Respawn(Child),
+    /// The registry found a newer incarnation of this node id in its row: stop the tree.
+    Superseded {
+        /// The incarnation that replaced this one.
+        by: i64,
+        /// The store's message.
+        reason: String,
+    },
 }
 
 /// The supervisor's direct children.
@@ -121,6 +128,18 @@ impl Actor for Supervisor {
             SupervisorMsg::Respawn(child) => {
                 if !state.stopping && state.cell(child).is_none() {
                     state.restart(&myself, child).await;
+                }
+            }
+            SupervisorMsg::Superseded { by, reason } => {
+                if !state.stopping {
+                    tracing::error!(node = %state.ctx.node_id, incarnation = state.ctx.incarnation, by, %reason, "superseded: another process runs under this node id; stopping the tree");
+                    let event = NodeEvent::Superseded {
+                        incarnation: state.ctx.incarnation,
+                        by,
+                    };
+                    state
+                        .stop_tree(&myself, TreeExit::Superseded(reason), event)
+                        .await;
                 }
             }
         }
@@ -226,7 +245,7 @@ impl SupervisorState {
                 Actor::spawn_linked(
                     Some(ctx.actor_name("registry")),
                     Registry,
-                    (ctx.clone(), started),
+                    (ctx.clone(), started, myself.clone()),
                     sup,
                 )
                 .await?
@@ -276,6 +295,22 @@ impl SupervisorState {
     /// the exit and the event, and stops.
     async fn escalate(&mut self, myself: &ActorRef<SupervisorMsg>, reason: String) {
         tracing::error!(node = %self.ctx.node_id, %reason, "escalating: stopping the tree");
+        let event = NodeEvent::Escalated {
+            reason: reason.clone(),
+        };
+        self.stop_tree(myself, TreeExit::Escalated(reason), event)
+            .await;
+    }
+
+    /// Stops the tree without a drain: kills every child, marks this incarnation stopped in
+    /// the registry (a superseded incarnation's row is no longer its own, and stays as it is),
+    /// publishes `exit` and `event`, and stops.
+    async fn stop_tree(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        exit: TreeExit,
+        event: NodeEvent,
+    ) {
         self.stopping = true;
         // Nothing of this incarnation may run once its row says stopped (a killed worker's
         // handler is cancelled, and aborted after the cancel grace; its writes are fenced).
@@ -300,10 +335,12 @@ impl SupervisorState {
                 tracing::warn!(node = %self.ctx.node_id, "marking the escalated incarnation stopped timed out")
             }
         }
-        let _ = self.exit.send(Some(TreeExit::Escalated(reason.clone())));
-        self.ctx.emit(NodeEvent::Escalated {
-            reason: reason.clone(),
-        });
+        let reason = match &exit {
+            TreeExit::Escalated(r) | TreeExit::Superseded(r) => r.clone(),
+            TreeExit::Shutdown => "shut down".to_string(),
+        };
+        let _ = self.exit.send(Some(exit));
+        self.ctx.emit(event);
         myself.stop(Some(reason));
     }
 

@@ -12,11 +12,13 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use leasehold_core::{
-    Clock, ItemStatus, ManualClock, NewItem, Store, SystemClock, Timestamp, WorkerState,
+    Clock, ItemStatus, ManualClock, NewItem, NodeClaim, NodeRecord, NodeStatus, Store, SystemClock,
+    Timestamp, WorkerState,
 };
 use leasehold_runtime::faults::{check_invariants, FaultyStore};
 use leasehold_runtime::{
-    JobContext, JobError, Leasehold, LeaseholdBuilder, NodeEvent, RuntimeError,
+    JobContext, JobError, Leasehold, LeaseholdBuilder, NodeEvent, NodeHandle, RuntimeError,
+    TreeExit, TreeState,
 };
 use leasehold_sqlite::SqliteStore;
 
@@ -234,23 +236,135 @@ async fn takeover_waits_until_the_live_incarnation_is_dead_then_starts_and_recov
     assert!(epoch > held.epoch, "completed under a new lease");
     let done = store.item_get(id).await.unwrap().unwrap();
     assert_eq!(done.output, Some(json!("taken over")));
-    // The first node comes back as a zombie: its late result is fenced out, and its late
-    // registry beats cannot take the row back from the newer incarnation.
+    // The first node comes back as a zombie: its late result is fenced out (if it gets to
+    // write it before its tree stops), its late registry beat cannot take the row back from
+    // the newer incarnation, and that beat tells it it was superseded: its tree stops.
     first_store.heal();
     gate.notify_one();
-    wait_for(&mut first_events, "the zombie's lease loss", |e| {
-        matches!(e, NodeEvent::LeaseLost { item, epoch } if *item == id && *epoch == held.epoch)
-            .then_some(())
-    })
+    let by = wait_for(
+        &mut first_events,
+        "the zombie's tree learning it was superseded",
+        |e| match e {
+            NodeEvent::Superseded { incarnation, by } if *incarnation == first.incarnation() => {
+                Some(*by)
+            }
+            _ => None,
+        },
+    )
     .await;
+    assert_eq!(by, second.incarnation());
+    superseded_and_stopped(&first, second.incarnation()).await;
     assert_eq!(
         store.item_get(id).await.unwrap().unwrap().output,
         Some(json!("taken over"))
     );
     let row = store.node_get("dup").await.unwrap().expect("row");
     assert_eq!(row.incarnation, second.incarnation());
+    assert_ne!(
+        row.status,
+        NodeStatus::Stopped,
+        "the superseded tree's stop leaves the newer incarnation's row alone"
+    );
     second.shutdown(Duration::from_secs(5)).await.unwrap();
-    first.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// `node` stopped itself because incarnation `by` replaced it: its exit, its state, and the
+/// handle's refusals say so.
+async fn superseded_and_stopped(node: &NodeHandle, by: i64) {
+    let exit = tokio::time::timeout(WAIT, node.wait())
+        .await
+        .expect("the superseded tree stopped");
+    let TreeExit::Superseded(why) = &exit else {
+        panic!("expected a superseded exit, got {exit:?}");
+    };
+    for part in [
+        format!("incarnation {}", node.incarnation()),
+        format!("superseded by incarnation {by}"),
+    ] {
+        assert!(why.contains(&part), "{part:?} missing from: {why}");
+    }
+    assert!(
+        matches!(node.state(), TreeState::Superseded { .. }),
+        "{:?}",
+        node.state()
+    );
+    let refused = node
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect_err("a stopped tree does not shut down again");
+    assert!(
+        matches!(refused, RuntimeError::Superseded(_)),
+        "{refused:?}"
+    );
+}
+
+/// A process whose registry row went stale while it still ran (a stall, a lost database)
+/// finds, at its next beat, that another process registered its node id: it writes nothing
+/// more to the row, stops its tree (its workers' handlers cancelled), and what it held is
+/// left to the newer incarnation's recovery, not completed by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_incarnation_stops_its_tree_at_its_next_beat() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(SystemClock.now());
+    let store = open(&dir).await;
+    let gate = Arc::new(Notify::new());
+    let first = blocking_once(builder(store.clone(), "dup", &clock), gate.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut events = first.events();
+    let id = first.enqueue(NewItem::new("job", json!({}))).await.unwrap();
+    wait_for(&mut events, "the first node's acquisition", |e| {
+        matches!(e, NodeEvent::Acquired { item, .. } if *item == id).then_some(())
+    })
+    .await;
+    let held = store.item_get(id).await.unwrap().unwrap();
+
+    // Another process registers the id as if the row had gone stale (its own clock says so).
+    let row = store.node_get("dup").await.unwrap().expect("row");
+    let later = Timestamp(clock.now().0 + 3_600_000);
+    let newer = match store
+        .node_register(
+            &NodeRecord {
+                incarnation: row.incarnation + 1,
+                last_heartbeat_at: later,
+                started_at: later,
+                ..row.clone()
+            },
+            3,
+            later,
+        )
+        .await
+        .unwrap()
+    {
+        NodeClaim::Registered(r) => r,
+        other => panic!("the stale row should be claimed: {other:?}"),
+    };
+    assert!(newer.incarnation > first.incarnation());
+
+    let by = wait_for(&mut events, "the superseded event", |e| match e {
+        NodeEvent::Superseded { incarnation, by } if *incarnation == first.incarnation() => {
+            Some(*by)
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(by, newer.incarnation);
+    superseded_and_stopped(&first, newer.incarnation).await;
+    // Its handler was cancelled with the tree: letting it go now completes nothing.
+    gate.notify_one();
+    tokio::time::sleep(BEAT * 3).await;
+    let after = store.item_get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (after.status, after.epoch, after.output),
+        (ItemStatus::InProgress, held.epoch, None),
+        "the superseded tree wrote nothing more for its item"
+    );
+    assert_eq!(
+        store.node_get("dup").await.unwrap().expect("row"),
+        newer,
+        "the newer incarnation's row is untouched"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

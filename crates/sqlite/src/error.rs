@@ -5,7 +5,7 @@
 //! [`StoreError`] such as `LeaseLost`. [`from_call`] turns the result of a `conn.call` into the
 //! trait's error type once, at the boundary.
 
-use leasehold_core::{LeaseRef, StoreError};
+use leasehold_core::{LeaseRef, NodeRecord, StoreError};
 use rusqlite::ErrorCode;
 
 /// An operation's failure, inside a connection closure.
@@ -49,6 +49,15 @@ impl From<OpError> for StoreError {
 
 /// The result of an operation inside a connection closure.
 pub(crate) type OpResult<T> = Result<T, OpError>;
+
+/// The registry write did not apply: incarnation `current` of the node id holds the row.
+pub(crate) fn superseded(node: &NodeRecord, current: i64) -> OpError {
+    OpError::Store(StoreError::Superseded {
+        node_id: node.node_id.clone(),
+        incarnation: node.incarnation,
+        current,
+    })
+}
 
 /// The fenced write did not apply: `lease` no longer holds its item.
 pub(crate) fn lease_lost(lease: &LeaseRef) -> OpError {

@@ -167,6 +167,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     match exit {
         TreeExit::Shutdown => Ok(()),
         TreeExit::Escalated(why) => Err(CliError::failure(format!("the tree escalated: {why}"))),
+        TreeExit::Superseded(why) => Err(CliError::failure(format!("this node stopped: {why}"))),
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use leasehold_core::{
     ItemId, Liveness, LivenessCheck, NodeClaim, NodeRecord, NodeStatus, ReapCandidate,
-    RegistryLiveness, Store,
+    RegistryLiveness, Store, StoreError,
 };
 use serde_json::json;
 
@@ -55,8 +55,9 @@ pub async fn node_heartbeat_inserts_then_replaces_the_row(store: Arc<dyn Store>)
     assert_eq!(s.node_get("node-z").await.expect("node_get"), None);
 }
 
-/// A lingering older incarnation cannot overwrite its successor's row, and a stopped
-/// incarnation cannot bring its row back to life.
+/// A lingering older incarnation cannot overwrite its successor's row, and is told it was
+/// superseded (by which incarnation); a stopped incarnation cannot bring its row back to life
+/// (a late tick of its own, which is not an error).
 pub async fn node_heartbeat_never_goes_back_to_an_older_or_stopped_incarnation(
     store: Arc<dyn Store>,
 ) {
@@ -64,9 +65,16 @@ pub async fn node_heartbeat_never_goes_back_to_an_older_or_stopped_incarnation(
     let new = node("node-a", 5, at_s(10));
     s.node_heartbeat(&new).await.expect("node_heartbeat");
     let old = node("node-a", 4, at_s(11));
-    s.node_heartbeat(&old)
-        .await
-        .expect("an older incarnation's write is not an error");
+    match s.node_heartbeat(&old).await {
+        Err(StoreError::Superseded {
+            node_id,
+            incarnation: 4,
+            current: 5,
+        }) if node_id == "node-a" => {}
+        other => {
+            panic!("an older incarnation's write must be refused as superseded by 5: {other:?}")
+        }
+    }
     assert_eq!(
         s.node_get("node-a").await.expect("node_get"),
         Some(new.clone()),
@@ -652,13 +660,24 @@ pub async fn node_register_incarnation_grows_when_the_clock_steps_back(store: Ar
         s.node_get("node-a").await.expect("node_get"),
         Some(second.clone())
     );
-    // The predecessor's late heartbeat changes nothing.
-    s.node_heartbeat(&NodeRecord {
-        status: NodeStatus::Processing,
-        ..node("node-a", 5_000, at_s(2))
-    })
-    .await
-    .expect("node_heartbeat");
+    // The predecessor's late heartbeat changes nothing, and tells it who replaced it.
+    let late = s
+        .node_heartbeat(&NodeRecord {
+            status: NodeStatus::Processing,
+            ..node("node-a", 5_000, at_s(2))
+        })
+        .await;
+    assert!(
+        matches!(
+            late,
+            Err(StoreError::Superseded {
+                incarnation: 5_000,
+                current: 5_001,
+                ..
+            })
+        ),
+        "{late:?}"
+    );
     assert_eq!(s.node_get("node-a").await.expect("node_get"), Some(second));
 }
 

@@ -3,27 +3,35 @@
 
 use deadpool_postgres::Transaction;
 use leasehold_core::{
-    next_incarnation, NodeClaim, NodeRecord, StoreResult, Timestamp, WorkerState,
+    next_incarnation, NodeClaim, NodeRecord, StoreError, StoreResult, Timestamp, WorkerState,
 };
 
 use crate::db::{prepared, Db};
-use crate::error::{from_pg, no_nul};
+use crate::error::{corrupt, from_pg, no_nul};
 use crate::row::{self, node_columns};
 
-/// A write for an older incarnation, or for one already stopped, changes nothing.
-const UPSERT: &str = concat!(
-    "INSERT INTO workers (",
-    node_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-     ON CONFLICT (node_id) DO UPDATE SET incarnation = excluded.incarnation, \
-         worker_type = excluded.worker_type, status = excluded.status, \
-         current_item = excluded.current_item, task_text = excluded.task_text, \
-         last_heartbeat_at = excluded.last_heartbeat_at, \
-         heartbeat_interval_ms = excluded.heartbeat_interval_ms, \
-         started_at = excluded.started_at, metadata = excluded.metadata, stopped_at = NULL \
-     WHERE excluded.incarnation > workers.incarnation \
-        OR (excluded.incarnation = workers.incarnation AND workers.status <> 'stopped')"
-);
+/// The registry row's insert-or-replace: a write for an older incarnation, or for one
+/// already stopped, changes nothing.
+macro_rules! upsert {
+    () => {
+        concat!(
+            "INSERT INTO workers (",
+            node_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (node_id) DO UPDATE SET incarnation = excluded.incarnation, \
+                 worker_type = excluded.worker_type, status = excluded.status, \
+                 current_item = excluded.current_item, task_text = excluded.task_text, \
+                 last_heartbeat_at = excluded.last_heartbeat_at, \
+                 heartbeat_interval_ms = excluded.heartbeat_interval_ms, \
+                 started_at = excluded.started_at, metadata = excluded.metadata, \
+                 stopped_at = NULL \
+             WHERE excluded.incarnation > workers.incarnation \
+                OR (excluded.incarnation = workers.incarnation AND workers.status <> 'stopped')"
+        )
+    };
+}
+
+const UPSERT: &str = upsert!();
 
 /// Only the named incarnation: a restarted node's row is not stopped by its predecessor's
 /// late shutdown.
@@ -59,28 +67,52 @@ const LIST: &str = concat!(
     " FROM workers ORDER BY node_id COLLATE \"C\""
 );
 
-/// Inserts or replaces the node's row, unless it belongs to a newer or stopped incarnation.
+/// [`UPSERT`], answering in the same round trip whether it wrote the row and which
+/// incarnation held it before (the outer query reads the snapshot from before the write).
+const HEARTBEAT: &str = concat!(
+    "WITH written AS (",
+    upsert!(),
+    " RETURNING 1) \
+     SELECT EXISTS (SELECT 1 FROM written), \
+            (SELECT incarnation FROM workers WHERE node_id = $1)"
+);
+
+/// Inserts or replaces the node's row, unless it belongs to a newer incarnation (then
+/// `Superseded`) or this incarnation was marked stopped (then nothing, silently).
 pub(crate) async fn heartbeat(db: &Db, node: &NodeRecord) -> StoreResult<()> {
     no_nul("node id", &node.node_id)?;
     no_nul("worker type", &node.worker_type)?;
     let task_text = node.task_text.as_ref().map(|t| t.replace('\0', "\u{FFFD}"));
-    db.execute(
-        UPSERT,
-        &[
-            &node.node_id,
-            &node.incarnation,
-            &node.worker_type,
-            &node.status.as_str(),
-            &node.current_item.map(|i| i.0),
-            &task_text,
-            &node.last_heartbeat_at.0,
-            &node.heartbeat_interval_ms,
-            &node.started_at.0,
-            &node.metadata,
-        ],
-    )
-    .await?;
-    Ok(())
+    let rows = db
+        .query(
+            HEARTBEAT,
+            &[
+                &node.node_id,
+                &node.incarnation,
+                &node.worker_type,
+                &node.status.as_str(),
+                &node.current_item.map(|i| i.0),
+                &task_text,
+                &node.last_heartbeat_at.0,
+                &node.heartbeat_interval_ms,
+                &node.started_at.0,
+                &node.metadata,
+            ],
+        )
+        .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| corrupt("the heartbeat returned no row"))?;
+    let written: bool = row::col(row, 0)?;
+    let before: Option<i64> = row::col(row, 1)?;
+    match before {
+        Some(current) if !written && current > node.incarnation => Err(StoreError::Superseded {
+            node_id: node.node_id.clone(),
+            incarnation: node.incarnation,
+            current,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Claims the row for a new incarnation unless a live one holds it, in one transaction: the

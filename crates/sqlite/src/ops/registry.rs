@@ -5,7 +5,7 @@ use leasehold_core::{next_incarnation, NodeClaim, NodeRecord, Timestamp, WorkerS
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::db::write;
-use crate::error::OpResult;
+use crate::error::{superseded, OpResult};
 use crate::row::{self, json_text, node_columns};
 
 const UPSERT: &str = concat!(
@@ -33,12 +33,24 @@ const GET: &str = concat!(
     " FROM workers WHERE node_id = ?1"
 );
 
+const INCARNATION: &str = "SELECT incarnation FROM workers WHERE node_id = ?1";
+
 const LIST: &str = concat!("SELECT ", node_columns!(), " FROM workers ORDER BY node_id");
 
-/// Inserts or replaces the node's row, unless the row belongs to a newer incarnation or this
-/// incarnation was marked stopped.
+/// Inserts or replaces the node's row, unless the row belongs to a newer incarnation (then
+/// `Superseded`) or this incarnation was marked stopped (then nothing, silently).
 pub(crate) fn heartbeat(c: &mut Connection, node: &NodeRecord) -> OpResult<()> {
-    write(c, |tx| upsert(tx, node))
+    write(c, |tx| {
+        if upsert(tx, node)? == 0 {
+            let current: i64 = tx
+                .prepare_cached(INCARNATION)?
+                .query_row(params![node.node_id], |r| r.get(0))?;
+            if current > node.incarnation {
+                return Err(superseded(node, current));
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Claims the row for a new incarnation unless a live one holds it. The read, the judgement
@@ -71,9 +83,11 @@ pub(crate) fn register(
     })
 }
 
-fn upsert(tx: &Transaction<'_>, node: &NodeRecord) -> OpResult<()> {
+/// Writes the row (see [`UPSERT`]); returns the rows written: 0 when a newer or stopped
+/// incarnation holds it.
+fn upsert(tx: &Transaction<'_>, node: &NodeRecord) -> OpResult<usize> {
     let metadata = json_text(&node.metadata)?;
-    tx.prepare_cached(UPSERT)?.execute(params![
+    let written = tx.prepare_cached(UPSERT)?.execute(params![
         node.node_id,
         node.incarnation,
         node.worker_type,
@@ -85,7 +99,7 @@ fn upsert(tx: &Transaction<'_>, node: &NodeRecord) -> OpResult<()> {
         node.started_at.0,
         metadata,
     ])?;
-    Ok(())
+    Ok(written)
 }
 
 /// Marks `incarnation` of `node_id` stopped; any other row is left alone.
