@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use tokio::sync::broadcast::Receiver;
 use tokio::sync::Notify;
 
 use leasehold_core::{
-    Clock, ItemStatus, ManualClock, NewItem, NodeClaim, NodeRecord, NodeStatus, Store, SystemClock,
-    Timestamp, WorkerState,
+    Clock, Item, ItemId, ItemStatus, ManualClock, NewItem, NodeClaim, NodeRecord, NodeStatus,
+    Store, SystemClock, Timestamp, WorkerState,
 };
 use leasehold_runtime::faults::{check_invariants, FaultyStore};
 use leasehold_runtime::{
@@ -65,23 +66,32 @@ fn blocking_once(b: LeaseholdBuilder, gate: Arc<Notify>) -> LeaseholdBuilder {
     })
 }
 
+/// Starts a node whose first handler run blocks until `gate` is notified (see
+/// [`blocking_once`]), enqueues one item and waits until the node holds it: the node, its
+/// events, the item and the item as leased.
+async fn start_holding_one(
+    b: LeaseholdBuilder,
+    gate: Arc<Notify>,
+) -> (NodeHandle, Receiver<NodeEvent>, ItemId, Item) {
+    let node = blocking_once(b, gate).start().await.unwrap();
+    let mut events = node.events();
+    let id = node.enqueue(NewItem::new("job", json!({}))).await.unwrap();
+    wait_for(&mut events, "the first node's acquisition", |e| {
+        matches!(e, NodeEvent::Acquired { item, .. } if *item == id).then_some(())
+    })
+    .await;
+    let held = node.store().item_get(id).await.unwrap().unwrap();
+    (node, events, id, held)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_start_under_a_live_node_id_is_refused_naming_host_pid_and_age() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(SystemClock.now());
     let store = open(&dir).await;
     let gate = Arc::new(Notify::new());
-    let first = blocking_once(builder(store.clone(), "dup", &clock), gate.clone())
-        .start()
-        .await
-        .unwrap();
-    let mut events = first.events();
-    let id = first.enqueue(NewItem::new("job", json!({}))).await.unwrap();
-    wait_for(&mut events, "the first node's acquisition", |e| {
-        matches!(e, NodeEvent::Acquired { item, .. } if *item == id).then_some(())
-    })
-    .await;
-    let held = store.item_get(id).await.unwrap().unwrap();
+    let (first, mut events, id, held) =
+        start_holding_one(builder(store.clone(), "dup", &clock), gate.clone()).await;
 
     clock.advance(Duration::from_millis(250));
     let err = builder(store.clone(), "dup", &clock)
@@ -169,17 +179,8 @@ async fn takeover_waits_until_the_live_incarnation_is_dead_then_starts_and_recov
     // The first node's store access can be cut, as a crash or a partition would.
     let first_store = Arc::new(FaultyStore::new(store.clone()));
     let gate = Arc::new(Notify::new());
-    let first = blocking_once(builder(first_store.clone(), "dup", &clock), gate.clone())
-        .start()
-        .await
-        .unwrap();
-    let mut first_events = first.events();
-    let id = first.enqueue(NewItem::new("job", json!({}))).await.unwrap();
-    wait_for(&mut first_events, "the first node's acquisition", |e| {
-        matches!(e, NodeEvent::Acquired { item, .. } if *item == id).then_some(())
-    })
-    .await;
-    let held = store.item_get(id).await.unwrap().unwrap();
+    let (first, mut first_events, id, held) =
+        start_holding_one(builder(first_store.clone(), "dup", &clock), gate.clone()).await;
 
     let second = builder(store.clone(), "dup", &clock)
         .takeover(true)
@@ -308,17 +309,8 @@ async fn a_superseded_incarnation_stops_its_tree_at_its_next_beat() {
     let clock = ManualClock::new(SystemClock.now());
     let store = open(&dir).await;
     let gate = Arc::new(Notify::new());
-    let first = blocking_once(builder(store.clone(), "dup", &clock), gate.clone())
-        .start()
-        .await
-        .unwrap();
-    let mut events = first.events();
-    let id = first.enqueue(NewItem::new("job", json!({}))).await.unwrap();
-    wait_for(&mut events, "the first node's acquisition", |e| {
-        matches!(e, NodeEvent::Acquired { item, .. } if *item == id).then_some(())
-    })
-    .await;
-    let held = store.item_get(id).await.unwrap().unwrap();
+    let (first, mut events, id, held) =
+        start_holding_one(builder(store.clone(), "dup", &clock), gate.clone()).await;
 
     // Another process registers the id as if the row had gone stale (its own clock says so).
     let row = store.node_get("dup").await.unwrap().expect("row");

@@ -5,6 +5,7 @@ use deadpool_postgres::Transaction;
 use leasehold_core::{
     next_incarnation, NodeClaim, NodeRecord, StoreError, StoreResult, Timestamp, WorkerState,
 };
+use tokio_postgres::types::ToSql;
 
 use crate::db::{prepared, Db};
 use crate::error::{corrupt, from_pg, no_nul};
@@ -82,24 +83,8 @@ const HEARTBEAT: &str = concat!(
 pub(crate) async fn heartbeat(db: &Db, node: &NodeRecord) -> StoreResult<()> {
     no_nul("node id", &node.node_id)?;
     no_nul("worker type", &node.worker_type)?;
-    let task_text = node.task_text.as_ref().map(|t| t.replace('\0', "\u{FFFD}"));
-    let rows = db
-        .query(
-            HEARTBEAT,
-            &[
-                &node.node_id,
-                &node.incarnation,
-                &node.worker_type,
-                &node.status.as_str(),
-                &node.current_item.map(|i| i.0),
-                &task_text,
-                &node.last_heartbeat_at.0,
-                &node.heartbeat_interval_ms,
-                &node.started_at.0,
-                &node.metadata,
-            ],
-        )
-        .await?;
+    let args = RowArgs::of(node);
+    let rows = db.query(HEARTBEAT, &args.params()).await?;
     let row = rows
         .first()
         .ok_or_else(|| corrupt("the heartbeat returned no row"))?;
@@ -152,25 +137,46 @@ pub(crate) async fn register(
 
 /// Runs `sql` (an insert of [`node_columns!`]) with `node`'s values; returns the rows written.
 async fn write_row(tx: &Transaction<'_>, sql: &str, node: &NodeRecord) -> StoreResult<u64> {
-    let task_text = node.task_text.as_ref().map(|t| t.replace('\0', "\u{FFFD}"));
     let stmt = prepared(tx, sql).await?;
-    tx.execute(
-        &stmt,
-        &[
-            &node.node_id,
-            &node.incarnation,
-            &node.worker_type,
-            &node.status.as_str(),
-            &node.current_item.map(|i| i.0),
-            &task_text,
-            &node.last_heartbeat_at.0,
-            &node.heartbeat_interval_ms,
-            &node.started_at.0,
-            &node.metadata,
-        ],
-    )
-    .await
-    .map_err(from_pg)
+    tx.execute(&stmt, &RowArgs::of(node).params())
+        .await
+        .map_err(from_pg)
+}
+
+/// A registry row's values as the statements' `$1`–`$10` ([`node_columns!`] order).
+struct RowArgs<'a> {
+    node: &'a NodeRecord,
+    status: &'static str,
+    current_item: Option<i64>,
+    /// PostgreSQL stores no NUL in text: the free-form task text has it replaced.
+    task_text: Option<String>,
+}
+
+impl<'a> RowArgs<'a> {
+    fn of(node: &'a NodeRecord) -> Self {
+        RowArgs {
+            node,
+            status: node.status.as_str(),
+            current_item: node.current_item.map(|i| i.0),
+            task_text: node.task_text.as_ref().map(|t| t.replace('\0', "\u{FFFD}")),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+        let n = self.node;
+        [
+            &n.node_id,
+            &n.incarnation,
+            &n.worker_type,
+            &self.status,
+            &self.current_item,
+            &self.task_text,
+            &n.last_heartbeat_at.0,
+            &n.heartbeat_interval_ms,
+            &n.started_at.0,
+            &n.metadata,
+        ]
+    }
 }
 
 /// Marks `incarnation` of `node_id` stopped; any other row is left alone.
