@@ -3,8 +3,9 @@
 //! second exits non-zero with a one-line error naming the first (host, pid, last beat) while
 //! the first lives, and runs nothing; once the first is SIGKILLed and its registry row is
 //! stale, a start under the same id proceeds and recovers its items at once. With
-//! `--takeover` the second waits instead, then takes over. Every command logs the item and
-//! epoch it ran, so a run twice shows.
+//! `--takeover` the second waits instead, then takes over. A first process stalled (SIGSTOP)
+//! past the window and replaced exits superseded when it resumes. Every command logs the item
+//! and epoch it ran, so a run twice shows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -318,6 +319,79 @@ async fn takeover_process_waits_for_the_live_one_to_die_then_takes_over() {
         assert!(
             epochs.len() == 1 || stranded.contains(&item),
             "item {item} ran {epochs:?} though no kill interrupted it"
+        );
+    }
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to the process.
+fn signal(p: &mut Proc, signal: &str) {
+    let pid = p.child().id().to_string();
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .expect("run kill");
+    assert!(ok.success(), "kill -{signal} {pid}");
+}
+
+/// A real stall: the first process is stopped (SIGSTOP) until its row is stale, a second
+/// process starts under the id and works; when the first resumes (SIGCONT), its next registry
+/// write tells it another incarnation holds the id, and it exits 1 saying so instead of working
+/// on beside the second. Every item is completed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_process_that_resumes_after_its_id_was_taken_over_exits_superseded() {
+    let s = setup(60).await;
+    let mut first = first_running(&s).await;
+    let first_incarnation = row_state(&s.store).await.unwrap().0.incarnation;
+    signal(&mut first, "STOP");
+    wait_until("the stalled process's row to go stale", async || {
+        let (_, state) = row_state(&s.store).await.unwrap();
+        (state == WorkerState::Dead).then_some(())
+    })
+    .await;
+    let second = spawn(work(&s.db, &s.log, &["--exit-when-done", "--json"]));
+    let second_incarnation = wait_until("the second process at work", async || {
+        match row_state(&s.store).await {
+            Some((row, WorkerState::Alive)) if row.incarnation > first_incarnation => {
+                Some(row.incarnation)
+            }
+            _ => None,
+        }
+    })
+    .await;
+
+    signal(&mut first, "CONT");
+    let out = finish(first).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let expected = format!(
+        "error: this node stopped: node \"{ID}\": incarnation {first_incarnation} was \
+         superseded by incarnation {second_incarnation}"
+    );
+    assert!(
+        stderr.contains(&expected),
+        "{expected:?} missing from: {stderr}"
+    );
+
+    let out = finish(second).await;
+    assert!(
+        out.status.success(),
+        "the second process: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = s.store.node_get(ID).await.unwrap().unwrap();
+    assert_eq!(
+        row.incarnation, second_incarnation,
+        "the row stays the second's"
+    );
+    let report = check_invariants(s.store.as_ref(), &s.ids, None)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.counts.completed, s.ids.len() as u64);
+    for (item, epochs) in runs(&s.log) {
+        assert!(
+            epochs.windows(2).all(|w| w[0] < w[1]),
+            "item {item} ran twice under one lease: {epochs:?}"
         );
     }
 }
