@@ -3,10 +3,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ractor::ActorRef;
 
-use leasehold_core::{Clock, ItemId, Store};
+use leasehold_core::{Clock, ItemId, Store, StoreError};
 
 use crate::builder::RuntimeConfig;
 use crate::events::NodeEvent;
@@ -204,5 +205,28 @@ impl Metrics {
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Retries a store write through backend failures until `deadline`; a refusal (LeaseLost,
+/// InvalidState, …) is returned at once.
+pub(crate) async fn retry_store<T, F, Fut>(
+    deadline: tokio::time::Instant,
+    mut op: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = Duration::from_millis(10);
+    loop {
+        match op().await {
+            Err(e) if e.is_backend_failure() && tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, "store write failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
     }
 }
