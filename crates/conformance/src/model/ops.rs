@@ -86,7 +86,7 @@ pub enum Op {
     Reap {
         /// The liveness answer for each of [`OWNERS`].
         alive: [bool; 3],
-        /// Index into [`STALE_LIMITS_MS`].
+        /// Index into [`STALE_LIMITS_MS`](super::STALE_LIMITS_MS).
         stale: usize,
         /// Report only.
         dry_run: bool,
