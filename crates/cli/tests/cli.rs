@@ -237,6 +237,60 @@ fn enqueue_with_a_key_returns_the_open_items_id_and_refuses_an_empty_key() {
 }
 
 #[test]
+fn enqueue_key_within_s_returns_a_recently_completed_item_and_needs_a_key() {
+    let db = TestDb::new();
+    let windowed = ["--key", "report-7", "--key-within-s", "3600"];
+    let first = db.enqueue("report", &windowed);
+    let work = [
+        "work",
+        "--workers",
+        "1",
+        "--exec",
+        "cat",
+        "--exit-when-done",
+    ];
+    assert_success(&db.run(&work), &work);
+    assert_eq!(db.json(&["status"])["completed"], json!(1));
+    assert_eq!(
+        db.enqueue("report", &windowed),
+        first,
+        "completed within the hour: its id"
+    );
+    assert_ne!(
+        db.enqueue("report", &["--key", "report-7"]),
+        first,
+        "without the window a finished item frees its key"
+    );
+    let out = db.run(&[
+        "enqueue",
+        "--kind",
+        "report",
+        "--input",
+        "{}",
+        "--key-within-s",
+        "5",
+    ]);
+    assert_error(&out, 2, "--key");
+    let out = db.run(&[
+        "enqueue",
+        "--kind",
+        "report",
+        "--input",
+        "{}",
+        "--key",
+        "k",
+        "--key-within-s",
+        "0",
+    ]);
+    assert_error(&out, 2, "--key-within-s");
+    assert_eq!(
+        db.json(&["status"])["total"],
+        json!(2),
+        "nothing else written"
+    );
+}
+
+#[test]
 fn enqueue_after_ids_blocks_the_item_and_refuses_an_unknown_id() {
     let db = TestDb::new();
     let a = db.enqueue("research", &[]);

@@ -153,6 +153,7 @@ macro_rules! conformance_tests {
             zombie_completion_with_follow_ups_creates_nothing,
             invalid_follow_up_refuses_the_completion_and_writes_nothing,
             unique_key_returns_the_open_items_id_and_is_freed_when_it_finishes,
+            unique_within_returns_an_item_completed_inside_the_window,
             concurrent_enqueues_of_one_key_create_one_item,
             // dependencies
             dependant_of_many_is_released_by_the_last_completion,

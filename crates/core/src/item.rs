@@ -244,9 +244,15 @@ pub struct NewItem {
     pub timeout: Option<Duration>,
     /// A deduplication key: while an item with this key is pending or in progress, enqueuing
     /// another returns that item's id instead of adding a duplicate (race-safe across
-    /// processes sharing the store). Once that item has finished, the key is free again.
+    /// processes sharing the store). Once that item has finished, the key is free again
+    /// (unless [`unique_within`](Self::unique_within) keeps a completed one counting).
     #[serde(default)]
     pub unique_key: Option<String>,
+    /// With a unique key: how long after an item with the key completed it still counts, so
+    /// that enqueuing the key again returns that completed item's id ([`NewItem::unique_within`]).
+    /// `None`: only a pending, in-progress, awaiting or blocked item counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_within: Option<Duration>,
     /// The items it needs ([`NewItem::after`]): it is enqueued `blocked` and becomes ready
     /// when all of them have completed. Each must exist already or come earlier in the same
     /// enqueue batch, so no cycle can form.
@@ -269,6 +275,7 @@ impl NewItem {
             group_id: None,
             timeout: None,
             unique_key: None,
+            unique_within: None,
             depends_on: Vec::new(),
         }
     }
@@ -317,6 +324,32 @@ impl NewItem {
         self
     }
 
+    /// Extends the unique key's reach past completion: while an item with the key completed
+    /// less than `window` ago, enqueuing returns that item's id and adds nothing (an item
+    /// that failed or was cancelled does not count: the work is not done). An open item with
+    /// the key still wins over a completed one. Needs [`unique_key`](Self::unique_key); the
+    /// window is at least 1 ms.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use leasehold_core::NewItem;
+    /// // At most one report per account per hour, however often it is asked for.
+    /// let item = NewItem::new("report", serde_json::json!({"account": 7}))
+    ///     .unique_key("report:7")
+    ///     .unique_within(Duration::from_secs(3600));
+    /// assert!(item.validate().is_ok());
+    /// ```
+    pub fn unique_within(mut self, window: Duration) -> Self {
+        self.unique_within = Some(window);
+        self
+    }
+
+    /// The earliest completion that still counts for the unique key at `now`
+    /// ([`unique_within`](Self::unique_within)), if the item has a window.
+    pub fn unique_completed_since(&self, now: Timestamp) -> Option<Timestamp> {
+        self.unique_within.map(|w| now.minus(w))
+    }
+
     /// Makes the item wait for `ids`: it is enqueued `blocked` and becomes `pending` (ready
     /// now) in the transaction that completes the last of them; when one of them fails or is
     /// cancelled, it ends `cancelled` with an error naming that dependency. Each id must name
@@ -342,7 +375,8 @@ impl NewItem {
     }
 
     /// Refuses an empty kind, a zero retry budget, an empty group, a timeout under 1 ms, an
-    /// empty unique key, or a dependency id that is not positive or is named twice.
+    /// empty unique key, a `unique_within` without a key or under 1 ms, or a dependency id that
+    /// is not positive or is named twice.
     pub fn validate(&self) -> Result<(), String> {
         if self.kind.trim().is_empty() {
             return Err("kind must not be empty".into());
@@ -363,6 +397,14 @@ impl NewItem {
         if let Some(k) = &self.unique_key {
             if k.is_empty() {
                 return Err("unique key must not be empty when given".into());
+            }
+        }
+        if let Some(w) = self.unique_within {
+            if self.unique_key.is_none() {
+                return Err("unique_within needs a unique key".into());
+            }
+            if w < Duration::from_millis(1) {
+                return Err(format!("unique_within {w:?} must be at least 1 ms"));
             }
         }
         for (i, id) in self.depends_on.iter().enumerate() {

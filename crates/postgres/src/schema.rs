@@ -38,7 +38,7 @@ const OWN_TABLES: [&str; 11] = [
 ];
 
 /// Schema migrations, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13];
 
 /// Version 1: items, their checkpoints, and the worker registry, as in the SQLite backend.
 ///
@@ -622,6 +622,14 @@ $$;
 CREATE TRIGGER items_forget_attempts AFTER DELETE ON items
     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT
     EXECUTE FUNCTION leasehold_forget_attempts();
+";
+
+/// Version 13: completed items by unique key, for an enqueue with `NewItem::unique_within`
+/// (the key's item that completed within the window counts as the key's item). Only keyed
+/// items that completed are in it: the hot path's unkeyed items never touch it.
+const V13: &str = "
+CREATE INDEX items_unique_done ON items (unique_key, finished_at)
+    WHERE unique_key IS NOT NULL AND status = 'completed';
 ";
 
 /// The version table, created with the schema (before the first migration).

@@ -50,7 +50,7 @@ const OWN_TABLES: [&str; 10] = [
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Schema migrations, oldest first; `MIGRATIONS[n]` takes version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13];
 
 /// Version 1: items, their checkpoints, and the worker registry.
 ///
@@ -495,6 +495,14 @@ DROP TRIGGER items_dependants;
 ",
     dependants_trigger!("finished_at")
 );
+
+/// Version 13: completed items by unique key, for an enqueue with `NewItem::unique_within`
+/// (the key's item that completed within the window counts as the key's item). Only keyed
+/// items that completed are in it: the hot path's unkeyed items never touch it.
+const V13: &str = "
+CREATE INDEX items_unique_done ON items (unique_key, finished_at)
+    WHERE unique_key IS NOT NULL AND status = 'completed';
+";
 
 /// Opens (creating if needed) the database at `path`, checks it, configures the connection and
 /// migrates it to [`SCHEMA_VERSION`].

@@ -65,6 +65,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "K", value_parser = args::non_empty)]
     key: Option<String>,
 
+    /// With --key: an item with the key that completed less than this many seconds ago also
+    /// counts (its id is printed and nothing is added); may be fractional.
+    #[arg(long, value_name = "S", value_parser = args::seconds, requires = "key")]
+    key_within_s: Option<Duration>,
+
     /// The ids of items this one waits for: it is enqueued `blocked` and becomes ready when
     /// all of them have completed, and is cancelled if one fails or is cancelled. Each must
     /// name an existing item.
@@ -100,6 +105,9 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
     }
     if let Some(k) = args.key {
         item = item.unique_key(k);
+    }
+    if let Some(w) = args.key_within_s {
+        item = item.unique_within(w);
     }
     item = item.after(args.after);
     item.validate().map_err(CliError::usage)?;

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use leasehold_core::{ItemFilter, ItemStatus, Liveness, NewItem, ReapRequest, Store, StoreError};
+use leasehold_core::{
+    FailDisposition, ItemFilter, ItemStatus, Liveness, NewItem, ReapRequest, Store, StoreError,
+};
 use serde_json::json;
 
 use crate::support::{
@@ -192,6 +194,76 @@ pub async fn unique_key_returns_the_open_items_id_and_is_freed_when_it_finishes(
     match s.item_enqueue(keyed(9, ""), at_s(7)).await {
         Err(StoreError::InvalidInput(msg)) => assert!(msg.contains("unique key"), "{msg}"),
         other => panic!("an empty unique key should be InvalidInput, got {other:?}"),
+    }
+    assert_eq!(s.items_count().await.expect("count").total(), total);
+}
+
+/// With `unique_within`, a key's item that completed within the window still answers for the
+/// key (its id returned, nothing added); past the window, or for an item that failed instead,
+/// or without the window, a new item is added; an open item wins over a completed one; a window
+/// without a key, or under 1 ms, is refused and writes nothing.
+pub async fn unique_within_returns_an_item_completed_inside_the_window(store: Arc<dyn Store>) {
+    let s = &*store;
+    let window = std::time::Duration::from_secs(60);
+    let keyed = |n: i64| new_item("report", n).unique_key("report-7");
+    let windowed = |n: i64| keyed(n).unique_within(window);
+    let first = enqueue(s, windowed(1), T0).await;
+    let held = acquire(s, &req("worker-a"), at_s(1)).await;
+    assert_eq!(held.lease.item, first);
+    s.item_complete(&held.lease, json!("done"), at_s(2))
+        .await
+        .expect("complete");
+
+    assert_eq!(
+        enqueue(s, windowed(2), at_s(30)).await,
+        first,
+        "completed 28 s ago, inside the 60 s window: its id"
+    );
+    let batch = s
+        .items_enqueue(vec![windowed(3), windowed(4)], at_s(62))
+        .await
+        .expect("a batch inside the window");
+    assert_eq!(batch, vec![first, first], "exactly 60 s is still inside");
+    assert_eq!(s.items_count().await.expect("count").total(), 1);
+
+    // Without the window, the completed item does not count.
+    let plain = enqueue(s, keyed(5), at_s(63)).await;
+    assert_ne!(plain, first);
+    // An open item wins over the completed one while both answer for the key.
+    assert_eq!(enqueue(s, windowed(6), at_s(64)).await, plain);
+    let held = acquire(s, &req("worker-a"), at_s(65)).await;
+    assert_eq!(held.lease.item, plain);
+    s.item_fail(&held.lease, "no", FailDisposition::Permanent, at_s(66))
+        .await
+        .expect("fail");
+    // A failed item is not the work done: the newest completion is still `first`, at 2 s.
+    assert_eq!(
+        enqueue(s, windowed(7), at_s(61)).await,
+        first,
+        "a failed item does not answer for the key; the completed one still does"
+    );
+    let past = enqueue(s, windowed(8), at_s(63)).await;
+    assert!(
+        ![first, plain].contains(&past),
+        "61 s after the completion, past the window: a new item"
+    );
+    assert_eq!(get(s, past).await.status, ItemStatus::Pending);
+
+    let total = s.items_count().await.expect("count").total();
+    for (bad, what) in [
+        (
+            new_item("report", 9).unique_within(window),
+            "needs a unique key",
+        ),
+        (
+            keyed(10).unique_within(std::time::Duration::from_micros(10)),
+            "at least 1 ms",
+        ),
+    ] {
+        match s.item_enqueue(bad, at_s(70)).await {
+            Err(StoreError::InvalidInput(msg)) => assert!(msg.contains(what), "{msg}"),
+            other => panic!("expected InvalidInput ({what}), got {other:?}"),
+        }
     }
     assert_eq!(s.items_count().await.expect("count").total(), total);
 }

@@ -67,6 +67,16 @@ const MARK: &str = "UPDATE items SET has_dependants = true \
 const OPEN_WITH_KEY: &str = "SELECT id FROM items \
      WHERE unique_key = $1 AND status IN ('pending', 'in_progress', 'awaiting', 'blocked')";
 
+/// The item that answers for a key under `NewItem::unique_within`: the open one if there is
+/// one, else the one that completed last at or after `$2` (by `items_unique_done`).
+const WITHIN_WINDOW: &str = "SELECT id FROM ( \
+         SELECT id, 1 AS open, 0::bigint AS finished_at FROM items \
+         WHERE unique_key = $1 AND status IN ('pending', 'in_progress', 'awaiting', 'blocked') \
+         UNION ALL \
+         SELECT id, 0, finished_at FROM items \
+         WHERE unique_key = $1 AND status = 'completed' AND finished_at >= $2) AS found \
+     ORDER BY open DESC, finished_at DESC, id DESC LIMIT 1";
+
 /// Delivered at commit: listeners hear of the items only once they can be acquired.
 const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 
@@ -168,7 +178,8 @@ pub(crate) async fn insert(
 
 /// Inserts a batch holding unique keys or dependencies one row at a time, in order, so that
 /// each item sees the ones before it: an item whose key an open item holds (committed, or
-/// inserted earlier in this batch) gets that item's id, and an item may depend on one earlier
+/// inserted earlier in this batch), or with `unique_within` one that completed within the
+/// window, gets that item's id, and an item may depend on one earlier
 /// in the batch ([`insert_dependant`]).
 async fn insert_keyed(
     tx: &Transaction<'_>,
@@ -181,6 +192,10 @@ async fn insert_keyed(
     let mut ids = Vec::with_capacity(items.len());
     let mut ready = 0usize;
     for (i, item) in items.iter().enumerate() {
+        if let Some(id) = within_window(tx, item, now).await? {
+            ids.push(id);
+            continue;
+        }
         if !item.depends_on.is_empty() {
             let (id, ready_now) = insert_dependant(tx, item, now, i).await?;
             ids.push(id);
@@ -226,6 +241,26 @@ async fn insert_keyed(
             .map_err(from_pg)?;
     }
     Ok(ids)
+}
+
+/// The item that answers for `item`'s key when it has a `unique_within` window: an open one,
+/// else one that completed within the window. `None` without a window or without such an item.
+/// (Under READ COMMITTED a completion committing while this runs may be missed: the enqueue
+/// then adds an item, as it would a moment later with the window passed.)
+async fn within_window(
+    tx: &Transaction<'_>,
+    item: &NewItem,
+    now: Timestamp,
+) -> StoreResult<Option<ItemId>> {
+    let (Some(key), Some(since)) = (&item.unique_key, item.unique_completed_since(now)) else {
+        return Ok(None);
+    };
+    let stmt = prepared(tx, WITHIN_WINDOW).await?;
+    let row = tx
+        .query_opt(&stmt, &[key, &since.0])
+        .await
+        .map_err(from_pg)?;
+    Ok(row.map(|r| ItemId(r.get(0))))
 }
 
 /// Inserts one item with dependencies: locks and reads each dependency (one that does not

@@ -29,6 +29,17 @@ pub(crate) const OPEN_WITH_KEY: &str = "SELECT id FROM items \
      WHERE unique_key = ?1 AND (status = 'pending' OR status = 'in_progress' OR status = 'awaiting' \
                                 OR status = 'blocked')";
 
+/// The item that answers for a key under `NewItem::unique_within`: the open one if there is
+/// one, else the one that completed last at or after `?2` (by `items_unique_done`).
+const WITHIN_WINDOW: &str = "SELECT id FROM ( \
+         SELECT id, 1 AS open, 0 AS finished_at FROM items \
+         WHERE unique_key = ?1 AND (status = 'pending' OR status = 'in_progress' \
+                                    OR status = 'awaiting' OR status = 'blocked') \
+         UNION ALL \
+         SELECT id, 0, finished_at FROM items \
+         WHERE unique_key = ?1 AND status = 'completed' AND finished_at >= ?2) \
+     ORDER BY open DESC, finished_at DESC, id DESC LIMIT 1";
+
 /// An item with dependencies, in the status [`DependantStart`] judged, keyed or not (a `NULL`
 /// key never conflicts).
 const INSERT_DEPENDANT: &str = "INSERT INTO items \
@@ -90,8 +101,8 @@ pub(crate) fn run(
 
 /// Inserts checked items inside `tx` (the caller's transaction: an enqueue's own, or a
 /// completion's for its follow-ups); returns their ids in order. An item whose unique key an
-/// open item holds (one inserted earlier in this batch included) is not inserted: its id is
-/// that item's. One writer at a time holds the database, so check and insert cannot race.
+/// open item holds (one inserted earlier in this batch included), or with `unique_within` one
+/// that completed within the window, is not inserted: its id is that item's. One writer at a time holds the database, so check and insert cannot race.
 pub(crate) fn insert(
     tx: &Transaction<'_>,
     checked: &Checked,
@@ -99,6 +110,10 @@ pub(crate) fn insert(
 ) -> OpResult<Vec<ItemId>> {
     let mut ids = Vec::with_capacity(checked.items.len());
     for (i, (item, input)) in checked.items.iter().zip(&checked.inputs).enumerate() {
+        if let Some(id) = within_window(tx, item, now)? {
+            ids.push(id);
+            continue;
+        }
         if !item.depends_on.is_empty() {
             ids.push(insert_dependant(tx, item, input, now, i)?);
             continue;
@@ -138,6 +153,19 @@ pub(crate) fn insert(
         ids.push(ItemId(tx.last_insert_rowid()));
     }
     Ok(ids)
+}
+
+/// The item that answers for `item`'s key when it has a `unique_within` window: an open one,
+/// else one that completed within the window. `None` without a window or without such an item.
+fn within_window(tx: &Transaction<'_>, item: &NewItem, now: Timestamp) -> OpResult<Option<ItemId>> {
+    let (Some(key), Some(since)) = (&item.unique_key, item.unique_completed_since(now)) else {
+        return Ok(None);
+    };
+    let id = tx
+        .prepare_cached(WITHIN_WINDOW)?
+        .query_row(params![key, since.0], |r| r.get(0))
+        .optional()?;
+    Ok(id.map(ItemId))
 }
 
 /// Inserts one item with dependencies: reads each dependency (one that does not exist yet, an
