@@ -174,6 +174,15 @@ async fn first_running(s: &Setup) -> Proc {
     first
 }
 
+/// Every item completed, none lost, none completed twice.
+async fn all_completed_once(s: &Setup) {
+    let report = check_invariants(s.store.as_ref(), &s.ids, None)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.counts.completed, s.ids.len() as u64);
+}
+
 /// SIGKILLs `first` (std's kill is SIGKILL on Unix) and returns what it held.
 async fn kill(s: &Setup, mut first: Proc) -> BTreeSet<i64> {
     first.child().kill().expect("SIGKILL");
@@ -249,11 +258,7 @@ async fn second_process_under_a_live_node_id_exits_with_the_error_and_runs_nothi
     );
     assert!(summary["incarnation"].as_i64().unwrap() > dead_at.incarnation);
 
-    let report = check_invariants(s.store.as_ref(), &s.ids, None)
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{report:?}");
-    assert_eq!(report.counts.completed, s.ids.len() as u64);
+    all_completed_once(&s).await;
     // Only the items the kill interrupted ran again, each under a newer epoch.
     for (item, epochs) in runs(&s.log) {
         if epochs.len() > 1 {
@@ -310,11 +315,7 @@ async fn takeover_process_waits_for_the_live_one_to_die_then_takes_over() {
     let stranded = kill(&s, first).await;
     let out = finish(second).await;
     assert!(out.status.success(), "{out:?}");
-    let report = check_invariants(s.store.as_ref(), &s.ids, None)
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{report:?}");
-    assert_eq!(report.counts.completed, s.ids.len() as u64);
+    all_completed_once(&s).await;
     for (item, epochs) in runs(&s.log) {
         assert!(
             epochs.len() == 1 || stranded.contains(&item),
@@ -383,11 +384,7 @@ async fn a_stalled_process_that_resumes_after_its_id_was_taken_over_exits_supers
         row.incarnation, second_incarnation,
         "the row stays the second's"
     );
-    let report = check_invariants(s.store.as_ref(), &s.ids, None)
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{report:?}");
-    assert_eq!(report.counts.completed, s.ids.len() as u64);
+    all_completed_once(&s).await;
     for (item, epochs) in runs(&s.log) {
         assert!(
             epochs.windows(2).all(|w| w[0] < w[1]),
