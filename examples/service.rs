@@ -189,6 +189,7 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 Err(reason.into())
             }
             TreeExit::Shutdown => Ok(()),
+            other => Err(format!("the tree stopped: {other:?}").into()),
         },
     };
     let _ = stop_http.send(());

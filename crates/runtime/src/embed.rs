@@ -56,8 +56,10 @@ pub struct Escalation {
 }
 
 /// What a tree is doing now ([`NodeHandle::state`]): what a service's health check reports.
+/// New states may be added: match with a wildcard arm.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TreeState {
     /// Taking and running work.
     Running {

@@ -28,9 +28,10 @@ use crate::registry::RegistryMsg;
 use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::wakeups;
 
-/// Why a tree stopped.
+/// Why a tree stopped. New reasons may be added: match with a wildcard arm.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "exit", content = "reason", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TreeExit {
     /// A graceful shutdown finished.
     Shutdown,

@@ -168,6 +168,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<(), CliError> {
         TreeExit::Shutdown => Ok(()),
         TreeExit::Escalated(why) => Err(CliError::failure(format!("the tree escalated: {why}"))),
         TreeExit::Superseded(why) => Err(CliError::failure(format!("this node stopped: {why}"))),
+        other => Err(CliError::failure(format!("the tree stopped: {other:?}"))),
     }
 }
 
