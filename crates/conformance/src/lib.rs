@@ -77,6 +77,7 @@ macro_rules! conformance_tests {
             // lease lifecycle
             lease_lifecycle_acquire_renew_complete,
             renew_owner_extends_every_lease_of_that_owner_only,
+            an_expired_lease_not_yet_taken_can_still_be_renewed,
             ping_answers_on_a_fresh_store,
             // fencing
             zombie_cannot_complete_after_takeover,

@@ -172,3 +172,37 @@ pub async fn ping_answers_on_a_fresh_store(store: Arc<dyn Store>) {
         "a fresh store is empty"
     );
 }
+
+/// A lease past its expiry that nobody has taken yet is still its holder's: a renewal (one, or
+/// the owner's all at once) extends it from the renewal time, epoch unchanged. Expiry alone
+/// takes nothing; only a reap, a recovery or the monitor does.
+pub async fn an_expired_lease_not_yet_taken_can_still_be_renewed(store: Arc<dyn Store>) {
+    let store = &*store;
+    let held = crate::support::enqueue_n(store, "job", 1, T0).await;
+    assert_eq!(held.len(), 1);
+    let leased = acquire(store, &req("worker-a"), T0).await;
+    let late = at_s(40);
+    assert!(
+        store
+            .lease_status(leased.item.id, late)
+            .await
+            .expect("lease_status")
+            .expired,
+        "the lease ran out at 30 s"
+    );
+    let until = store
+        .lease_renew(&leased.lease, LEASE, late)
+        .await
+        .expect("an expired, untaken lease renews");
+    assert_eq!(until, late.plus(LEASE));
+    let n = store
+        .leases_renew_owner("worker-a", LEASE, at_s(50))
+        .await
+        .expect("leases_renew_owner");
+    assert_eq!(n, 1);
+    let item = get(store, leased.item.id).await;
+    assert_eq!(
+        (item.status, item.epoch, item.lease_expires_at),
+        (ItemStatus::InProgress, 1, Some(at_s(50).plus(LEASE)))
+    );
+}
