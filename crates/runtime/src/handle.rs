@@ -416,8 +416,8 @@ impl NodeHandle {
     }
 
     /// Writes this node's registry row now, its metrics included, instead of at the next
-    /// heartbeat; returns whether it reached the store. (A graceful shutdown writes it last
-    /// too.)
+    /// heartbeat; returns whether it reached the store (false too once a newer incarnation
+    /// holds the row). (A graceful shutdown writes it last too.)
     pub async fn publish_metrics(&self) -> Result<bool, RuntimeError> {
         self.ensure_running()?;
         let registry: ActorRef<RegistryMsg> =

@@ -91,7 +91,9 @@ impl Actor for Registry {
                     NodeStatus::Processing
                 };
                 state.write(status).await;
-                let _ = reply.send(state.ctx.store_reachable.load(Ordering::Relaxed));
+                // A superseded incarnation vouches for nothing, whatever the store answered.
+                let vouched = !state.stopped && state.ctx.store_reachable.load(Ordering::Relaxed);
+                let _ = reply.send(vouched);
             }
             RegistryMsg::MarkStopped(reply) => {
                 // The last counts first: a stopped node's row keeps its final totals (the
