@@ -99,6 +99,10 @@ pub struct KindMetrics {
     /// dead): their result was dropped.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub lease_lost: u64,
+    /// Attempts an operator cancelled while they ran (the holder cancelled its handler at its
+    /// next renewal).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cancelled: u64,
     /// LLM outputs served from the cache.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub llm_cache_hits: u64,

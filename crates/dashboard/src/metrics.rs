@@ -237,7 +237,7 @@ impl Scrape {
     }
 
     fn node_families(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
-        let per_kind: [KindCounter; 6] = [
+        let per_kind: [KindCounter; 7] = [
             (
                 "leasehold_attempts_started",
                 "Attempts started, by the node that ran them and the item's kind.",
@@ -265,6 +265,11 @@ impl Scrape {
                 "leasehold_attempts_lease_lost",
                 "Attempts whose lease was lost while working (result dropped).",
                 |k| k.lease_lost,
+            ),
+            (
+                "leasehold_attempts_cancelled",
+                "Attempts an operator cancelled while they ran.",
+                |k| k.cancelled,
             ),
         ];
         for (name, help, f) in per_kind {

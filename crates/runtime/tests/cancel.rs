@@ -95,6 +95,12 @@ async fn cancelling_a_running_item_stops_its_handler_at_the_next_renewal_and_end
         [AttemptOutcome::Cancelled]
     );
     assert_eq!(node.stats().cancelled, 1);
+    let kind = node.store().item_get(id).await.unwrap().unwrap().kind;
+    assert_eq!(
+        node.metrics().kinds.get(&kind).map(|k| k.cancelled),
+        Some(1),
+        "counted under its kind for /metrics"
+    );
     // The handler saw its cancellation; its late write was refused.
     tokio::time::timeout(Duration::from_secs(10), async {
         while late.lock().unwrap().is_none() {

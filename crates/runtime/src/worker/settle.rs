@@ -399,6 +399,7 @@ impl WorkerState {
             }
         };
         Metrics::bump(&ctx.metrics.cancelled);
+        ctx.recorder.kind(&cur.kind, |k| k.cancelled += 1);
         tracing::info!(item = %lease.item, epoch = lease.epoch, owner = %self.request.owner, confirmed, "cancelled by an operator: handler cancelled");
         ctx.emit(NodeEvent::Cancelled {
             item: lease.item,
