@@ -1,5 +1,5 @@
-//! The write endpoints: an operator's retry, cancel and decision on one item, pause and resume
-//! of a kind. Each is one store call at the dashboard's clock; the store refuses a wrong state
+//! The write endpoints: an operator's retry, cancel, delete and decision on one item, pause
+//! and resume of a kind. Each is one store call at the dashboard's clock; the store refuses a wrong state
 //! (`409`, with its message naming the state) or bad input (`400`) and then changes nothing.
 //!
 //! Every write takes a JSON body (`{}` when it has nothing to say) sent as
@@ -149,6 +149,24 @@ pub(crate) async fn cancel(
         .items_cancel(&ItemSelector::Ids(vec![id]), false, app.cfg.clock.now())
         .await?;
     tracing::info!(item = %id, "dashboard: cancel");
+    Ok(Json(report).into_response())
+}
+
+/// `POST /api/items/{id}/delete` with `{}`: a finished item (completed, failed or cancelled)
+/// removed with its checkpoints and attempt history. Answers the store's
+/// [`ActionReport`](leasehold_core::ActionReport).
+pub(crate) async fn delete(
+    State(app): State<AppState>,
+    Path(raw): Path<String>,
+    query: Params,
+    req: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let (id, EmptyBody {}) = checked(query, item_id(&raw), req)?;
+    let report = app
+        .store
+        .items_delete(&ItemSelector::Ids(vec![id]), false)
+        .await?;
+    tracing::info!(item = %id, "dashboard: delete");
     Ok(Json(report).into_response())
 }
 

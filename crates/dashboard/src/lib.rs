@@ -199,6 +199,7 @@ pub fn router(store: Arc<dyn Store>, cfg: DashboardConfig) -> Result<Router, Das
         .route("/api/items/{id}", get(api::item))
         .route("/api/items/{id}/retry", post(actions::retry))
         .route("/api/items/{id}/cancel", post(actions::cancel))
+        .route("/api/items/{id}/delete", post(actions::delete))
         .route("/api/items/{id}/decide", post(actions::decide))
         .route("/api/kinds/{kind}/pause", post(actions::pause))
         .route("/api/kinds/{kind}/resume", post(actions::resume))

@@ -180,7 +180,8 @@ const PAGE: &str = r##"<!doctype html>
     <dt>finished</dt><dd id="item-finished">–</dd>
   </dl>
   <!-- Filled by the script for the item's status: Retry (failed, cancelled), Cancel
-       (pending, blocked, awaiting, in progress), a decision form (awaiting). -->
+       (pending, blocked, awaiting, in progress), Delete (completed, failed, cancelled; asks
+       first), a decision form (awaiting). -->
   <div id="item-actions" class="actions"></div>
 </section>
 <section>
@@ -259,9 +260,12 @@ async function act(b) {
     : "/api/items/" + encodeURIComponent(b.dataset.item) + "/" + a;
   const body = a === "decide" ? { answer: $("decide-answer").value } : {};
   const what = a + " " + (b.dataset.kind ? "kind " + b.dataset.kind : "item " + b.dataset.item);
+  // A delete cannot be undone: asked first, and the page goes back to the list after it.
+  if (a === "delete" && !confirm("Delete item " + b.dataset.item + " with its checkpoints and attempt history?")) return;
   b.disabled = true;
   try {
     await post(path, body);
+    if (a === "delete") { location.href = withToken("/items"); return; }
     notice(what + ": done");
   } catch (e) {
     notice(what + " refused: " + e.message, true);
@@ -385,6 +389,7 @@ function itemActions(i) {
   const nodes = [];
   if (i.status === "failed" || i.status === "cancelled") nodes.push(actionButton("Retry", "retry", i.id, "action-retry"));
   if (["pending", "blocked", "awaiting", "in_progress"].includes(i.status) && i.cancel_requested_at == null) nodes.push(actionButton("Cancel", "cancel", i.id, "action-cancel"));
+  if (["completed", "failed", "cancelled"].includes(i.status)) nodes.push(actionButton("Delete", "delete", i.id, "action-delete"));
   if (i.cancel_requested_at != null && i.status === "in_progress") {
     const s = document.createElement("span");
     s.id = "item-cancel-requested"; s.textContent = "cancel requested " + when(i.cancel_requested_at) + ": its worker stops at its next renewal";

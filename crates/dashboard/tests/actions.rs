@@ -197,6 +197,48 @@ async fn retry_puts_a_failed_item_back_and_refuses_other_states() {
 }
 
 #[tokio::test]
+async fn delete_removes_a_finished_item_and_refuses_an_open_one() {
+    let f = fixture(None).await;
+    let store = f.store.as_ref();
+    let completed = one_in(store, ItemStatus::Completed).await;
+    let pending = one_in(store, ItemStatus::Pending).await;
+
+    let before = everything(store).await;
+    refused(
+        &post(f.addr, &format!("/api/items/{pending}/delete"), None, "{}").await,
+        409,
+        "is pending",
+        "delete of a pending item",
+    );
+    refused(
+        &post(f.addr, "/api/items/999999/delete", None, "{}").await,
+        404,
+        "999999",
+        "unknown item",
+    );
+    let path = format!("/api/items/{completed}/delete");
+    refused(
+        &post(f.addr, &path, None, "{\"dry_run\": true}").await,
+        400,
+        "dry_run",
+        "unknown field",
+    );
+    assert_eq!(everything(store).await, before, "refusals changed nothing");
+
+    let ok = post(f.addr, &path, None, "{}").await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.json()["count"], 1);
+    assert_eq!(ok.json()["items"][0]["from"], "completed");
+    assert_eq!(store.item_get(ItemId(completed)).await.unwrap(), None);
+    refused(
+        &post(f.addr, &path, None, "{}").await,
+        404,
+        &completed.to_string(),
+        "a second delete",
+    );
+}
+
+#[tokio::test]
 async fn cancel_ends_a_pending_item_and_marks_a_running_one() {
     let f = fixture(None).await;
     let store = f.store.as_ref();

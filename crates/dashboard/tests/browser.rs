@@ -873,6 +873,9 @@ async fn action_buttons_retry_a_failed_item_and_cancel_a_running_one() {
         !dom.contains("id=\"action-cancel\""),
         "no Cancel on a failed item"
     );
+    let delete = tag_with(&dom, "id=\"action-delete\"").expect("a Delete button");
+    assert_eq!(attr(delete, "data-action").as_deref(), Some("delete"));
+    assert_eq!(attr(delete, "data-item"), Some(flaky.to_string()));
     assert_eq!(history_rows(&dom).len(), 1);
     assert_eq!(history_rows(&dom)[0][6], "failed");
     assert_eq!(text_of(&dom, "item-attempts"), "1 of 3");
@@ -886,6 +889,10 @@ async fn action_buttons_retry_a_failed_item_and_cancel_a_running_one() {
     assert!(
         !dom.contains("id=\"action-retry\""),
         "no Retry on a running item"
+    );
+    assert!(
+        !dom.contains("id=\"action-delete\""),
+        "no Delete on a running item"
     );
 
     // The awaiting item: the decision form with its question and answers.
