@@ -46,7 +46,7 @@
 //!   future), [`router`] and [`DashboardError`].
 //! - `snapshot`: what every view reads from the store, once per request.
 //! - `api`: the JSON read endpoints and their query parsing.
-//! - `actions`: the write endpoints (retry, cancel, decide, pause, resume).
+//! - `actions`: the write endpoints (retry, cancel, delete, decide, pause, resume).
 //! - `metrics`: the Prometheus text.
 //! - `auth`: the bearer-token check.
 //! - `page`: the HTML page (inline CSS, JS and SVG: nothing from the network).

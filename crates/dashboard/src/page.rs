@@ -4,7 +4,7 @@
 //! the API every refresh interval (`/api/status` and `/api/workers`; `/api/items`;
 //! `/api/items/{id}`) and fills the page with `textContent` (never HTML, so an item's error
 //! text cannot inject markup). Every view also reads `/api/status` for the health indicator
-//! and the dead-node banner in its header. The action buttons (retry, cancel, decide on the
+//! and the dead-node banner in its header. The action buttons (retry, cancel, delete, decide on the
 //! item page; pause and resume on the overview) each carry `data-action` and the item or kind
 //! they act on, and send the same `POST` the API documents, with the token. Everything is
 //! inline — no CDN, no fonts — so it works on a machine without internet. Stable element ids
