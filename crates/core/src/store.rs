@@ -64,6 +64,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         -> StoreResult<Vec<Leased>>;
 
     /// Leases the next ready item, if any (`req.limit` is ignored).
+    #[doc(alias = "acquire_lease")]
     async fn item_acquire(
         &self,
         req: &AcquireRequest,
@@ -77,6 +78,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Extends a lease to `now + duration`; returns the new expiry. An item marked for
     /// cancellation is not renewed: [`StoreError::CancelRequested`](crate::StoreError), and
     /// nothing changes.
+    #[doc(alias = "renew_lease")]
     async fn lease_renew(
         &self,
         lease: &LeaseRef,
@@ -133,6 +135,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// reached `max_attempts` it is dead-lettered, its error saying it was released too often.
     /// With `None` the release is neither counted nor limited (an item given back before its
     /// handler started).
+    #[doc(alias = "release_lease")]
     async fn item_release(
         &self,
         lease: &LeaseRef,
@@ -229,6 +232,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// record is written in the transaction that ended the attempt; a completed attempt's is
     /// the completed item itself (completion is final), read back as a record. An unknown id
     /// has none.
+    #[doc(alias = "get_execution_history")]
     async fn item_attempts(&self, id: ItemId) -> StoreResult<Vec<Attempt>>;
 
     /// The items `id` was enqueued to wait for ([`NewItem::after`]), in id order, with their
@@ -281,6 +285,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn lease_status(&self, id: ItemId, now: Timestamp) -> StoreResult<LeaseStatus>;
 
     /// The in-progress items `owner` holds (seed 000's `get_my_leases`).
+    #[doc(alias = "get_my_leases")]
     async fn leases_of_owner(&self, owner: &str) -> StoreResult<Vec<Item>>;
 
     /// One item, if it exists.
@@ -299,6 +304,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// their attempts are spent. Each change is conditional on the item being unchanged since
     /// the scan, so an owner's renewal during the sweep wins. With `req.dry_run` nothing changes
     /// and the same statistics are reported.
+    #[doc(alias = "reap_stale_tasks")]
+    #[doc(alias = "scan_and_recover")]
     async fn items_reap_expired(
         &self,
         req: &ReapRequest,
@@ -309,6 +316,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// `recover_mine`: requeues (bumping epoch) or dead-letters every in-progress item held by
     /// `owner`, whatever its lease says, and returns what it did. A worker runs this on every
     /// (re)start before it acquires anything.
+    #[doc(alias = "recover_mine")]
     async fn items_recover_owner(
         &self,
         owner: &str,
@@ -355,6 +363,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The default runs in Rust
     /// ([`emergency::release_dead_nodes`](crate::emergency::release_dead_nodes)); PostgreSQL
     /// calls its SQL function `leasehold_release_dead_nodes`.
+    #[doc(alias = "release_dead_worker_leases")]
     async fn items_release_dead_nodes(
         &self,
         req: &DeadNodesRequest,
@@ -387,6 +396,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// that other nodes judge liveness by. The predecessor is told:
     /// [`StoreError::Superseded`](crate::StoreError::Superseded) names the incarnation that
     /// holds the row (a late tick of a stopped incarnation is not an error).
+    #[doc(alias = "upsert_worker_heartbeat")]
     async fn node_heartbeat(&self, node: &NodeRecord) -> StoreResult<()>;
 
     /// Marks a node's incarnation stopped (graceful shutdown). A newer incarnation's row is
@@ -425,6 +435,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// unchanged since read and its incarnation holds no in-progress item) and the finished
     /// items older than `req.finished_before` with their checkpoints. With `req.dry_run`
     /// nothing changes and the same report is returned.
+    #[doc(alias = "cleanup_stale_workers")]
+    #[doc(alias = "cleanup_dead_workers")]
     async fn cleanup(&self, req: &CleanupRequest) -> StoreResult<CleanupReport>;
 
     /// Checks that the store answers (a trivial read). The reaper stands down when this fails.
