@@ -8,7 +8,9 @@
 //! visitor's browser act on a dashboard served without a token on loopback. With a token
 //! configured, the writes sit behind the same bearer check as the reads (see `auth`).
 
+use std::future::Future;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -18,7 +20,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use leasehold_core::{ItemId, ItemSelector, RetryRequest};
+use leasehold_core::{
+    ActionReport, ItemId, ItemSelector, RetryRequest, Store, StoreResult, Timestamp,
+};
 
 use crate::api::{params, ApiError, Params};
 use crate::AppState;
@@ -112,7 +116,7 @@ fn kind_name(raw: &str) -> Result<String, ApiError> {
 }
 
 /// `POST /api/items/{id}/retry` with `{}` or `{"max_attempts": N}`: a failed or cancelled
-/// item back to pending. Answers the store's [`ActionReport`](leasehold_core::ActionReport).
+/// item back to pending. Answers the store's [`ActionReport`].
 pub(crate) async fn retry(
     State(app): State<AppState>,
     Path(raw): Path<String>,
@@ -136,37 +140,65 @@ pub(crate) async fn retry(
 }
 
 /// `POST /api/items/{id}/cancel` with `{}`: a pending, blocked or awaiting item cancelled, an
-/// in-progress one marked for cancellation. Answers the store's [`ActionReport`](leasehold_core::ActionReport).
+/// in-progress one marked for cancellation. Answers the store's [`ActionReport`].
 pub(crate) async fn cancel(
     State(app): State<AppState>,
     Path(raw): Path<String>,
     query: Params,
     req: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let (id, EmptyBody {}) = checked(query, item_id(&raw), req)?;
-    let report = app
-        .store
-        .items_cancel(&ItemSelector::Ids(vec![id]), false, app.cfg.clock.now())
-        .await?;
-    tracing::info!(item = %id, "dashboard: cancel");
-    Ok(Json(report).into_response())
+    on_one_item(
+        &app,
+        &raw,
+        query,
+        req,
+        "cancel",
+        |store, target, now| async move { store.items_cancel(&target, false, now).await },
+    )
+    .await
 }
 
 /// `POST /api/items/{id}/delete` with `{}`: a finished item (completed, failed or cancelled)
-/// removed with its checkpoints and attempt history. Answers the store's
-/// [`ActionReport`](leasehold_core::ActionReport).
+/// removed with its checkpoints and attempt history. Answers the store's [`ActionReport`].
 pub(crate) async fn delete(
     State(app): State<AppState>,
     Path(raw): Path<String>,
     query: Params,
     req: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let (id, EmptyBody {}) = checked(query, item_id(&raw), req)?;
-    let report = app
-        .store
-        .items_delete(&ItemSelector::Ids(vec![id]), false)
-        .await?;
-    tracing::info!(item = %id, "dashboard: delete");
+    on_one_item(
+        &app,
+        &raw,
+        query,
+        req,
+        "delete",
+        |store, target, _| async move { store.items_delete(&target, false).await },
+    )
+    .await
+}
+
+/// An action that takes `{}` and applies to the one item of the path: checks the request,
+/// runs `action` on that item at the dashboard's clock, logs it, answers its report.
+async fn on_one_item<F, Fut>(
+    app: &AppState,
+    raw: &str,
+    query: Params,
+    req: Result<Json<Value>, JsonRejection>,
+    name: &str,
+    action: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(Arc<dyn Store>, ItemSelector, Timestamp) -> Fut,
+    Fut: Future<Output = StoreResult<ActionReport>>,
+{
+    let (id, EmptyBody {}) = checked(query, item_id(raw), req)?;
+    let report = action(
+        app.store.clone(),
+        ItemSelector::Ids(vec![id]),
+        app.cfg.clock.now(),
+    )
+    .await?;
+    tracing::info!(item = %id, "dashboard: {name}");
     Ok(Json(report).into_response())
 }
 
