@@ -261,28 +261,17 @@ fn enqueue_key_within_s_returns_a_recently_completed_item_and_needs_a_key() {
         first,
         "without the window a finished item frees its key"
     );
-    let out = db.run(&[
-        "enqueue",
-        "--kind",
-        "report",
-        "--input",
-        "{}",
+    let enqueue = |extra: &[&str]| {
+        let mut args = vec!["enqueue", "--kind", "report", "--input", "{}"];
+        args.extend_from_slice(extra);
+        db.run(&args)
+    };
+    assert_error(&enqueue(&["--key-within-s", "5"]), 2, "--key");
+    assert_error(
+        &enqueue(&["--key", "k", "--key-within-s", "0"]),
+        2,
         "--key-within-s",
-        "5",
-    ]);
-    assert_error(&out, 2, "--key");
-    let out = db.run(&[
-        "enqueue",
-        "--kind",
-        "report",
-        "--input",
-        "{}",
-        "--key",
-        "k",
-        "--key-within-s",
-        "0",
-    ]);
-    assert_error(&out, 2, "--key-within-s");
+    );
     assert_eq!(
         db.json(&["status"])["total"],
         json!(2),
