@@ -68,12 +68,11 @@ impl WorkerState {
         let mut next = None;
         let result = match outcome {
             HandlerOutcome::Output(output, follow_ups) => {
+                let write = |now| complete(&ctx.store, &lease, output.clone(), &follow_ups, now);
                 let first = if take_next {
                     let now = ctx.clock.now();
-                    let (done, acquired) = tokio::join!(
-                        complete(&ctx.store, &lease, output.clone(), &follow_ups, now),
-                        ctx.store.item_acquire(&self.request, now),
-                    );
+                    let (done, acquired) =
+                        tokio::join!(write(now), ctx.store.item_acquire(&self.request, now),);
                     match acquired {
                         Ok(leased) => next = leased,
                         Err(e) => {
@@ -82,14 +81,7 @@ impl WorkerState {
                     }
                     done
                 } else {
-                    complete(
-                        &ctx.store,
-                        &lease,
-                        output.clone(),
-                        &follow_ups,
-                        ctx.clock.now(),
-                    )
-                    .await
+                    write(ctx.clock.now()).await
                 };
                 let r = match first {
                     Err(e) if e.is_backend_failure() => {
@@ -98,16 +90,7 @@ impl WorkerState {
                         if let Some(unstarted) = next.take() {
                             self.give_back(unstarted).await;
                         }
-                        retry_store(deadline, || {
-                            complete(
-                                &ctx.store,
-                                &lease,
-                                output.clone(),
-                                &follow_ups,
-                                ctx.clock.now(),
-                            )
-                        })
-                        .await
+                        retry_store(deadline, || write(ctx.clock.now())).await
                     }
                     other => other,
                 };
